@@ -1,0 +1,39 @@
+# Everything a newcomer needs: `make demo` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+N      ?= 2000
+
+.PHONY: demo test lint typecheck pytest chaos bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "qes-async needs Python 3.10 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/qes-async demo
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check qes_async tests examples benchmarks
+	$(BIN)/ruff format --check qes_async tests examples benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict qes_async
+
+pytest: $(STAMP)
+	$(BIN)/pytest -n 2 --cov=qes_async --cov-report=term:skip-covered
+
+chaos: $(STAMP)
+	$(BIN)/python -m qes_async._chaos --flows $(N)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage signed

@@ -1,0 +1,63 @@
+"""The package's own cattrs converter: camelCase on the wire, snake_case in Python.
+
+Never ``cattrs.global_converter``: users may configure theirs however they like.
+Unknown fields are ignored; unknown status strings are kept (see :class:`Status`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._models import Status
+
+__all__ = ["converter", "structure", "to_camel", "unstructure"]
+
+T = TypeVar("T")
+
+
+def to_camel(name: str) -> str:
+    """``signature_id`` -> ``signatureId``."""
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=False)
+    conv.register_structure_hook(Status, lambda value, _: Status(str(value)))
+    conv.register_unstructure_hook(Status, lambda status: status.value)
+
+    def _overrides(cls: type[Any]) -> dict[str, Any]:
+        # request_id comes from a header, never from the body.
+        return {
+            a.name: override(omit=True) if a.name == "request_id" else override(
+                rename=to_camel(a.name)
+            )
+            for a in attrs.fields(cls)
+        }
+
+    def structure_factory(cls: type[Any]) -> Any:
+        return make_dict_structure_fn(cls, conv, **_overrides(cls))
+
+    def unstructure_factory(cls: type[Any]) -> Any:
+        return make_dict_unstructure_fn(cls, conv, **_overrides(cls))
+
+    conv.register_structure_hook_factory(attrs.has, structure_factory)
+    conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
+    return conv
+
+
+converter = _make_converter()
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Wire JSON (already decoded) to a model; raises cattrs errors on a wrong shape."""
+    return converter.structure(data, cls)
+
+
+def unstructure(obj: Any) -> Any:
+    """A model to wire JSON (camelCase keys)."""
+    return converter.unstructure(obj)
