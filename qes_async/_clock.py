@@ -152,13 +152,15 @@ class FakeClock:
             timer.callback()
 
     async def sleep(self, seconds: float) -> None:
+        target = self._now + max(0.0, seconds)
         if self.auto_advance:
-            # Let everything already runnable run first, then jump.
+            # Let everything already runnable run first, then jump to the end of *this*
+            # sleep (fixed when it began), so concurrent sleepers never add up.
             await asyncio.sleep(0)
-            self.set_time(self._now + max(0.0, seconds))
+            self.set_time(target)
             await asyncio.sleep(0)
         else:
-            await self.sleep_until(self._now + max(0.0, seconds), passive=True)
+            await self.sleep_until(target, passive=True)
 
     async def sleep_until(self, when: float, *, passive: bool = False) -> None:
         if not passive and self.auto_advance:

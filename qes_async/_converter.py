@@ -29,13 +29,18 @@ def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=False)
     conv.register_structure_hook(Status, lambda value, _: Status(str(value)))
     conv.register_unstructure_hook(Status, lambda status: status.value)
+    # A legal condition's version may be a number or a label: keep whichever came.
+    conv.register_structure_hook(
+        int | str | None,
+        lambda value, _: value if value is None or isinstance(value, (int, str)) else str(value),
+    )
 
     def _overrides(cls: type[Any]) -> dict[str, Any]:
         # request_id comes from a header, never from the body.
         return {
-            a.name: override(omit=True) if a.name == "request_id" else override(
-                rename=to_camel(a.name)
-            )
+            a.name: override(omit=True)
+            if a.name == "request_id"
+            else override(rename=to_camel(a.name))
             for a in attrs.fields(cls)
         }
 

@@ -197,9 +197,7 @@ class InvalidPasscodeError(ConflictError):
     def __init__(self, status: int, *, attempts_left: int | None = None, **kw: Any) -> None:
         self.attempts_left = attempts_left
         left = "an unknown number of" if attempts_left is None else str(attempts_left)
-        kw.setdefault(
-            "advice", f"Ask the signer for the passcode again ({left} attempts left)."
-        )
+        kw.setdefault("advice", f"Ask the signer for the passcode again ({left} attempts left).")
         super().__init__(status, **kw)
 
 
@@ -248,8 +246,12 @@ class RateLimitedError(ServiceError):
 
     def __init__(self, status: int, *, retry_after: float | None = None, **kw: Any) -> None:
         self.retry_after = retry_after
-        kw.setdefault("advice", f"Wait {retry_after:g} s before trying again." if retry_after
-                      is not None else "Wait before trying again.")
+        kw.setdefault(
+            "advice",
+            f"Wait {retry_after:g} s before trying again."
+            if retry_after is not None
+            else "Wait before trying again.",
+        )
         super().__init__(status, **kw)
 
 

@@ -26,7 +26,7 @@ class Routes:
     as ``QESClient(routes={...})``.
     """
 
-    create_token: str = "/v1/oauth2/token"
+    create_token: str = "/v1/oauth2/token"  # noqa: S105 (a path, not a password)
     create_workflow: str = "/v1/workflows"
     upload_documents: str = "/v1/signatures/{id}/documents"
     upload_mobile_number: str = "/v1/signatures/{id}/mobile-number"
