@@ -92,6 +92,6 @@ def _no_secrets_in_logs() -> Iterator[None]:
         secret, text = leaks[0]
         pytest.fail(
             f"{len(leaks)} log record(s) leak a registered secret "
-            f"({len(secret)} chars); first: {text[:300]!r}",
+            f"({len(secret)} chars); first: {text.replace(secret, '<SECRET>')[:300]!r}",
             pytrace=False,
         )

@@ -1,0 +1,297 @@
+"""The thin aiohttp shell: send a :class:`Request`, retry by the pure policy, return bytes.
+
+Everything that decides lives elsewhere: what to send (``_protocol``), whether to retry
+(``_retry``), how the token is cached (``_auth``). This module opens connections, sleeps
+through the injected ``sleep``, logs one line per attempt and turns aiohttp's exceptions into
+the SDK's own errors. No aiohttp type leaves it, except to a download consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl as _ssl
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import aiohttp
+import attrs
+from aiohttp import payload
+from yarl import URL
+
+from ._auth import TokenCache
+from ._clock import Clock
+from ._errors import OutcomeUnknownError, RequestNotSentError
+from ._logging import log_attempt
+from ._protocol import Request, Response, error_from_response
+from ._retry import Decision, Failure, RetryPolicy, Verdict, decide, parse_retry_after
+
+__all__ = ["Consumer", "Timeouts", "Transport", "classify_exception"]
+
+T = TypeVar("T")
+Consumer = Callable[[aiohttp.ClientResponse], Awaitable[T]]
+
+
+@attrs.frozen
+class Timeouts:
+    """Timeouts in seconds.
+
+    Args:
+        connect: to open a connection (nothing was sent if it runs out: always retried).
+        read: the longest wait for the next bytes of an answer.
+        total: the whole of an ordinary (JSON) call, per attempt.
+        transfer_read: per read for uploads and downloads, which have no total bound so
+            that a large file on a slow line is not cut off while it keeps moving.
+    """
+
+    connect: float = 10.0
+    read: float = 30.0
+    total: float = 60.0
+    transfer_read: float = 60.0
+
+    def for_request(self, transfer: bool) -> aiohttp.ClientTimeout:
+        """The aiohttp timeout for one attempt."""
+        if transfer:
+            return aiohttp.ClientTimeout(
+                total=None, sock_connect=self.connect, sock_read=self.transfer_read
+            )
+        return aiohttp.ClientTimeout(
+            total=self.total, sock_connect=self.connect, sock_read=self.read
+        )
+
+
+def classify_exception(exc: BaseException) -> Failure | None:
+    """Whether an aiohttp failure happened before sending (NOT_SENT) or after (NO_ANSWER).
+
+    None: not a transport failure (a bug or the consumer's own error): let it propagate.
+    """
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return Failure.NOT_SENT
+    if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+        return Failure.NO_ANSWER
+    if isinstance(exc, asyncio.TimeoutError):
+        return Failure.NO_ANSWER
+    return None
+
+
+class _Failed(Exception):
+    def __init__(self, failure: Failure, cause: BaseException) -> None:
+        self.failure = failure
+        self.cause = cause
+
+
+class Transport:
+    """Sends requests with retries, authentication and logging.
+
+    The session is created lazily inside the running loop unless one is given; a given
+    session is never closed here.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None,
+        retry: RetryPolicy,
+        timeouts: Timeouts,
+        clock: Clock,
+        sleep: Callable[[float], Awaitable[None]],
+        trace_configs: Iterable[aiohttp.TraceConfig] = (),
+        ssl: _ssl.SSLContext | bool | None = None,
+    ) -> None:
+        self.base_url = URL(base_url.rstrip("/"))
+        self._session = session
+        self._owns_session = session is None
+        self._trace_configs = list(trace_configs)
+        self._ssl: _ssl.SSLContext | bool = True if ssl is None else ssl
+        self.retry = retry
+        self.timeouts = timeouts
+        self.clock = clock
+        self.sleep = sleep
+        self.auth: TokenCache | None = None
+        self.closed = False
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session, created on first use."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(trace_configs=self._trace_configs or None)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if we created it."""
+        self.closed = True
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, request: Request) -> Response:
+        """Send with retries; a 2xx answer read whole, else the typed error.
+
+        Raises:
+            ServiceError: (a subclass) the service answered no.
+            RequestNotSentError: nothing reached the service, retries spent.
+            OutcomeUnknownError: an unsafe call may have been processed (never replayed),
+                or a safe one kept getting no answer.
+        """
+        response, _ = await self._send(request, None)
+        return response
+
+    async def send_streaming(self, request: Request, consume: Consumer[T]) -> tuple[Response, T]:
+        """Like :meth:`send`, but a 2xx answer goes open to ``consume`` (re-run per attempt)."""
+        response, result = await self._send(request, consume)
+        return response, result
+
+    async def _send(
+        self, request: Request, consume: Consumer[Any] | None
+    ) -> tuple[Response, Any]:
+        waits = self.retry.waits()
+        started = self.clock.time()
+        attempt = 0
+        reauth_bonus = 0  # the one retry after a 401 does not use up the retry budget
+        while True:
+            attempt += 1
+            token = await self.auth.get() if request.authenticated and self.auth else None
+            loop_started = asyncio.get_running_loop().time()
+            try:
+                response, result = await self._attempt(request, token, consume)
+            except _Failed as failed:
+                self._log(request, attempt, loop_started, error=type(failed.cause).__name__)
+                decision = decide(
+                    idempotent=request.idempotent,
+                    attempt=attempt - reauth_bonus,
+                    policy=self.retry,
+                    failure=failed.failure,
+                )
+                if await self._wait(decision, waits, started):
+                    continue
+                raise self._give_up(request, failed) from failed.cause
+            self._log(request, attempt, loop_started, response=response)
+            if 200 <= response.status < 300:
+                return response, result
+            retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
+            decision = decide(
+                idempotent=request.idempotent,
+                attempt=attempt - reauth_bonus,
+                policy=self.retry,
+                status=response.status,
+                retry_after=retry_after,
+                reauthed=reauth_bonus > 0,
+            )
+            if decision.verdict is Verdict.REAUTH and self.auth is not None and token:
+                self.auth.invalidate(token)
+                reauth_bonus += 1
+                continue
+            if await self._wait(decision, waits, started):
+                continue
+            error = error_from_response(response, request.operation, retry_after)
+            if decision.verdict is Verdict.UNKNOWN:
+                raise _unknown(request, f"HTTP {response.status}") from error
+            raise error
+
+    async def _wait(self, decision: Decision, waits: Any, started: float) -> bool:
+        """Sleep before a retry; False when there is no retry (or no time left for one)."""
+        if decision.verdict is not Verdict.RETRY:
+            return False
+        delay = decision.delay if decision.delay is not None else next(waits)
+        if self.clock.time() - started + delay > self.retry.max_time:
+            return False
+        await self.sleep(delay)
+        return True
+
+    @staticmethod
+    def _give_up(request: Request, failed: _Failed) -> Exception:
+        what = type(failed.cause).__name__
+        if failed.failure is Failure.NOT_SENT:
+            return RequestNotSentError(
+                f"{request.operation}: could not reach the service ({what}).",
+                operation=request.operation,
+            )
+        return _unknown(request, what)
+
+    async def _attempt(
+        self, request: Request, token: Any, consume: Consumer[Any] | None
+    ) -> tuple[Response, Any]:
+        headers = dict(request.headers)
+        if token is not None:
+            scheme = "Bearer" if token.token_type.lower() == "bearer" else token.token_type
+            headers["Authorization"] = f"{scheme} {token.value}"
+        data = _body(request, headers)
+        url = self.base_url.with_path(
+            self.base_url.raw_path.rstrip("/") + request.path, encoded=True
+        )
+        try:
+            async with self.session.request(
+                request.method,
+                url,
+                params=dict(request.params) or None,
+                headers=headers,
+                data=data,
+                timeout=self.timeouts.for_request(request.transfer),
+                ssl=self._ssl,
+                allow_redirects=False,
+            ) as resp:
+                head = {k.lower(): v for k, v in resp.headers.items()}
+                if consume is not None and 200 <= resp.status < 300:
+                    result = await consume(resp)
+                    return Response(resp.status, head), result
+                return Response(resp.status, head, await resp.read()), None
+        except Exception as exc:
+            failure = classify_exception(exc)
+            if failure is None:
+                raise
+            raise _Failed(failure, exc) from exc
+
+    def _log(
+        self,
+        request: Request,
+        attempt: int,
+        loop_started: float,
+        *,
+        response: Response | None = None,
+        error: str | None = None,
+    ) -> None:
+        log_attempt(
+            method=request.method,
+            operation=request.operation,
+            attempt=attempt,
+            elapsed=asyncio.get_running_loop().time() - loop_started,
+            status=response.status if response is not None else None,
+            error=error,
+            request_id=response.request_id if response is not None else None,
+        )
+
+
+def _unknown(request: Request, what: str) -> OutcomeUnknownError:
+    advice = None
+    if request.idempotent:
+        advice = "This call has no side effect that repeats; it is safe to try it again later."
+    return OutcomeUnknownError(
+        f"{request.operation}: the request may have reached the service but no clear answer "
+        f"came back ({what}).",
+        operation=request.operation,
+        advice=advice,
+    )
+
+
+def _body(request: Request, headers: dict[str, str]) -> Any:
+    """A fresh body for one attempt (multipart bodies are rebuilt, never reused)."""
+    if request.parts:
+        writer = aiohttp.MultipartWriter("form-data")
+        for part in request.parts:
+            if part.source is not None:
+                item: payload.Payload = payload.AsyncIterablePayload(
+                    part.source(), content_type=part.content_type
+                )
+            else:
+                item = payload.BytesPayload(part.data or b"", content_type=part.content_type)
+            if part.filename is None:
+                item.set_content_disposition("form-data", name=part.name)
+            else:
+                item.set_content_disposition("form-data", name=part.name, filename=part.filename)
+            writer.append_payload(item)
+        return writer
+    if request.json is not None:
+        headers["Content-Type"] = "application/json"
+        return json.dumps(request.json, separators=(",", ":")).encode("utf-8")
+    return None

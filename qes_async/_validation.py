@@ -1,0 +1,117 @@
+"""Input checks done before any request is built: fail early, say what to do.
+
+Pure functions; each raises :class:`InvalidInputError` naming the argument and the fix.
+Error messages never repeat a full phone number or a passcode.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from ._errors import InvalidInputError
+from ._redact import mask_phone
+
+__all__ = [
+    "PDF_MAGIC",
+    "check_file_name",
+    "check_mobile_number",
+    "check_passcode",
+    "check_pdf_head",
+    "check_signature_id",
+    "check_size",
+    "check_unique_names",
+]
+
+PDF_MAGIC = b"%PDF-"
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+_DIGITS = re.compile(r"\d{4,12}")
+_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+
+def check_mobile_number(number: object) -> str:
+    """An E.164 number such as ``+31612345678``: a plus, a country code, no spaces."""
+    if not isinstance(number, str) or not _E164.fullmatch(number):
+        shown = mask_phone(number) if isinstance(number, str) else type(number).__name__
+        raise InvalidInputError(
+            "mobile_number",
+            f"{shown!r} is not an E.164 number",
+            advice="Pass '+', the country code and the number, digits only (+31612345678).",
+        )
+    return number
+
+
+def check_passcode(passcode: object) -> str:
+    """The SMS passcode: digits only (4 to 12 of them); never echoed back."""
+    if not isinstance(passcode, str) or not _DIGITS.fullmatch(passcode):
+        raise InvalidInputError(
+            "passcode",
+            "must be the digits of the SMS passcode (4 to 12 digits, nothing else)",
+            advice="Pass the passcode exactly as the signer received it by SMS, as a string.",
+        )
+    return passcode
+
+
+def check_signature_id(value: object, field: str = "signature_id") -> str:
+    """A non-empty id made of URL-safe characters (it goes into the path)."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidInputError(
+            field,
+            "must be a non-empty id of letters, digits, '.', '_', '~' or '-'",
+            advice="Pass the id the service returned (create_workflow's workflow_id).",
+        )
+    return value
+
+
+def check_file_name(name: object) -> str:
+    """A bare file name: no directory part, no control characters, not '.' or '..'."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name in (".", "..")
+        or any(ch in name for ch in "/\\\x00")
+        or any(ord(ch) < 32 for ch in name)
+    ):
+        raise InvalidInputError(
+            "file_name",
+            f"{name!r} is not a bare file name",
+            advice="Use a plain name such as 'contract.pdf', without folders.",
+        )
+    return name
+
+
+def check_unique_names(names: Iterable[str]) -> None:
+    """Every document in one upload needs its own file name."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InvalidInputError(
+                "documents",
+                f"file name {name!r} appears twice",
+                advice="Give every document a distinct file_name.",
+            )
+        seen.add(name)
+
+
+def check_size(name: str, size: int, limit: int) -> None:
+    """A document must hold bytes, and no more than ``limit`` of them."""
+    if size <= 0:
+        raise InvalidInputError(
+            "documents", f"{name!r} is empty", advice="Upload the PDF's bytes, not an empty file."
+        )
+    if size > limit:
+        raise InvalidInputError(
+            "documents",
+            f"{name!r} is {size} bytes, more than the limit of {limit}",
+            advice="Shrink the PDF or raise QESClient(max_document_size=...).",
+        )
+
+
+def check_pdf_head(name: str, head: bytes) -> None:
+    """A document must start with the PDF magic bytes ``%PDF-``."""
+    if not head.startswith(PDF_MAGIC):
+        raise InvalidInputError(
+            "documents",
+            f"{name!r} is not a PDF (it does not start with %PDF-)",
+            advice="Only PDF documents can be signed; convert the file to PDF first.",
+        )
