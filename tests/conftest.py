@@ -13,7 +13,8 @@ from ``conftest``) or the ``secrets_registry`` fixture::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -84,9 +85,7 @@ def _no_secrets_in_logs() -> Iterator[None]:
         root.setLevel(old_root)
         ours.setLevel(old_ours)
         _CURRENT = None
-    leaks = [
-        (secret, text) for text in capture.texts() for secret in _SECRETS if secret in text
-    ]
+    leaks = [(secret, text) for text in capture.texts() for secret in _SECRETS if secret in text]
     _SECRETS.clear()
     if leaks:
         secret, text = leaks[0]
@@ -95,3 +94,113 @@ def _no_secrets_in_logs() -> Iterator[None]:
             f"({len(secret)} chars); first: {text.replace(secret, '<SECRET>')[:300]!r}",
             pytrace=False,
         )
+
+
+# --------------------------------------------------------------------- a scriptable server
+
+CLIENT_ID = "test-client-id"
+CLIENT_SECRET = "test-client-secret-s3cr3t"
+ACCESS_TOKEN = "tok-ACCESS-0001"
+
+
+class FakeAPI:
+    """A loopback aiohttp server with a token endpoint and the handlers a test adds.
+
+    Handlers can be added while it runs (one catch-all route dispatches). A handler gets the
+    ``web.Request``; path parameters are in ``request["params"]``. ``tokens_issued`` counts
+    token requests; ``calls`` lists ``(method, path)`` of every other request, in order;
+    ``sleeps`` collects the waits the client asked for. Set ``token_handler`` to replace
+    the token endpoint.
+    """
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        self.app = web.Application(client_max_size=200 * 1024 * 1024)
+        self.tokens_issued = 0
+        self.token_prefix = "tok-ACCESS-"
+        self.expires_in: int | None = 3600
+        self.calls: list[tuple[str, str]] = []
+        self.sleeps: list[float] = []
+        self.server: object = None
+        self.token_handler: Callable[..., object] | None = None
+        self._routes: list[tuple[str, re.Pattern[str], Callable[..., object]]] = []
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+
+    async def _token(self, request: object) -> object:
+        from aiohttp import web
+
+        assert isinstance(request, web.Request)
+        body = await request.json()
+        if body.get("client_secret") != CLIENT_SECRET:
+            return web.json_response({"code": "invalid_client"}, status=401)
+        self.tokens_issued += 1
+        answer: dict[str, object] = {
+            "access_token": f"{self.token_prefix}{self.tokens_issued:04d}",
+            "token_type": "Bearer",
+        }
+        if self.expires_in is not None:
+            answer["expires_in"] = self.expires_in
+        return web.json_response(answer)
+
+    async def _dispatch(self, request: object) -> object:
+        from aiohttp import web
+
+        assert isinstance(request, web.Request)
+        if request.method == "POST" and request.path == "/v1/oauth2/token":
+            if self.token_handler is None:
+                return await self._token(request)
+            handler: Callable[..., object] = self.token_handler
+        else:
+            for method, pattern, candidate in self._routes:
+                match = pattern.fullmatch(request.path)
+                if match and method == request.method:
+                    request["params"] = match.groupdict()
+                    handler = candidate
+                    self.calls.append((request.method, request.path))
+                    break
+            else:
+                return web.json_response({"code": "no_route"}, status=404)
+        result = handler(request)
+        if hasattr(result, "__await__"):
+            result = await result
+        return result
+
+    def add(self, method: str, path: str, handler: Callable[..., object]) -> None:
+        """Serve ``handler`` for ``method path`` (``{name}`` matches one path segment)."""
+        regex = re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(path))
+        self._routes.append((method, re.compile(regex), handler))
+
+    async def sleep(self, seconds: float) -> None:
+        """An injected sleep that records and returns at once."""
+        self.sleeps.append(seconds)
+
+    def client(self, **kw: object) -> object:
+        """A QESClient aimed at this server, with exact (unjittered) backoff."""
+        from qes_async import QESClient, RetryPolicy
+
+        assert self.server is not None
+        kw.setdefault("retry", RetryPolicy(jitter=None))
+        kw.setdefault("sleep", self.sleep)
+        return QESClient(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            base_url=str(self.server.make_url("")).rstrip("/"),  # type: ignore[attr-defined]
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture
+async def fake_api() -> AsyncIterator[FakeAPI]:
+    """A running :class:`FakeAPI`; add handlers before the first request."""
+    from aiohttp.test_utils import TestServer
+
+    api = FakeAPI()
+    register_secret(CLIENT_SECRET, ACCESS_TOKEN[:-1])
+    server = TestServer(api.app)
+    await server.start_server()
+    api.server = server
+    try:
+        yield api
+    finally:
+        await server.close()

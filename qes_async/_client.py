@@ -1,0 +1,358 @@
+"""QESClient: one async method per endpoint of the QES API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl as _ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import aiohttp
+
+from . import _protocol as proto
+from ._auth import TokenCache
+from ._clock import Clock, SystemClock
+from ._documents import Document
+from ._download import consume_signed_document
+from ._errors import DecodeError, InvalidInputError
+from ._logging import configure_from_env
+from ._models import Attempt, SignatureDetails, SignedDocument, StatusReport, Workflow
+from ._retry import RetryPolicy
+from ._routes import ENVIRONMENTS, Routes
+from ._transport import Timeouts, Transport
+from ._validation import (
+    check_file_name,
+    check_mobile_number,
+    check_passcode,
+    check_pdf_head,
+    check_signature_id,
+    check_size,
+    check_unique_names,
+)
+
+__all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "QESClient"]
+
+DEFAULT_MAX_DOCUMENT_SIZE = 50 * 1024 * 1024
+MAX_SELFIE_SIZE = 10 * 1024 * 1024
+
+
+class QESClient:
+    """The low-level async client: one method per endpoint, typed results, typed errors.
+
+    Args:
+        client_id, client_secret: the API credentials (the secret is never shown).
+        base_url: the API's base URL; or ``environment`` ("sandbox" or "production").
+        session: an aiohttp session to use; never closed by the client. Without one the
+            client creates (and closes) its own.
+        retry: the :class:`RetryPolicy`. timeouts: the :class:`Timeouts`.
+        routes: a :class:`Routes` or a mapping of path overrides.
+        clock: the time source (token expiry, ``Retry-After`` dates).
+        sleep: the coroutine used to wait between retries (default ``clock.sleep``).
+        trace_configs: aiohttp trace configs for the client's own session.
+        ssl: an ``ssl.SSLContext`` (for a private CA); verification is always on otherwise.
+        max_document_size: the largest document accepted for upload, in bytes.
+
+    Use it as ``async with QESClient(...) as client:`` or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        base_url: str | None = None,
+        environment: str | None = None,
+        session: aiohttp.ClientSession | None = None,
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts | None = None,
+        routes: Routes | dict[str, str] | None = None,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        trace_configs: Iterable[aiohttp.TraceConfig] = (),
+        ssl: _ssl.SSLContext | None = None,
+        max_document_size: int = DEFAULT_MAX_DOCUMENT_SIZE,
+    ) -> None:
+        if not client_id or not client_secret:
+            raise InvalidInputError(
+                "client_id" if not client_id else "client_secret",
+                "is empty",
+                advice="Pass the API credentials Fourthline issued for this environment.",
+            )
+        trace_configs = list(trace_configs)
+        if session is not None and trace_configs:
+            raise InvalidInputError(
+                "trace_configs",
+                "cannot be added to a session you supplied",
+                advice="Create your session with ClientSession(trace_configs=...) instead.",
+            )
+        configure_from_env()
+        self.client_id = client_id
+        self._secret = client_secret
+        self.base_url = _base_url(base_url, environment)
+        self.routes = Routes.coerce(routes)
+        self.clock: Clock = clock or SystemClock()
+        self.max_document_size = max_document_size
+        self._transport = Transport(
+            self.base_url,
+            session=session,
+            retry=retry or RetryPolicy(),
+            timeouts=timeouts or Timeouts(),
+            clock=self.clock,
+            sleep=sleep or self.clock.sleep,
+            trace_configs=trace_configs,
+            ssl=ssl,
+        )
+        self._tokens = TokenCache(self._fetch_token, self.clock.time)
+        self._transport.auth = self._tokens
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> QESClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session the client created (a session you passed stays open)."""
+        await self._transport.aclose()
+
+    def __repr__(self) -> str:
+        return f"QESClient(client_id={self.client_id!r}, base_url={self.base_url!r})"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy in use."""
+        return self._transport.retry
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The timeouts in use."""
+        return self._transport.timeouts
+
+    async def _fetch_token(self) -> proto.Token:
+        request = proto.token_request(self.routes, self.client_id, self._secret)
+        response = await self._transport.send(request)
+        return proto.parse_token(response, self.clock.time())
+
+    # ----------------------------------------------------------------------- endpoints
+
+    async def create_workflow(
+        self, client_reference: str, *, workflow_name: str = "qes"
+    ) -> Workflow:
+        """Create a QES workflow for the client known to you as ``client_reference``.
+
+        Never replayed: if the answer is lost, :class:`OutcomeUnknownError` is raised.
+        """
+        if not client_reference or not isinstance(client_reference, str):
+            raise InvalidInputError(
+                "client_reference", "is empty", advice="Pass your own id for the end client."
+            )
+        request = proto.build_request(
+            self.routes,
+            "create_workflow",
+            json={"workflowName": workflow_name, "clientReference": client_reference},
+        )
+        return proto.parse_workflow(await self._transport.send(request))
+
+    async def upload_documents(self, signature_id: str, documents: Sequence[Document]) -> None:
+        """Upload the PDFs to sign, streamed from disk; checked before anything is sent.
+
+        Raises:
+            InvalidInputError: no documents, a duplicate or path-like name, an empty file,
+                one over ``max_document_size``, or one that is not a PDF.
+        """
+        check_signature_id(signature_id)
+        docs = list(documents)
+        if not docs or not all(isinstance(d, Document) for d in docs):
+            raise InvalidInputError(
+                "documents",
+                "must be a non-empty sequence of Document",
+                advice="Use Document.from_path(...) or Document.from_bytes(...).",
+            )
+        check_unique_names(d.file_name for d in docs)
+        for doc in docs:
+            check_file_name(doc.file_name)
+            check_size(doc.file_name, doc.size, self.max_document_size)
+            check_pdf_head(doc.file_name, await doc.head())
+        metadata = {
+            "documents": [{"fileName": d.file_name, "displayName": d.display_name} for d in docs]
+        }
+        parts = [proto.Part("metadata", "application/json", data=json.dumps(metadata).encode())]
+        parts += [
+            proto.Part("file", "application/pdf", filename=d.file_name, source=d.chunks)
+            for d in docs
+        ]
+        request = proto.build_request(
+            self.routes,
+            "upload_documents",
+            signature_id=signature_id,
+            parts=tuple(parts),
+            transfer=True,
+        )
+        await self._transport.send(request)
+
+    async def upload_mobile_number(self, signature_id: str, mobile_number: str) -> None:
+        """Set the signer's mobile number (E.164, e.g. ``+31612345678``) for the SMS."""
+        check_signature_id(signature_id)
+        check_mobile_number(mobile_number)
+        request = proto.build_request(
+            self.routes,
+            "upload_mobile_number",
+            signature_id=signature_id,
+            json={"mobileNumber": mobile_number},
+        )
+        await self._transport.send(request)
+
+    async def upload_selfie(self, signature_id: str, jpeg: bytes) -> None:
+        """Upload a selfie (JPEG bytes) when the status is ``selfie_required``."""
+        check_signature_id(signature_id)
+        if not isinstance(jpeg, (bytes, bytearray)) or not bytes(jpeg[:3]) == b"\xff\xd8\xff":
+            raise InvalidInputError(
+                "jpeg", "is not a JPEG image", advice="Pass the selfie's JPEG bytes."
+            )
+        if len(jpeg) > MAX_SELFIE_SIZE:
+            raise InvalidInputError(
+                "jpeg", f"is larger than {MAX_SELFIE_SIZE} bytes", advice="Send a smaller JPEG."
+            )
+        request = proto.build_request(
+            self.routes,
+            "upload_selfie",
+            signature_id=signature_id,
+            parts=(proto.Part("selfie", "image/jpeg", filename="selfie.jpg", data=bytes(jpeg)),),
+        )
+        await self._transport.send(request)
+
+    async def get_signature_details(
+        self, signature_id: str, *, language: str | None = None
+    ) -> SignatureDetails:
+        """The documents, legal conditions and passcode details the signer must see."""
+        check_signature_id(signature_id)
+        request = proto.build_request(
+            self.routes,
+            "get_signature_details",
+            signature_id=signature_id,
+            params={"language": language} if language else {},
+        )
+        return proto.parse_details(await self._transport.send(request))
+
+    async def approve_documents(
+        self, signature_id: str, details: SignatureDetails, *, passcode_language: str | None = None
+    ) -> Attempt:
+        """Approve every document (with its SHA-256) and legal condition in ``details``.
+
+        Never replayed: if the answer is lost, :class:`OutcomeUnknownError` is raised.
+        """
+        check_signature_id(signature_id)
+        body = proto.approval_body(details, passcode_language)
+        request = proto.build_request(
+            self.routes, "approve_documents", signature_id=signature_id, json=body
+        )
+        return proto.parse_attempt(await self._transport.send(request), "approve_documents")
+
+    async def confirm_signature(self, signature_id: str, passcode: str) -> Attempt:
+        """Confirm with the SMS passcode. Never replayed.
+
+        Raises:
+            InvalidPasscodeError: a wrong passcode (``attempts_left`` tells how many remain).
+            TooManyAttemptsError: the tries are spent; a new workflow is needed.
+        """
+        check_signature_id(signature_id)
+        check_passcode(passcode)
+        request = proto.build_request(
+            self.routes,
+            "confirm_signature",
+            signature_id=signature_id,
+            json={"passcode": passcode},
+        )
+        return proto.parse_attempt(await self._transport.send(request), "confirm_signature")
+
+    async def get_signature_status(self, signature_id: str) -> StatusReport:
+        """The signature's status (unknown status strings are kept, never an error)."""
+        check_signature_id(signature_id)
+        request = proto.build_request(
+            self.routes, "get_signature_status", signature_id=signature_id
+        )
+        return proto.parse_status(await self._transport.send(request))
+
+    async def download_signed_document(
+        self, signature_id: str, document_id: str, destination: str | os.PathLike[str]
+    ) -> SignedDocument:
+        """Stream a signed document into the folder ``destination``.
+
+        The file appears atomically (temp file, fsync, rename) or not at all.
+
+        Raises:
+            InvalidInputError: ``destination`` is not an existing folder.
+            DecodeError: the answer is not a (complete) PDF.
+        """
+        check_signature_id(signature_id)
+        check_signature_id(document_id, "document_id")
+        folder = Path(destination)
+        if not await asyncio.to_thread(folder.is_dir):
+            raise InvalidInputError(
+                "destination", "is not an existing folder", advice="Create the folder first."
+            )
+        request = proto.build_request(
+            self.routes,
+            "download_signed_document",
+            signature_id=signature_id,
+            document_id=document_id,
+            headers={"Accept": "multipart/mixed, application/pdf"},
+            stream=True,
+            transfer=True,
+        )
+
+        async def consume(resp: aiohttp.ClientResponse) -> SignedDocument:
+            return await consume_signed_document(resp, folder, document_id)
+
+        _, document = await self._transport.send_streaming(request, consume)
+        return document
+
+    async def get_infocert_contract(self, signature_id: str) -> bytes | None:
+        """The InfoCert contract PDF, or None when the flow went to Namirial (204)."""
+        check_signature_id(signature_id)
+        request = proto.build_request(
+            self.routes,
+            "get_infocert_contract",
+            signature_id=signature_id,
+            headers={"Accept": "application/pdf"},
+        )
+        response = await self._transport.send(request)
+        if response.status == 204 or not response.body:
+            return None
+        if not response.body.startswith(b"%PDF-"):
+            raise DecodeError(
+                "the InfoCert contract is not a PDF",
+                status=response.status,
+                body=response.body,
+                request_id=response.request_id,
+                operation="get_infocert_contract",
+            )
+        return response.body
+
+
+def _base_url(base_url: str | None, environment: str | None) -> str:
+    if base_url and environment:
+        raise InvalidInputError(
+            "base_url", "and environment were both given", advice="Pass only one of them."
+        )
+    if base_url:
+        return base_url
+    name = environment or "sandbox"
+    try:
+        return ENVIRONMENTS[name]
+    except KeyError:
+        raise InvalidInputError(
+            "environment",
+            f"unknown environment {name!r}",
+            advice=f"Use one of {', '.join(sorted(ENVIRONMENTS))}, or pass base_url.",
+        ) from None
