@@ -1,0 +1,107 @@
+"""WebhookDispatcher: per-signature mailboxes, and bounded, expiring pending events."""
+
+from __future__ import annotations
+
+import asyncio
+
+from qes_async import FakeClock, Status, WebhookDispatcher, WebhookEvent
+
+
+def event(signature_id: str, status: str = "pending") -> WebhookEvent:
+    return WebhookEvent(signature_id=signature_id, status=Status(status))
+
+
+async def test_event_reaches_every_subscriber_of_its_signature_only() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    with (
+        dispatcher.subscribe("a") as first,
+        dispatcher.subscribe("a") as second,
+        dispatcher.subscribe("b") as other,
+    ):
+        dispatcher.publish(event("a", "signed"))
+        assert [e.status for e in first.drain()] == [Status.SIGNED]
+        assert [e.status for e in second.drain()] == [Status.SIGNED]
+        assert other.drain() == []
+    assert dispatcher.subscriber_count == 0
+    assert dispatcher.pending_count == 0
+
+
+async def test_event_before_anyone_waits_is_kept_and_handed_to_the_first_subscriber() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    dispatcher.publish(event("a", "pending"))
+    dispatcher.publish(event("a", "user_consent_required"))
+    assert dispatcher.pending_count == 1
+    with dispatcher.subscribe("a") as subscription:
+        assert [e.status.value for e in subscription.drain()] == [
+            "pending",
+            "user_consent_required",
+        ]
+    assert dispatcher.pending_count == 0
+
+
+async def test_pending_events_are_bounded_dropping_the_least_recent_signature() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock(), max_pending=2)
+    dispatcher.publish(event("a"))
+    dispatcher.publish(event("b"))
+    dispatcher.publish(event("a"))  # a is now the most recent
+    dispatcher.publish(event("c"))
+    assert dispatcher.pending_count == 2
+    assert dispatcher.dropped == 1
+    with dispatcher.subscribe("b") as subscription:
+        assert subscription.drain() == []
+    with dispatcher.subscribe("a") as subscription:
+        assert len(subscription.drain()) == 2
+
+
+async def test_pending_events_expire() -> None:
+    clock = FakeClock()
+    dispatcher = WebhookDispatcher(clock=clock, pending_ttl=60)
+    dispatcher.publish(event("a"))
+    clock.advance(61)
+    with dispatcher.subscribe("a") as subscription:
+        assert subscription.drain() == []
+    dispatcher.publish(event("b"))
+    clock.advance(61)
+    dispatcher.publish(event("c"))  # publishing trims expired entries
+    assert dispatcher.pending_count == 1
+    assert dispatcher.dropped == 1
+
+
+async def test_wait_wakes_on_an_event() -> None:
+    clock = FakeClock()
+    dispatcher = WebhookDispatcher(clock=clock)
+    with dispatcher.subscribe("a") as subscription:
+        task = asyncio.create_task(subscription.wait(clock.time() + 100))
+        await asyncio.sleep(0)
+        assert not task.done()
+        dispatcher.publish(event("a"))
+        assert await task is True
+        assert clock.time() == FakeClock.DEFAULT_START
+
+
+async def test_wait_times_out_on_a_passive_timer_that_never_moves_time() -> None:
+    clock = FakeClock()
+    dispatcher = WebhookDispatcher(clock=clock)
+    with dispatcher.subscribe("a") as subscription:
+        task = asyncio.create_task(subscription.wait(clock.time() + 100))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        assert clock.time() == FakeClock.DEFAULT_START
+        clock.advance(100)
+        assert await task is False
+
+
+async def test_events_after_unsubscribing_are_kept_as_pending() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    subscription = dispatcher.subscribe("a")
+    subscription.close()
+    subscription.close()  # idempotent
+    dispatcher.publish(event("a"))
+    assert dispatcher.pending_count == 1
+    assert subscription.drain() == []
+
+
+def test_repr_is_short() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    assert repr(dispatcher) == "WebhookDispatcher(waiting_signatures=0, pending=0)"
