@@ -1,0 +1,256 @@
+"""WebhookReceiver: the framework-neutral core, both auth kinds, and the aiohttp routes."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import register_secret
+
+from qes_async import FakeClock, Status, WebhookDispatcher
+from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver, WebhookResponse
+
+SID = "4f1c2d9e-0000-4000-8000-000000000001"
+PATH = f"/fourthline/qes/{SID}"
+USER, PASSWORD = "fourthline", "hook-password-5b1f"
+JSON = {"content-type": "application/json"}
+
+
+def basic(user: str = USER, password: str = PASSWORD) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def body(status: str = "signed", signature_id: str = SID, **extra: object) -> bytes:
+    return json.dumps({"signatureId": signature_id, "status": status, **extra}).encode()
+
+
+def make(auth: BasicAuth | BearerAuth | None = None) -> tuple[WebhookReceiver, WebhookDispatcher]:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    receiver = WebhookReceiver(dispatcher, auth or BasicAuth(USER, PASSWORD))
+    return receiver, dispatcher
+
+
+def events(dispatcher: WebhookDispatcher, signature_id: str = SID) -> list[Status]:
+    with dispatcher.subscribe(signature_id) as subscription:
+        return [e.status for e in subscription.drain()]
+
+
+def test_valid_basic_webhook_is_accepted_and_published() -> None:
+    register_secret(PASSWORD)
+    receiver, dispatcher = make()
+    answer = receiver.handle("POST", PATH, {**basic(), **JSON}, body("signed", statusCode=42))
+    assert answer == WebhookResponse(204)
+    with dispatcher.subscribe(SID) as subscription:
+        (event,) = subscription.drain()
+    assert event.status is Status.SIGNED
+    assert event.status_code == 42
+    assert event.received_at == FakeClock.DEFAULT_START
+
+
+def test_body_without_signature_id_takes_the_path_id() -> None:
+    receiver, dispatcher = make()
+    raw = json.dumps({"status": "pending", "errors": [{"code": "x"}, 3]}).encode()
+    assert receiver.handle("POST", PATH, {**basic(), **JSON}, raw).status == 204
+    assert events(dispatcher) == [Status.PENDING]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic(password="wrong-password"),
+        basic(user="someone-else"),
+        {"Authorization": "Basic !!!not-base64"},
+        {"Authorization": "Bearer something"},
+    ],
+)
+def test_missing_or_wrong_basic_credentials_get_401_with_a_challenge(
+    headers: dict[str, str],
+) -> None:
+    register_secret(PASSWORD)
+    receiver, dispatcher = make()
+    answer = receiver.handle("POST", PATH, {**headers, **JSON}, body())
+    assert answer.status == 401
+    assert (
+        answer.headers["WWW-Authenticate"] == 'Basic realm="fourthline-webhooks", charset="UTF-8"'
+    )
+    assert PASSWORD.encode() not in answer.body
+    assert dispatcher.pending_count == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "status", "error"),
+    [
+        (b"{not json", "application/json", 400, "malformed_json"),
+        (b"\xff\xfe", "application/json", 400, "malformed_json"),
+        (b"[1, 2]", "application/json", 400, "malformed_json"),
+        (body(signature_id="someone-else"), "application/json", 422, "signature_id_mismatch"),
+        (json.dumps({"signatureId": SID}).encode(), "application/json", 422, "invalid_status"),
+        (body(statusCode="3105"), "application/json", 422, "invalid_status_code"),
+        (body(), "text/plain", 415, "unsupported_media_type"),
+        (body(), "", 415, "unsupported_media_type"),
+        (b"{" + b" " * 70_000 + b"}", "application/json", 413, "payload_too_large"),
+    ],
+)
+def test_bad_bodies_get_the_right_4xx(
+    raw: bytes, content_type: str, status: int, error: str
+) -> None:
+    receiver, dispatcher = make()
+    headers = {**basic(), "Content-Type": content_type}
+    answer = receiver.handle("POST", PATH, headers, raw)
+    assert answer.status == status
+    assert json.loads(answer.body)["error"] == error
+    assert dispatcher.pending_count == 0
+    assert receiver.refused == 1
+
+
+def test_declared_oversized_body_is_refused_before_reading() -> None:
+    receiver, _ = make()
+    answer = receiver.precheck("POST", PATH, {**basic(), "Content-Length": "999999"})
+    assert answer is not None
+    assert answer.status == 413
+
+
+def test_wrong_method_and_unknown_paths() -> None:
+    receiver, _ = make()
+    answer = receiver.handle("GET", PATH, basic(), b"")
+    assert (answer.status, answer.headers["Allow"]) == (405, "POST")
+    assert receiver.handle("POST", "/elsewhere/x", basic(), body()).status == 404
+    assert receiver.handle("POST", "/fourthline/qes/", basic(), body()).status == 404
+    assert receiver.handle("POST", f"{PATH}/extra", basic(), body()).status == 404
+    # Without BearerAuth there is no token endpoint.
+    assert receiver.handle("POST", "/fourthline/qes/oauth2/token", basic(), b"").status == 404
+
+
+def token_request(
+    receiver: WebhookReceiver, headers: dict[str, str], form: bytes
+) -> WebhookResponse:
+    hdrs = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    return receiver.handle("POST", receiver.token_path, hdrs, form)
+
+
+def test_bearer_token_endpoint_issues_random_tokens_that_authenticate_webhooks() -> None:
+    register_secret(PASSWORD)
+    clock = FakeClock()
+    auth = BearerAuth(USER, PASSWORD, token_lifetime=3600)
+    dispatcher = WebhookDispatcher(clock=clock)
+    receiver = WebhookReceiver(dispatcher, auth)
+    assert receiver.token_path == "/fourthline/qes/oauth2/token"
+    answer = token_request(receiver, basic(), b"grant_type=client_credentials")
+    assert answer.status == 200
+    assert answer.headers["Cache-Control"] == "no-store"
+    issued = json.loads(answer.body)
+    assert issued["token_type"] == "Bearer"
+    assert issued["expires_in"] == 3600
+    token = issued["access_token"]
+    register_secret(token)
+    assert len(token) >= 32
+    again = json.loads(token_request(receiver, basic(), b"grant_type=client_credentials").body)
+    assert again["access_token"] != token
+    bearer = {"Authorization": f"Bearer {token}", **JSON}
+    assert receiver.handle("POST", PATH, bearer, body()).status == 204
+    assert events(dispatcher) == [Status.SIGNED]
+
+
+def test_bearer_tokens_expire() -> None:
+    clock = FakeClock()
+    receiver = WebhookReceiver(
+        WebhookDispatcher(clock=clock), BearerAuth(USER, PASSWORD, token_lifetime=60)
+    )
+    token = json.loads(token_request(receiver, basic(), b"grant_type=client_credentials").body)[
+        "access_token"
+    ]
+    bearer = {"Authorization": f"Bearer {token}", **JSON}
+    clock.advance(59)
+    assert receiver.handle("POST", PATH, bearer, body()).status == 204
+    clock.advance(1)
+    answer = receiver.handle("POST", PATH, bearer, body())
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"] == (
+        'Bearer realm="fourthline-webhooks", error="invalid_token"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "challenge"),
+    [
+        ({}, 'Bearer realm="fourthline-webhooks"'),
+        (basic(), 'Bearer realm="fourthline-webhooks"'),
+        (
+            {"Authorization": "Bearer made-up"},
+            'Bearer realm="fourthline-webhooks", error="invalid_token"',
+        ),
+    ],
+)
+def test_webhooks_without_a_live_token_are_refused(headers: dict[str, str], challenge: str) -> None:
+    receiver, dispatcher = make(BearerAuth(USER, PASSWORD))
+    answer = receiver.handle("POST", PATH, {**headers, **JSON}, body())
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"] == challenge
+    assert dispatcher.pending_count == 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "form", "status", "error"),
+    [
+        ({}, b"grant_type=client_credentials", 401, "invalid_client"),
+        (basic(password="nope-nope"), b"grant_type=client_credentials", 401, "invalid_client"),
+        (basic(), b"grant_type=password", 400, "unsupported_grant_type"),
+        (basic(), b"", 400, "invalid_request"),
+    ],
+)
+def test_token_endpoint_refusals(
+    headers: dict[str, str], form: bytes, status: int, error: str
+) -> None:
+    auth = BearerAuth(USER, PASSWORD)
+    receiver, _ = make(auth)
+    answer = token_request(receiver, headers, form)
+    assert answer.status == status
+    assert json.loads(answer.body) == {"error": error}
+    assert auth.live_tokens == 0
+    if status == 401:
+        assert answer.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+def test_reprs_hide_the_password() -> None:
+    basic_auth = BasicAuth(USER, PASSWORD)
+    bearer_auth = BearerAuth(USER, PASSWORD)
+    receiver, _ = make(bearer_auth)
+    for text in (repr(basic_auth), repr(bearer_auth), repr(receiver)):
+        assert PASSWORD not in text
+        assert "***" in text
+
+
+async def test_aiohttp_routes_serve_the_core_over_loopback() -> None:
+    register_secret(PASSWORD)
+    clock = FakeClock()
+    dispatcher = WebhookDispatcher(clock=clock)
+    receiver = WebhookReceiver(dispatcher, BearerAuth(USER, PASSWORD), max_body=1024)
+    async with TestServer(receiver.aiohttp_app()) as server, aiohttp.ClientSession() as session:
+        async with session.post(
+            server.make_url(receiver.token_path),
+            data={"grant_type": "client_credentials"},
+            headers=basic(),
+        ) as response:
+            assert response.status == 200
+            token = (await response.json())["access_token"]
+        register_secret(token)
+        hdrs = {"Authorization": f"Bearer {token}"}
+        async with session.post(
+            server.make_url(PATH), json={"signatureId": SID, "status": "signed"}, headers=hdrs
+        ) as response:
+            assert response.status == 204
+        async with session.post(
+            server.make_url(PATH), data=b"x" * 5000, headers={**hdrs, **JSON}
+        ) as response:
+            assert response.status == 413
+        async with session.post(server.make_url(PATH), json={"status": "signed"}) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+        async with session.get(server.make_url(PATH), headers=hdrs) as response:
+            assert response.status == 405
+    assert events(dispatcher) == [Status.SIGNED]
