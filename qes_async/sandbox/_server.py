@@ -1,0 +1,331 @@
+"""``SandboxServer``: the service on loopback, as an async context manager.
+
+The middleware gives every response an ``X-Request-Id``, applies injected faults, turns
+refusals into the contract's error body, and writes the request log. An unexpected
+exception becomes a 500 ``internal_error`` and is logged: that is a sandbox bug, and the
+tests assert it never happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from .._clock import Clock, FakeClock, SystemClock
+from .._routes import Routes
+from ._api import CURRENT_CALL, OPERATIONS, ApiHandlers, CallState
+from ._control import CONTROL_PREFIX, add_control_routes
+from ._faults import HTTP_FAULTS, Fault, FaultPlan
+from ._model import IdentityCase, RequestRecord, SandboxTiming, ServiceError, SmsRecord
+from ._state import QESService, Signature
+from ._webhooks import WebhookConfig, WebhookDelivery, WebhookDispatcher
+
+__all__ = ["SandboxServer"]
+
+log = logging.getLogger("qes_async.sandbox")
+MAX_BODY = 25 * 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _Dropped(Exception):
+    """The connection was closed on purpose (a ``drop_*`` fault)."""
+
+
+class SandboxServer:
+    """A stateful stand-in for the QES service, on 127.0.0.1.
+
+    Args:
+        clock: the service's time (default :class:`SystemClock`); share a
+            :class:`FakeClock` with the code under test to run hours in milliseconds.
+        host, port: where to listen (port 0: an ephemeral port).
+        client_id, client_secret: the accepted API credentials (random by default).
+        timing: every duration (see :class:`SandboxTiming`).
+        processing_delay: shortcut for ``timing.processing_delay``.
+        seed: makes ids, passcodes and fault draws reproducible.
+        routes: path overrides (as for the client).
+        clients: identity cases to register, by client reference.
+        webhook_url, webhook_basic, webhook_bearer: see :meth:`configure_webhooks`.
+        webhook_backoff: the first redelivery delay, in clock seconds.
+
+    Use ``async with SandboxServer(...) as sandbox:``; ``sandbox.url`` is then set.
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        timing: SandboxTiming | None = None,
+        processing_delay: float | None = None,
+        seed: int | None = None,
+        routes: Routes | Mapping[str, str] | None = None,
+        clients: Mapping[str, IdentityCase] | None = None,
+        webhook_url: str | None = None,
+        webhook_basic: tuple[str, str] | None = None,
+        webhook_bearer: tuple[str, str, str] | None = None,
+        webhook_backoff: float = 1.0,
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.host, self._port = host, port
+        self.client_id = client_id or f"sandbox-{uuid.uuid4().hex[:12]}"
+        self.client_secret = client_secret or secrets.token_urlsafe(24)
+        timing = timing or SandboxTiming()
+        if processing_delay is not None:
+            timing = SandboxTiming(**{**_fields(timing), "processing_delay": processing_delay})
+        self.routes = Routes.coerce(dict(routes) if isinstance(routes, Mapping) else routes)
+        self.service = QESService(
+            self.clock,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            timing=timing,
+            seed=seed,
+        )
+        self.faults = FaultPlan(HTTP_FAULTS, seed)
+        self.webhooks = WebhookDispatcher(self.clock, seed=seed, backoff=webhook_backoff)
+        self.service.status_listeners.append(self._on_status)
+        for reference, case in (clients or {}).items():
+            self.add_client(reference, case)
+        if webhook_url is not None:
+            self.configure_webhooks(webhook_url, basic=webhook_basic, bearer=webhook_bearer)
+        self.request_log: list[RequestRecord] = []
+        self._api = ApiHandlers(self.service)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application (API routes, control routes, middleware)."""
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
+        self._api.add_routes(app, self.routes)
+        add_control_routes(app, self)
+        return app
+
+    async def start(self) -> None:
+        """Start serving; sets :attr:`url`."""
+        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else self._port
+        self.url = f"http://{self.host}:{port}"
+        log.info("sandbox serving on %s", self.url)
+
+    async def close(self) -> None:
+        """Stop serving, cancel webhook deliveries, wait for signing threads."""
+        await self.webhooks.close()
+        await self._api.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> SandboxServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- what tests read and set ------------------------------------------------------
+
+    @property
+    def sms_outbox(self) -> list[SmsRecord]:
+        """Every passcode SMS sent, oldest first."""
+        return self.service.sms_outbox
+
+    @property
+    def webhook_deliveries(self) -> list[WebhookDelivery]:
+        """Every webhook delivery attempt (and fault), oldest first."""
+        return self.webhooks.deliveries
+
+    @property
+    def webhook_faults(self) -> FaultPlan:
+        """The fault plan of webhooks (``drop``, ``duplicate``, ``delay``, ``reorder``)."""
+        return self.webhooks.faults
+
+    def latest_passcode(self, signature_id: str) -> str:
+        """The last passcode sent for a signature; ``LookupError`` if none was sent."""
+        for record in reversed(self.sms_outbox):
+            if record.signature_id == signature_id:
+                return record.passcode
+        raise LookupError(f"no passcode was sent for signature {signature_id}")
+
+    def signature(self, signature_id: str) -> Signature:
+        """The service's record of a signature (``KeyError`` if unknown)."""
+        return self.service.signatures[signature_id]
+
+    def add_client(self, client_reference: str, case: IdentityCase | None = None) -> None:
+        """Register the identity case used by workflows for this client reference."""
+        self.service.add_client(client_reference, case or IdentityCase())
+
+    def configure_webhooks(
+        self,
+        url: str | None,
+        *,
+        basic: tuple[str, str] | None = None,
+        bearer: tuple[str, str, str] | None = None,
+    ) -> None:
+        """Deliver status changes to ``{url}/{signatureId}`` (``None`` turns them off).
+
+        ``basic=(user, password)`` sends HTTP Basic; ``bearer=(auth_url, user, password)``
+        first fetches a token from ``auth_url`` with those credentials.
+        """
+        config = None if url is None else WebhookConfig(url, basic, bearer)
+        self.webhooks.configure(config)
+
+    def inject_fault(self, kind: str, *, route: str | None = None, **options: Any) -> None:
+        """Add a fault rule (see :class:`FaultPlan.add`); ``route`` is an operation name."""
+        self._check_route(route)
+        self.faults.add(kind, route=route, **options)
+
+    def script_faults(self, steps: list[str | Fault | None], *, route: str | None = None) -> None:
+        """Hit the next calls with these faults in order (``"ok"`` for none)."""
+        self._check_route(route)
+        self.faults.script(steps, route=route)
+
+    def revoke_tokens(self) -> None:
+        """Revoke every token issued so far (the next call gets 401)."""
+        self.service.revoke_token()
+
+    def advance(self, seconds: float) -> None:
+        """Move a :class:`FakeClock` forward (firing deadlines); refused on a real clock."""
+        if not isinstance(self.clock, FakeClock):
+            raise TypeError("only a FakeClock can be advanced")
+        self.clock.advance(seconds)
+
+    @staticmethod
+    def _check_route(route: str | None) -> None:
+        if route is not None and route not in OPERATIONS:
+            raise ValueError(f"unknown route {route!r}; known: {', '.join(OPERATIONS)}")
+
+    def _on_status(self, sig: Signature) -> None:
+        self.webhooks.notify(sig.status_body())
+
+    # -- middleware ---------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = uuid.uuid4().hex
+        route = request.match_info.route.name
+        if route not in OPERATIONS:
+            route = None
+        state = CallState()
+        CURRENT_CALL.set(state)
+        fault = self.faults.pick(route) if route else None
+        try:
+            response = await self._handle(request, handler, fault)
+        except _Dropped:
+            self._log(request, route, 0, fault, state)
+            raise asyncio.CancelledError from None
+        response.headers["X-Request-Id"] = request_id
+        if not request.path.startswith(CONTROL_PREFIX):
+            self._log(request, route, response.status, fault, state, request_id)
+        return response
+
+    async def _handle(
+        self, request: web.Request, handler: Handler, fault: Fault | None
+    ) -> web.StreamResponse:
+        try:
+            if fault is not None:
+                early = await self._apply_fault_before(request, fault)
+                if early is not None:
+                    return early
+            response = await handler(request)
+            if fault is not None and fault.kind == "drop_after":
+                self._drop(request)
+            return response
+        except ServiceError as exc:
+            return _error_response(exc)
+        except web.HTTPException as exc:
+            return _error_response(_from_http_exception(exc))
+        except (_Dropped, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("sandbox bug while handling %s %s", request.method, request.path)
+            return _error_response(ServiceError(500, "internal_error", "unexpected sandbox error"))
+
+    async def _apply_fault_before(
+        self, request: web.Request, fault: Fault
+    ) -> web.StreamResponse | None:
+        if fault.kind == "server_error":
+            raise ServiceError(fault.status, "server_error", "injected server error")
+        if fault.kind == "rate_limit":
+            raise ServiceError(
+                429,
+                "rate_limited",
+                "too many requests; retry later",
+                headers={"Retry-After": str(fault.retry_after)},
+            )
+        if fault.kind == "drop_before":
+            self._drop(request)
+        if fault.kind == "slow":
+            await asyncio.sleep(fault.delay)
+        if fault.kind == "revoke_token":
+            _, _, token = request.headers.get("Authorization", "").partition(" ")
+            self.service.revoke_token(token.strip() or None)
+        return None
+
+    @staticmethod
+    def _drop(request: web.Request) -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise _Dropped
+
+    def _log(
+        self,
+        request: web.Request,
+        route: str | None,
+        status: int,
+        fault: Fault | None,
+        state: CallState,
+        request_id: str = "",
+    ) -> None:
+        signature_id = request.match_info.get("id") or state.signature_id
+        record = RequestRecord(
+            method=request.method,
+            route=route,
+            path=request.path,
+            status=status,
+            time=self.clock.time(),
+            signature_id=signature_id,
+            processed=state.processed,
+            fault=fault.kind if fault else None,
+            request_id=request_id,
+        )
+        self.request_log.append(record)
+        log.debug("%s %s -> %s (%s)", request.method, request.path, status, record.fault)
+
+
+def _fields(timing: SandboxTiming) -> dict[str, Any]:
+    import attrs
+
+    return attrs.asdict(timing)
+
+
+def _error_response(exc: ServiceError) -> web.Response:
+    response = web.json_response(exc.body(), status=exc.status)
+    response.headers.update(exc.headers)
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException) -> ServiceError:
+    codes = {
+        404: ("not_found", "no such path"),
+        405: ("method_not_allowed", "this path does not accept this method"),
+        413: ("payload_too_large", "the request body is too large"),
+    }
+    code, message = codes.get(exc.status, ("bad_request", exc.reason or "bad request"))
+    status = exc.status if 400 <= exc.status < 500 else 400
+    return ServiceError(status, code, message)
