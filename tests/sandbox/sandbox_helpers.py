@@ -52,12 +52,24 @@ class Api:
         auth: bool = True,
     ) -> Answer:
         all_headers = dict(headers or {})
-        if auth:
+        own_token = auth and "Authorization" not in all_headers
+        if own_token:
             if self.token is None:
                 self.token = await self.new_token()
-            all_headers.setdefault("Authorization", f"Bearer {self.token}")
+            all_headers["Authorization"] = f"Bearer {self.token}"
+        answer = await self._send(method, path, json, data, all_headers)
+        if own_token and answer.status == 401 and answer.json["code"] == "token_expired":
+            # Tests move the clock by hours; the token's hour is then over, as in real life.
+            self.token = await self.new_token()
+            all_headers["Authorization"] = f"Bearer {self.token}"
+            answer = await self._send(method, path, json, data, all_headers)
+        return answer
+
+    async def _send(
+        self, method: str, path: str, json: Any, data: Any, headers: dict[str, str]
+    ) -> Answer:
         async with self.session.request(
-            method, self.sandbox.url + path, json=json, data=data, headers=all_headers
+            method, self.sandbox.url + path, json=json, data=data, headers=headers
         ) as response:
             return Answer(response.status, response.headers, await response.read())
 
