@@ -60,7 +60,8 @@ class Document:
             stat = resolved.stat()
         except OSError as exc:
             raise InvalidInputError(
-                "path", f"cannot read {resolved.name!r}: {exc.strerror}",
+                "path",
+                f"cannot read {resolved.name!r}: {exc.strerror}",
                 advice="Pass the path of an existing PDF file.",
             ) from None
         if not resolved.is_file():

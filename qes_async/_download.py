@@ -22,6 +22,7 @@ import attrs
 
 from ._errors import DecodeError
 from ._models import SignedDocument
+from ._multipart import Headers, MultipartParser, PartData, PartEnd
 
 __all__ = ["MAX_MESSAGE", "consume_signed_document", "safe_file_name"]
 
@@ -124,9 +125,64 @@ async def _iter(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(READ_CHUNK):
-        yield chunk
+async def _read_multipart(resp: aiohttp.ClientResponse, sink: _Sink) -> tuple[str | None, str]:
+    """Stream the first PDF part into ``sink``; keep the first text part as the message."""
+    try:
+        parser = MultipartParser(_boundary(resp))
+    except ValueError:
+        sink._bad("the multipart answer has no boundary")
+    name: str | None = None
+    message = bytearray()
+    target: str | None = None  # "pdf", "text" or None (skipped part)
+    async for chunk in _iter(resp.content):
+        try:
+            events = parser.feed(chunk)
+        except ValueError as exc:
+            sink._bad(f"malformed multipart answer ({exc})")
+        for event in events:
+            if isinstance(event, Headers):
+                target = _target(event, sink, bool(message))
+                if target == "pdf":
+                    name = _filename(event.get("content-disposition", ""))
+                    sink.open()
+            elif isinstance(event, PartData):
+                if target == "pdf":
+                    await sink.write(event)
+                elif target == "text" and len(message) < MAX_MESSAGE:
+                    message += event[: MAX_MESSAGE - len(message)]
+            elif isinstance(event, PartEnd):
+                target = None
+    if not parser.done:
+        sink._bad("the multipart answer is truncated (no closing boundary)")
+    return name, message.decode("utf-8", errors="replace").strip()
+
+
+def _boundary(resp: aiohttp.ClientResponse) -> str:
+    params = multidict_params(resp.headers.get("Content-Type", ""))
+    return params.get("boundary", "")
+
+
+def multidict_params(content_type: str) -> dict[str, str]:
+    """The parameters of a Content-Type header (``boundary``...), quotes removed."""
+    out: dict[str, str] = {}
+    for item in content_type.split(";")[1:]:
+        key, _, value = item.partition("=")
+        out[key.strip().lower()] = value.strip().strip('"')
+    return out
+
+
+def _target(headers: Headers, sink: _Sink, have_message: bool) -> str | None:
+    ptype = headers.get("content-type", "text/plain").split(";")[0].strip().lower()
+    if ptype == "application/pdf" and sink.path is None and sink.size == 0:
+        return "pdf"
+    if ptype.startswith("text/") and not have_message:
+        return "text"
+    return None
+
+
+def _filename(disposition: str) -> str | None:
+    params = multidict_params("x;" + disposition)
+    return params.get("filename") or None
 
 
 async def consume_signed_document(
@@ -137,23 +193,10 @@ async def consume_signed_document(
     sink = _Sink(destination, "download_signed_document", request_id)
     kind = resp.content_type.lower()
     message: str | None = None
+    name: str | None = None
     try:
         if kind == "multipart/mixed":
-            reader = aiohttp.MultipartReader(resp.headers, resp.content)
-            name: str | None = None
-            while (part := await reader.next()) is not None:
-                assert isinstance(part, aiohttp.BodyPartReader)
-                ptype = part.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if ptype == "application/pdf" and sink.path is None:
-                    name = part.filename
-                    sink.open()
-                    async for chunk in _part_chunks(part):
-                        await sink.write(chunk)
-                elif ptype.startswith("text/") and message is None:
-                    raw = await part.read(decode=True)
-                    message = raw[:MAX_MESSAGE].decode("utf-8", errors="replace").strip()
-                else:
-                    await part.release()
+            name, message = await _read_multipart(resp, sink)
         elif kind == "application/pdf":
             name = resp.content_disposition.filename if resp.content_disposition else None
             sink.open()

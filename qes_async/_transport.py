@@ -142,9 +142,7 @@ class Transport:
         response, result = await self._send(request, consume)
         return response, result
 
-    async def _send(
-        self, request: Request, consume: Consumer[Any] | None
-    ) -> tuple[Response, Any]:
+    async def _send(self, request: Request, consume: Consumer[Any] | None) -> tuple[Response, Any]:
         waits = self.retry.waits()
         started = self.clock.time()
         attempt = 0

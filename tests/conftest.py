@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -103,11 +104,20 @@ CLIENT_SECRET = "test-client-secret-s3cr3t"
 ACCESS_TOKEN = "tok-ACCESS-0001"
 
 
+def _params_key() -> object:
+    from aiohttp import web
+
+    return web.RequestKey("params", dict)
+
+
+PARAMS: Any = _params_key()
+
+
 class FakeAPI:
     """A loopback aiohttp server with a token endpoint and the handlers a test adds.
 
     Handlers can be added while it runs (one catch-all route dispatches). A handler gets the
-    ``web.Request``; path parameters are in ``request["params"]``. ``tokens_issued`` counts
+    ``web.Request``; path parameters are in ``request[PARAMS]``. ``tokens_issued`` counts
     token requests; ``calls`` lists ``(method, path)`` of every other request, in order;
     ``sleeps`` collects the waits the client asked for. Set ``token_handler`` to replace
     the token endpoint.
@@ -155,7 +165,7 @@ class FakeAPI:
             for method, pattern, candidate in self._routes:
                 match = pattern.fullmatch(request.path)
                 if match and method == request.method:
-                    request["params"] = match.groupdict()
+                    request[PARAMS] = match.groupdict()
                     handler = candidate
                     self.calls.append((request.method, request.path))
                     break

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import stat
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import aiohttp
+import pytest
 from aiohttp import web
-from conftest import CLIENT_ID, CLIENT_SECRET, FakeAPI
+from conftest import CLIENT_ID, CLIENT_SECRET, PARAMS, FakeAPI
 
 from qes_async import (
     Attempt,
@@ -18,7 +21,6 @@ from qes_async import (
     DocumentInfo,
     LegalCondition,
     QESClient,
-    SignatureDetails,
     Status,
     StatusReport,
     Workflow,
@@ -39,6 +41,15 @@ DETAILS = {
     "passcode": {"length": 6, "validitySeconds": 7200},
     "somethingNew": {"ignored": True},
 }
+
+
+@contextlib.contextmanager
+def quiet_multipart() -> Iterator[None]:
+    """aiohttp's server-side multipart reader warns (DeprecationWarning) on parts without
+    Content-Length, which our streamed parts are; that warning is aiohttp's, not ours."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def auth_ok(request: web.Request) -> None:
@@ -99,10 +110,11 @@ async def test_upload_documents_sends_the_exact_multipart_shape(
     async def handler(request: web.Request) -> web.Response:
         auth_ok(request)
         assert request.content_type == "multipart/form-data"
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            assert isinstance(part, aiohttp.BodyPartReader)
-            seen.append((dict(part.headers), await part.read()))
+        with quiet_multipart():
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                assert isinstance(part, aiohttp.BodyPartReader)
+                seen.append((dict(part.headers), await part.read()))
         return web.Response(status=204)
 
     fake_api.add("POST", "/v1/signatures/{id}/documents", handler)
@@ -150,10 +162,11 @@ async def test_upload_selfie(fake_api: FakeAPI) -> None:
     seen: list[tuple[str, str, bytes]] = []
 
     async def handler(request: web.Request) -> web.Response:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            assert isinstance(part, aiohttp.BodyPartReader)
-            seen.append((part.name or "", part.headers["Content-Type"], await part.read()))
+        with quiet_multipart():
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                assert isinstance(part, aiohttp.BodyPartReader)
+                seen.append((part.name or "", part.headers["Content-Type"], await part.read()))
         return web.Response(status=204)
 
     fake_api.add("POST", "/v1/signatures/{id}/selfie", handler)
@@ -235,7 +248,7 @@ async def test_download_signed_document_multipart(fake_api: FakeAPI, tmp_path: P
     pdf = make_pdf("signed")
 
     async def handler(request: web.Request) -> web.Response:
-        assert request["params"]["doc"] == "d-1"
+        assert request[PARAMS]["doc"] == "d-1"
         writer = aiohttp.MultipartWriter("mixed")
         writer.append("Your document was signed.", {"Content-Type": "text/plain"})
         part = writer.append(pdf, {"Content-Type": "application/pdf"})
@@ -281,7 +294,7 @@ async def test_routes_can_be_overridden(fake_api: FakeAPI) -> None:
     fake_api.add(
         "GET",
         "/v2/sig/{id}/state",
-        lambda r: web.json_response({"signatureId": r["params"]["id"], "status": "pending"}),
+        lambda r: web.json_response({"signatureId": r[PARAMS]["id"], "status": "pending"}),
     )
     async with fake_api.client(routes={"get_signature_status": "/v2/sig/{id}/state"}) as client:
         report = await client.get_signature_status("a b/c".replace(" ", "").replace("/", "-"))
