@@ -89,6 +89,7 @@ class Generation:
     signature_id: str | None = None
     in_flight: str | None = None
     documents_uploaded: bool = False
+    document_ids: list[str] = attrs.Factory(list)  # from the details, for the downloads
     approvals_sent: int = 0
     confirmations_sent: int = 0
     deadlines: dict[str, float] = attrs.Factory(dict)

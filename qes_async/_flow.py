@@ -1,0 +1,369 @@
+"""SignatureFlow: one coroutine from documents to verified signed PDFs.
+
+The driver is short on purpose: the pure machine (``_flow_machine``) says what to do next,
+and this module only turns each action into client, waiter and signer calls, checkpoints the
+state (``_flow_state``) to a :class:`~qes_async.FlowStore` after every step, and emits
+:class:`FlowEvent` values.  Unsafe calls (create, upload documents, approve, confirm) are
+marked *in flight* in the stored state before they are sent; after an unknown outcome or a
+resume the flow re-reads the remote status and decides from it, so no approval or
+confirmation is ever sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from . import _flow_machine as fm
+from ._clock import Clock, SystemClock
+from ._documents import Document
+from ._errors import DocumentCheckError, FlowError
+from ._flow_events import EventHub, FlowEvent, FlowEventKind
+from ._flow_state import (
+    DocumentRecord,
+    DownloadRecord,
+    FlowState,
+    Generation,
+    dump_state,
+    parse_state,
+)
+from ._flow_steps import StepRunner
+from ._signer import Signer
+from ._store import FlowStore, Lease, MemoryFlowStore
+
+__all__ = ["FlowEvent", "FlowOutcome", "FlowResult", "RestartPolicy", "SignatureFlow"]
+
+
+class FlowOutcome(str, enum.Enum):
+    """How a flow ended."""
+
+    SIGNED = "signed"
+    DECLINED = "declined"
+    KYC_REQUIRED = "kyc_required"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class RestartPolicy:
+    """When a spent workflow is replaced by a new signature-only one, and how often.
+
+    Args:
+        max_restarts: how many new workflows one flow may create after the first.
+        on: the reasons that allow a restart (every :class:`RestartReason` by default).
+    """
+
+    max_restarts: int = 3
+    on: frozenset[fm.RestartReason] = frozenset(fm.RestartReason)
+
+    def allows(self, reason: fm.RestartReason, generations: int) -> bool:
+        """Whether one more generation is allowed for ``reason``."""
+        return reason in self.on and fm.should_restart(generations, self.max_restarts)
+
+
+@attrs.frozen
+class FlowResult:
+    """What a finished flow produced.
+
+    Attributes:
+        outcome: signed or declined (failures raise instead; the store keeps them).
+        documents: every signed document saved, with its path, SHA-256, size and PAdES
+            validation outcome (``valid``, ``untrusted``, ``invalid`` or ``not_checked``).
+        contract: the InfoCert contract when the flow went to InfoCert, else None.
+        generations: every workflow the flow used, oldest first, with why each ended.
+    """
+
+    flow_id: str
+    outcome: FlowOutcome
+    documents: tuple[DownloadRecord, ...]
+    contract: DownloadRecord | None
+    generations: tuple[Generation, ...]
+
+    @property
+    def signature_id(self) -> str | None:
+        """The signature id of the last generation."""
+        return self.generations[-1].signature_id if self.generations else None
+
+
+class SignatureFlow:
+    """Drives one signing job: create, upload, consent, passcode, wait, download, check.
+
+    Args:
+        client: a :class:`~qes_async.QESClient` (one client serves thousands of flows).
+        documents: the PDFs to sign (:class:`~qes_async.Document`).
+        mobile_number: the signer's mobile number (E.164), for the passcode SMS.
+        client_reference: your id of the client (whose identity case is used).
+        signer: answers consent, passcode and selfie (a :class:`~qes_async.Signer`).
+        waiter: a :class:`~qes_async.StatusWaiter` (default: polling on ``clock``).
+        store: where checkpoints go (default: in memory; use
+            :class:`~qes_async.SQLiteFlowStore` to survive a crash).
+        flow_id: the id to store the flow under (default: a new UUID).
+        signature_id: start from an existing signature instead of creating a workflow.
+        clock: the shared clock (default: the client's, else the system clock).
+        restart_policy: see :class:`RestartPolicy`.
+        download_dir: folder for the signed PDFs (created if missing).
+        trust_roots: CA certificates (DER or PEM) for PAdES validation.
+        expected_signer_name: the client's name the signing certificate must carry.
+        require_valid_signature: raise :class:`DocumentCheckError` unless a downloaded PDF
+            validates as ``valid`` (default: record the outcome only).
+        language, passcode_language: languages of the legal conditions and the SMS.
+        deadline_warning: seconds before a deadline when ``deadline_approaching`` fires.
+        wait_timeout: the longest wait for one status change.
+        outcome_grace: after an unknown outcome, how long the status may take to show it.
+        on_event: a callback (sync or async) for every :class:`FlowEvent`.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        documents: Sequence[Document] = (),
+        mobile_number: str = "",
+        client_reference: str = "",
+        signer: Signer,
+        waiter: Any = None,
+        store: FlowStore | None = None,
+        flow_id: str | None = None,
+        signature_id: str | None = None,
+        clock: Clock | None = None,
+        restart_policy: RestartPolicy | None = None,
+        download_dir: str | Path = "signed",
+        trust_roots: Sequence[bytes] = (),
+        expected_signer_name: str | None = None,
+        require_valid_signature: bool = False,
+        language: str | None = None,
+        passcode_language: str | None = None,
+        deadline_warning: float = 600.0,
+        wait_timeout: float = 24 * 3600.0,
+        outcome_grace: float = 60.0,
+        on_event: Callable[[FlowEvent], object] | None = None,
+    ) -> None:
+        self.client = client
+        self.clock: Clock = clock or getattr(client, "clock", None) or SystemClock()
+        self.signer = signer
+        self.store: FlowStore = store if store is not None else MemoryFlowStore(clock=self.clock)
+        if waiter is None:
+            from ._polling import PollingWaiter
+
+            waiter = PollingWaiter(client, clock=self.clock)
+        self.waiter = waiter
+        self.restart_policy = restart_policy or RestartPolicy()
+        self.options = _Options(
+            Path(download_dir),
+            tuple(trust_roots),
+            expected_signer_name,
+            require_valid_signature,
+            language,
+            passcode_language,
+            deadline_warning,
+            wait_timeout,
+            outcome_grace,
+        )
+        self._documents = list(documents)
+        self._hub = EventHub([on_event] if on_event else [])
+        self._owner = uuid.uuid4().hex
+        self._lease: Lease | None = None
+        self._version = 0
+        self._state: FlowState | None = None
+        self._new = _NewFlow(
+            flow_id or str(uuid.uuid4()), client_reference, mobile_number, signature_id
+        )
+
+    # ------------------------------------------------------------------ public surface
+
+    @classmethod
+    async def resume(
+        cls,
+        flow_id: str,
+        *,
+        client: Any,
+        store: FlowStore,
+        signer: Signer,
+        documents: Sequence[Document] = (),
+        **options: Any,
+    ) -> SignatureFlow:
+        """Load a stored flow to continue it with :meth:`run`.
+
+        Documents uploaded from a path are read back from it; pass ``documents=`` for those
+        given as bytes (matched by SHA-256).
+
+        Raises:
+            FlowNotFoundError: no stored flow has this id.
+            StateFormatError: the stored state is of an unknown format version.
+        """
+        stored = await store.load(flow_id)
+        flow = cls(client, signer=signer, store=store, flow_id=flow_id, **options)
+        flow._state = parse_state(stored.data)
+        flow._version = stored.version
+        flow._documents = await _documents_back(flow._state.documents, documents)
+        return flow
+
+    @property
+    def flow_id(self) -> str:
+        """The id the flow is stored under."""
+        return self._state.flow_id if self._state else self._new.flow_id
+
+    @property
+    def state(self) -> FlowState | None:
+        """The current state (None before the first run)."""
+        return self._state
+
+    def events(self) -> AsyncIterator[FlowEvent]:
+        """Iterate over events from now until the run ends (start before :meth:`run`)."""
+        return self._hub.iterate()
+
+    async def run(self) -> FlowResult:
+        """Drive the flow to its end.
+
+        Returns:
+            the :class:`FlowResult` when the documents are signed or the signer declined.
+
+        Raises:
+            KYCRequiredError: the client needs identity verification again (``status_codes``).
+            RestartLimitError: more new workflows were needed than the policy allows.
+            DocumentCheckError: a document hash did not match, or a signature did not check.
+            StaleStateError: another worker took the flow over.
+        """
+        if self._state is None:
+            await self._start()
+        state = self._state
+        assert state is not None
+        self._lease = await self.store.acquire(state.flow_id, self._owner, ttl=3600.0)
+        runner = StepRunner(self, state, self._documents)
+        try:
+            await runner.resync()
+            while not state.step.is_terminal:
+                await runner.perform(fm.next_action(state.step))
+            return self._finish(state)
+        finally:
+            self._hub.close()
+            await self._release()
+
+    # ---------------------------------------------------------------- used by the steps
+
+    def emit(self, kind: FlowEventKind, **fields: Any) -> None:
+        """Emit one event of the current generation."""
+        state = self._state
+        assert state is not None
+        gen = state.generations[-1] if state.generations else None
+        self._hub.emit(
+            FlowEvent(
+                kind=kind,
+                flow_id=state.flow_id,
+                generation=gen.number if gen else 0,
+                time=self.clock.time(),
+                signature_id=gen.signature_id if gen else None,
+                **fields,
+            )
+        )
+
+    async def save(self) -> None:
+        """Checkpoint the state (renewing the lease when it runs short)."""
+        state = self._state
+        assert state is not None
+        assert self._lease is not None
+        now = self.clock.time()
+        state.updated_at = now
+        if self._lease.expires_at - now < 1800.0:
+            self._lease = await self.store.acquire(state.flow_id, self._owner, ttl=3600.0)
+        self._version = await self.store.save(
+            state.flow_id,
+            dump_state(state),
+            expected_version=self._version,
+            finished=state.finished,
+            due_at=state.next_deadline(),
+            lease=self._lease,
+        )
+
+    def allows_restart(self, reason: fm.RestartReason) -> bool:
+        """Whether the policy allows another generation for ``reason``."""
+        assert self._state is not None
+        return self.restart_policy.allows(reason, len(self._state.generations))
+
+    # -------------------------------------------------------------------------- internal
+
+    async def _start(self) -> None:
+        new, now = self._new, self.clock.time()
+        if not self._documents:
+            raise FlowError("a new flow needs documents=", advice="Pass the PDFs to sign.")
+        records = [await _record(doc) for doc in self._documents]
+        state = FlowState(new.flow_id, new.client_reference, new.mobile_number, records, now)
+        state.updated_at = now
+        state.generations.append(Generation(number=1, started_at=now))
+        if new.signature_id:
+            state.generation.signature_id = new.signature_id
+            state.step = fm.Step.AWAIT_PENDING
+        self._version = await self.store.create(state.flow_id, dump_state(state))
+        self._state = state
+
+    def _finish(self, state: FlowState) -> FlowResult:
+        return FlowResult(
+            flow_id=state.flow_id,
+            outcome=FlowOutcome(state.outcome or "failed"),
+            documents=tuple(state.downloads),
+            contract=state.contract,
+            generations=tuple(state.generations),
+        )
+
+    async def _release(self) -> None:
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            # Shielded so a cancelled run still frees its flow; if even that fails, the
+            # lease simply expires.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(self.store.release(lease))
+
+    def __repr__(self) -> str:
+        step = self._state.step.value if self._state else "new"
+        return f"SignatureFlow(flow_id={self.flow_id!r}, step={step!r})"
+
+
+@attrs.frozen
+class _NewFlow:
+    flow_id: str
+    client_reference: str
+    mobile_number: str = attrs.field(repr=False)
+    signature_id: str | None
+
+
+@attrs.frozen
+class _Options:
+    download_dir: Path
+    trust_roots: tuple[bytes, ...]
+    expected_signer_name: str | None
+    require_valid_signature: bool
+    language: str | None
+    passcode_language: str | None
+    deadline_warning: float
+    wait_timeout: float
+    outcome_grace: float
+
+
+async def _record(doc: Document) -> DocumentRecord:
+    path = str(doc.path) if doc.path is not None else None
+    return DocumentRecord(doc.file_name, await doc.sha256(), doc.size, doc.display_name, path)
+
+
+async def _documents_back(
+    records: Sequence[DocumentRecord], given: Sequence[Document]
+) -> list[Document]:
+    by_hash = {await doc.sha256(): doc for doc in given}
+    documents = []
+    for record in records:
+        doc = by_hash.get(record.sha256)
+        if doc is None and record.path is not None:
+            doc = Document.from_path(record.path, record.display_name)
+        if doc is None or await doc.sha256() != record.sha256:
+            raise DocumentCheckError(
+                f"document {record.file_name} cannot be found again with the hash it was "
+                "uploaded with",
+                advice="Pass the same document to SignatureFlow.resume(documents=...).",
+            )
+        documents.append(doc)
+    return documents

@@ -1,0 +1,452 @@
+"""The flow's actions: each turns one machine action into client, waiter and signer calls.
+
+Kept apart from :mod:`qes_async._flow` so that each stays one concept: the flow object
+(configuration, checkpoints, events) and what it does in each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from . import _flow_machine as fm
+from ._documents import Document
+from ._errors import (
+    ConflictError,
+    DocumentCheckError,
+    FlowExpiredError,
+    InvalidPasscodeError,
+    KYCRequiredError,
+    OutcomeUnknownError,
+    PasscodeExpiredError,
+    QESError,
+    RestartLimitError,
+    TooManyAttemptsError,
+    UnreachableStatusError,
+    WaitTimeoutError,
+)
+from ._flow_events import FlowEventKind
+from ._flow_state import DownloadRecord, FlowState, Generation
+from ._models import SignatureDetails, Status, StatusReport
+from ._redact import mask_phone
+from ._signer import (
+    AnswerKind,
+    ConsentRequest,
+    PasscodeRequest,
+    SelfieRequest,
+    SignerAnswer,
+    SignerRequest,
+)
+
+if TYPE_CHECKING:
+    from ._flow import SignatureFlow
+
+__all__ = ["StepRunner"]
+
+T = TypeVar("T")
+
+# The deadline each asking step starts when the flow enters it: (name, seconds).
+_WINDOWS = {
+    fm.Step.CONSENT: ("consent", 2 * 3600.0),
+    fm.Step.PASSCODE: ("confirmation", 3600.0),
+    fm.Step.SELFIE: ("selfie", 24 * 3600.0),
+}
+# Statuses worth acting on once an `error` has passed.
+_ACTIONABLE = (
+    Status.PENDING,
+    Status.SELFIE_REQUIRED,
+    Status.USER_CONSENT_REQUIRED,
+    Status.CONFIRMATION_REQUIRED,
+    Status.PENDING_VERIFICATION,
+    Status.SIGNED,
+)
+_SETTLED = {
+    "approve": (Status.USER_CONSENT_REQUIRED, (Status.CONFIRMATION_REQUIRED,)),
+    "confirm": (Status.CONFIRMATION_REQUIRED, (Status.SIGNED, Status.PENDING_VERIFICATION)),
+}
+_MAX_RESYNCS = 5
+
+
+class _Restart(Exception):
+    def __init__(self, reason: fm.RestartReason) -> None:
+        self.reason = reason
+
+
+class StepRunner:
+    """Performs the machine's actions for one run of one flow."""
+
+    def __init__(self, flow: SignatureFlow, state: FlowState, documents: Sequence[Document]):
+        self.flow, self.state, self.documents = flow, state, list(documents)
+        self.client = flow.client
+        self.opts = flow.options
+        self._attempts_left: int | None = None
+        self._resyncs = 0
+
+    @property
+    def gen(self) -> Generation:
+        return self.state.generation
+
+    @property
+    def sig(self) -> str:
+        assert self.gen.signature_id is not None
+        return self.gen.signature_id
+
+    async def perform(self, action: fm.Action) -> None:
+        """Perform ``action``; failures end the flow (saved) and are raised."""
+        try:
+            await getattr(self, f"_{action.value}")()
+            self._resyncs = 0
+        except _Restart as restart:
+            await self._restart_needed(restart.reason)
+        except (FlowExpiredError, PasscodeExpiredError, TooManyAttemptsError) as exc:
+            await self._restart_needed(fm.RestartReason(_code(exc)))
+        except UnreachableStatusError as exc:
+            await self._unreachable(exc)
+        except (OutcomeUnknownError, ConflictError) as exc:
+            self._resyncs += 1
+            if self._resyncs > _MAX_RESYNCS:
+                await self._fail(exc)
+            await self.resync()
+        except (DocumentCheckError, WaitTimeoutError, RestartLimitError) as exc:
+            await self._fail(exc)
+
+    # ------------------------------------------------------------------- status reading
+
+    async def resync(self) -> None:
+        """Re-read the remote status and move the machine to what it asks for."""
+        if self.state.step in (fm.Step.CREATE, fm.Step.RESTART) or self.state.finished:
+            return
+        try:
+            report = await self.client.get_signature_status(self.sig)
+            if report.status is Status.ERROR or not report.status.is_known:
+                report = await self._wait_for(_ACTIONABLE)
+            report = await self._settle(report)
+            await self._observe(report)
+        except UnreachableStatusError as exc:
+            await self._unreachable(exc)
+
+    async def _settle(self, report: StatusReport) -> StatusReport:
+        # An approval or confirmation may have been sent: give its outcome time to show
+        # before concluding it was never processed (and only then send it again).
+        settled = _SETTLED.get(self.gen.in_flight or "")
+        if settled is not None and report.status is settled[0]:
+            deadline = self.flow.clock.time() + self.opts.outcome_grace
+            with contextlib.suppress(WaitTimeoutError):
+                report = await self.flow.waiter.wait_for(self.sig, settled[1], deadline=deadline)
+        if self.gen.in_flight in _SETTLED:
+            self.gen.in_flight = None
+        return report
+
+    async def _wait_for(self, targets: Sequence[Status]) -> StatusReport:
+        deadline = self.flow.clock.time() + self.opts.wait_timeout
+        report: StatusReport = await self.flow.waiter.wait_for(self.sig, targets, deadline=deadline)
+        return report
+
+    async def _observe(self, report: StatusReport) -> None:
+        gen, status = self.gen, report.status
+        if status.value != gen.last_status:
+            self.flow.emit(FlowEventKind.STATUS_CHANGED, status=status.value)
+        gen.last_status, gen.last_status_code = status.value, report.status_code
+        if status is Status.KYC_REQUIRED:
+            raise KYCRequiredError(report)
+        if status is Status.INVALID_SIGNATURE:
+            raise _Restart(fm.RestartReason.INVALID_SIGNATURE)
+        self.state.step = fm.on_status(self.state.step, status)
+        window = _WINDOWS.get(self.state.step)
+        if window is not None:
+            gen.deadlines.setdefault(window[0], self.flow.clock.time() + window[1])
+        await self.flow.save()
+
+    async def _unreachable(self, exc: UnreachableStatusError) -> None:
+        status = exc.report.status
+        if isinstance(exc, KYCRequiredError) or status is Status.KYC_REQUIRED:
+            await self._fail(
+                exc if isinstance(exc, KYCRequiredError) else KYCRequiredError(exc.report)
+            )
+        elif status is Status.ERROR:
+            await self._restart_needed(fm.RestartReason.ERROR_UNRECOVERED)
+        else:
+            try:
+                await self._observe(exc.report)
+            except _Restart as restart:
+                await self._restart_needed(restart.reason)
+
+    # ------------------------------------------------------------- ending and restarting
+
+    async def _fail(self, exc: QESError) -> None:
+        state = self.state
+        state.outcome = "kyc_required" if isinstance(exc, KYCRequiredError) else "failed"
+        state.error = {"type": type(exc).__name__, "message": str(exc)[:500]}
+        if isinstance(exc, KYCRequiredError):
+            state.error["status_codes"] = list(exc.status_codes)
+        self._end_generation(state.outcome)
+        state.step = fm.on_event(state.step, fm.Event.GIVE_UP)
+        await self.flow.save()
+        self.flow.emit(FlowEventKind.FINISHED, outcome=state.outcome)
+        raise exc
+
+    def _end_generation(self, why: str) -> None:
+        self.gen.ended, self.gen.ended_at = why, self.flow.clock.time()
+
+    async def _restart_needed(self, reason: fm.RestartReason) -> None:
+        if not self.flow.allows_restart(reason):
+            limit = self.flow.restart_policy.max_restarts
+            self._end_generation(reason.value)
+            await self._fail(
+                RestartLimitError(
+                    f"flow {self.state.flow_id} needed a new workflow ({reason.value}) after "
+                    f"{len(self.state.generations)} generation(s); the policy allows {limit} "
+                    "restart(s) for this reason."
+                )
+            )
+        self._end_generation(reason.value)
+        self.state.step = fm.on_event(self.state.step, fm.Event.RESTART_NEEDED)
+        await self.flow.save()
+
+    async def _restart(self) -> None:
+        previous = self.gen
+        now = self.flow.clock.time()
+        self.state.generations.append(
+            Generation(number=previous.number + 1, started_at=now, reason=previous.ended)
+        )
+        self._attempts_left = None
+        self.state.step = fm.on_event(self.state.step, fm.Event.RESTARTED)
+        await self.flow.save()
+        self.flow.emit(FlowEventKind.RESTARTED, reason=previous.ended)
+
+    async def _event(self, event: fm.Event) -> None:
+        self.state.step = fm.on_event(self.state.step, event)
+        await self.flow.save()
+
+    # --------------------------------------------------------------------------- actions
+
+    async def _create_workflow(self) -> None:
+        self.gen.in_flight = "create"
+        await self.flow.save()
+        workflow = await self.client.create_workflow(self.state.client_reference)
+        self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
+        await self._event(fm.Event.CREATED)
+
+    async def _wait(self) -> None:
+        await self._observe(await self._wait_for(fm.WAIT_TARGETS[self.state.step]))
+
+    async def _upload_documents(self) -> None:
+        retried = self.gen.in_flight == "upload_documents"
+        self.gen.in_flight = "upload_documents"
+        await self.flow.save()
+        try:
+            await self.client.upload_documents(self.sig, self.documents)
+        except ConflictError:
+            if not retried:
+                raise  # only a repeated upload may find the documents there already
+        self.gen.documents_uploaded, self.gen.in_flight = True, None
+        await self._event(fm.Event.DOCUMENTS_UPLOADED)
+
+    async def _upload_mobile(self) -> None:
+        await self.client.upload_mobile_number(self.sig, self.state.mobile_number)
+        await self._event(fm.Event.MOBILE_UPLOADED)
+
+    async def _upload_selfie(self) -> None:
+        deadline = self.gen.deadlines["selfie"]
+        request = SelfieRequest(self.state.flow_id, self.sig, self.gen.number, deadline)
+        jpeg = await self._ask(self.flow.signer.selfie(request), request, "selfie")
+        await self.client.upload_selfie(self.sig, jpeg)
+        await self._ack(request, AnswerKind.ACCEPTED)
+        await self._event(fm.Event.SELFIE_UPLOADED)
+
+    async def _approve(self) -> None:
+        details = await self.client.get_signature_details(self.sig, language=self.opts.language)
+        self._check_hashes(details)
+        self.gen.document_ids = [doc.document_id for doc in details.documents]
+        request = ConsentRequest(
+            flow_id=self.state.flow_id,
+            signature_id=self.sig,
+            generation=self.gen.number,
+            documents=details.documents,
+            legal_conditions=details.legal_conditions,
+            deadline=self.gen.deadlines["consent"],
+            masked_mobile_number=mask_phone(self.state.mobile_number),
+            passcode=details.passcode,
+        )
+        if not await self._ask(self.flow.signer.consent(request), request, "consent"):
+            await self._ack(request, AnswerKind.ACCEPTED)
+            self.state.outcome = "declined"
+            self._end_generation("declined")
+            await self._event(fm.Event.DECLINED)
+            self.flow.emit(FlowEventKind.FINISHED, outcome="declined")
+            return
+        await self._unsafe("approve", request, self._send_approval(details))
+        await self._event(fm.Event.APPROVED)
+
+    async def _send_approval(self, details: SignatureDetails) -> None:
+        self.gen.approvals_sent += 1
+        await self.client.approve_documents(
+            self.sig, details, passcode_language=self.opts.passcode_language
+        )
+
+    async def _confirm(self) -> None:
+        request = PasscodeRequest(
+            flow_id=self.state.flow_id,
+            signature_id=self.sig,
+            generation=self.gen.number,
+            deadline=self.gen.deadlines["confirmation"],
+            masked_mobile_number=mask_phone(self.state.mobile_number),
+            attempts_left=self._attempts_left,
+            retry=self._attempts_left is not None,
+        )
+        passcode = await self._ask(self.flow.signer.passcode(request), request, "passcode")
+        try:
+            await self._unsafe("confirm", request, self._send_confirmation(passcode))
+        except InvalidPasscodeError as exc:
+            self.gen.in_flight = None
+            self._attempts_left = exc.attempts_left
+            await self._ack(request, AnswerKind.WRONG_PASSCODE, exc.attempts_left)
+            await self._event(fm.Event.WRONG_PASSCODE)
+            return
+        await self._event(fm.Event.CONFIRMED)
+
+    async def _send_confirmation(self, passcode: str) -> None:
+        self.gen.confirmations_sent += 1
+        await self.client.confirm_signature(self.sig, passcode)
+
+    async def _unsafe(self, name: str, request: SignerRequest, call: Awaitable[None]) -> None:
+        self.gen.in_flight = name
+        try:
+            await self.flow.save()
+            await call
+        except (FlowExpiredError, PasscodeExpiredError, TooManyAttemptsError):
+            self.gen.in_flight = None
+            await self._ack(request, AnswerKind.EXPIRED)
+            raise
+        finally:
+            if asyncio.iscoroutine(call):
+                call.close()  # never awaited when the save failed
+        self.gen.in_flight = None
+        await self._ack(request, AnswerKind.ACCEPTED)
+
+    async def _download(self) -> None:
+        if not self.gen.document_ids:
+            details = await self.client.get_signature_details(self.sig)
+            self.gen.document_ids = [doc.document_id for doc in details.documents]
+        folder = self.opts.download_dir / self.state.flow_id
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        done = {record.document_id for record in self.state.downloads}
+        for document_id in self.gen.document_ids:
+            if document_id not in done:
+                await self._download_one(document_id, folder)
+        if self.state.contract is None:
+            contract = await self.client.get_infocert_contract(self.sig)
+            if contract is not None:
+                path = folder / f"{self.sig}-infocert-contract.pdf"
+                digest = await asyncio.to_thread(_write_atomically, path, contract)
+                self.state.contract = DownloadRecord(
+                    "infocert-contract", str(path), digest, len(contract)
+                )
+        self.state.outcome = "signed"
+        self._end_generation("signed")
+        await self._event(fm.Event.DOWNLOADED)
+        self.flow.emit(FlowEventKind.FINISHED, outcome="signed")
+
+    async def _download_one(self, document_id: str, folder: Path) -> None:
+        signed = await self.client.download_signed_document(self.sig, document_id, folder)
+        outcome, detail = await self._validate(Path(signed.path))
+        record = DownloadRecord(
+            document_id, str(signed.path), signed.sha256, signed.size, outcome, detail or None
+        )
+        self.state.downloads.append(record)
+        await self.flow.save()
+        self.flow.emit(
+            FlowEventKind.DOCUMENT_DOWNLOADED,
+            document_id=document_id,
+            path=record.path,
+            sha256=record.sha256,
+            validation=outcome,
+        )
+        if self.opts.require_valid_signature and outcome != "valid":
+            raise DocumentCheckError(
+                f"signed document {document_id} did not validate ({outcome}: {detail})."
+            )
+
+    async def _validate(self, path: Path) -> tuple[str, str]:
+        from ._pades import validate_pdf
+
+        result = await asyncio.to_thread(
+            validate_pdf,
+            path,
+            trust_roots=self.opts.trust_roots,
+            expected_name=self.opts.expected_signer_name,
+        )
+        return result.outcome, result.detail
+
+    # ---------------------------------------------------------------------------- helpers
+
+    def _check_hashes(self, details: SignatureDetails) -> None:
+        uploaded = sorted((d.file_name, d.sha256) for d in self.state.documents)
+        listed = sorted((d.file_name, (d.sha256 or "").lower()) for d in details.documents)
+        if uploaded != listed:
+            names = sorted({name for name, _ in set(uploaded) ^ set(listed)})
+            raise DocumentCheckError(
+                f"the documents to approve differ from those uploaded ({', '.join(names)}); "
+                "nothing was approved."
+            )
+
+    async def _ask(self, asking: Awaitable[T], request: SignerRequest, what: str) -> T:
+        """The signer's answer, or a restart when the deadline passes first."""
+        clock, deadline = self.flow.clock, request.deadline
+        self.flow.emit(FlowEventKind.WAITING_FOR_SIGNER, waiting_for=what, deadline=deadline)
+        warn_at = max(clock.time(), deadline - self.opts.deadline_warning)
+        warning = clock.call_at(
+            warn_at,
+            lambda: self.flow.emit(
+                FlowEventKind.DEADLINE_APPROACHING, waiting_for=what, deadline=deadline
+            ),
+        )
+        task: asyncio.Future[T] = asyncio.ensure_future(asking)
+        timer: asyncio.Future[None] = asyncio.ensure_future(
+            clock.sleep_until(deadline, passive=True)
+        )
+        try:
+            both: set[asyncio.Future[object]] = {task, timer}  # type: ignore[arg-type]
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            warning.cancel()
+            for pending in (task, timer):
+                if not pending.done():
+                    pending.cancel()
+        if task.done() and not task.cancelled() and clock.time() < deadline:
+            return task.result()
+        await self._ack(request, AnswerKind.EXPIRED)
+        raise _Restart(fm.RestartReason.DEADLINE_PASSED)
+
+    async def _ack(self, request: SignerRequest, kind: AnswerKind, left: int | None = None) -> None:
+        try:
+            await self.flow.signer.acknowledge(request, SignerAnswer(kind, left))
+        except Exception as exc:  # the signer's trouble must not break the flow
+            _ = exc
+
+
+def _code(exc: QESError) -> str:
+    if isinstance(exc, TooManyAttemptsError):
+        return "too_many_attempts"
+    return "passcode_expired" if isinstance(exc, PasscodeExpiredError) else "flow_expired"
+
+
+def _write_atomically(path: Path, data: bytes) -> str:
+    import hashlib
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return hashlib.sha256(data).hexdigest()

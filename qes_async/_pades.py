@@ -1,0 +1,98 @@
+"""PAdES validation of downloaded PDFs with pyHanko, when it is installed.
+
+Blocking (pyHanko parses and hashes the whole file): the flow runs :func:`validate_pdf` in a
+worker thread.  Import this module lazily; without pyHanko every document is reported as
+``not_checked`` rather than failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["PadesResult", "pyhanko_available", "validate_pdf"]
+
+VALID = "valid"  # intact, and trusted when trust roots were given; names the client
+UNTRUSTED = "untrusted"  # intact, but no chain to a given trust root (or none given)
+INVALID = "invalid"  # broken, unsigned, or the certificate names someone else
+NOT_CHECKED = "not_checked"  # pyHanko is not installed or validation is off
+
+
+@attrs.frozen
+class PadesResult:
+    """The outcome of validating one PDF's signatures."""
+
+    outcome: str
+    detail: str = ""
+    signer: str | None = None
+
+
+def pyhanko_available() -> bool:
+    """True when pyHanko can be imported."""
+    try:
+        import pyhanko.sign.validation  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _load_roots(roots: Sequence[bytes]) -> list[Any]:
+    from asn1crypto import pem, x509
+
+    certs = []
+    for data in roots:
+        if pem.detect(data):
+            _, _, data = pem.unarmor(data)
+        certs.append(x509.Certificate.load(data))
+    return certs
+
+
+def _names(cert: Any) -> set[str]:
+    subject = cert.subject.native
+    parts = [subject.get("common_name"), subject.get("given_name"), subject.get("surname")]
+    found = {str(p).casefold() for p in parts if p}
+    given, surname = subject.get("given_name"), subject.get("surname")
+    if given and surname:
+        found.add(f"{given} {surname}".casefold())
+    return found
+
+
+def validate_pdf(
+    path: str | Path, *, trust_roots: Sequence[bytes] = (), expected_name: str | None = None
+) -> PadesResult:
+    """Validate every signature in the PDF at ``path`` (blocking).
+
+    Args:
+        trust_roots: CA certificates (DER or PEM) the signer's chain must reach; with none
+            the result is at best ``untrusted``.
+        expected_name: the client's name ("First Last"); the signing certificate must name
+            them (common name, or given name and surname).
+    """
+    if not pyhanko_available():
+        return PadesResult(NOT_CHECKED, "pyHanko is not installed")
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko_certvalidator import ValidationContext
+
+    roots = _load_roots(trust_roots)
+    context = ValidationContext(trust_roots=roots, allow_fetching=False)
+    with Path(path).open("rb") as handle:
+        reader = PdfFileReader(handle, strict=False)
+        signatures = reader.embedded_signatures
+        if not signatures:
+            return PadesResult(INVALID, "the PDF carries no signature")
+        outcome, detail, signer = VALID, "", None
+        for embedded in signatures:
+            status = validate_pdf_signature(embedded, signer_validation_context=context)
+            # only the name: the subject also holds the ID document number
+            signer = status.signing_cert.subject.native.get("common_name")
+            if not (status.intact and status.valid):
+                return PadesResult(INVALID, "a signature does not match the document", signer)
+            if expected_name and expected_name.casefold() not in _names(status.signing_cert):
+                return PadesResult(INVALID, "the signing certificate names someone else", signer)
+            if not (roots and status.trusted):
+                outcome, detail = UNTRUSTED, "no chain to a given trust root"
+    return PadesResult(outcome, detail, signer)
