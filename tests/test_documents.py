@@ -68,9 +68,8 @@ def test_missing_file_is_refused(tmp_path: Path) -> None:
 async def test_document_repr_never_shows_bytes_and_sha256_is_cached(tmp_path: Path) -> None:
     data = make_pdf("secret contract text")
     doc = Document.from_bytes("a.pdf", data, display_name="Loan")
-    assert repr(
-        doc
-    ) == "Document(file_name='a.pdf', display_name='Loan', size=%d, in memory)" % len(data)
+    size = len(data)
+    assert repr(doc) == f"Document(file_name='a.pdf', display_name='Loan', size={size}, in memory)"
     import hashlib
 
     assert await doc.sha256() == hashlib.sha256(data).hexdigest()
