@@ -18,7 +18,7 @@ from ._model import (
     SmsRecord,
 )
 from ._server import SandboxServer
-from ._signing import MissingExtraError, TestCA, test_ca
+from ._signing import MissingExtraError, SandboxCA, sandbox_ca
 from ._webhooks import WebhookDelivery
 
 __all__ = [
@@ -30,10 +30,10 @@ __all__ = [
     "IdentityCase",
     "MissingExtraError",
     "RequestRecord",
+    "SandboxCA",
     "SandboxServer",
     "SandboxTiming",
     "SmsRecord",
-    "TestCA",
     "WebhookDelivery",
-    "test_ca",
+    "sandbox_ca",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["MissingExtraError", "SignerIdentity", "TestCA", "sign_pdf", "test_ca"]
+__all__ = ["MissingExtraError", "SandboxCA", "SignerIdentity", "sandbox_ca", "sign_pdf"]
 
 EXTRA_HINT = "PDF signing needs the sandbox extra: pip install 'qes-async[sandbox]'"
 
@@ -40,7 +40,7 @@ class SignerIdentity:
 
 
 @attrs.frozen
-class TestCA:
+class SandboxCA:
     """The process-wide test CA: its certificate (PEM/DER) and keys."""
 
     certificate_pem: bytes
@@ -62,7 +62,7 @@ def _crypto() -> Any:
 
 
 @functools.lru_cache(maxsize=1)
-def test_ca() -> TestCA:
+def sandbox_ca() -> SandboxCA:
     """The CA of this process (made on first use, then cached)."""
     x509, hashes, serialization, ec, name_oid = _crypto()
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -89,7 +89,7 @@ def test_ca() -> TestCA:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
-    return TestCA(
+    return SandboxCA(
         certificate_pem=cert.public_bytes(serialization.Encoding.PEM),
         certificate_der=cert.public_bytes(serialization.Encoding.DER),
         ca_key=ca_key,
@@ -101,7 +101,7 @@ def test_ca() -> TestCA:
 @functools.lru_cache(maxsize=256)
 def _leaf_certificate(identity: SignerIdentity) -> bytes:
     x509, hashes, serialization, _, name_oid = _crypto()
-    ca = test_ca()
+    ca = sandbox_ca()
     subject = x509.Name(
         [
             x509.NameAttribute(name_oid.COUNTRY_NAME, "NL"),
@@ -147,7 +147,7 @@ def sign_pdf(pdf: bytes, identity: SignerIdentity) -> bytes:
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise MissingExtraError(EXTRA_HINT) from exc
     _, _, serialization, _, _ = _crypto()
-    ca = test_ca()
+    ca = sandbox_ca()
     key_der = ca._leaf_key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,

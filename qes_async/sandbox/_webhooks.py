@@ -10,6 +10,7 @@ fault plan may drop, duplicate, delay or reorder deliveries.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from typing import Any
 
@@ -22,6 +23,11 @@ from ._faults import WEBHOOK_FAULTS, Fault, FaultPlan
 __all__ = ["WebhookConfig", "WebhookDelivery", "WebhookDispatcher"]
 
 log = logging.getLogger("qes_async.sandbox.webhooks")
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An HTTP Basic ``Authorization`` value."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 @attrs.frozen
@@ -87,6 +93,7 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: list[dict[str, Any]] = []
         self._token: tuple[str, float] | None = None
+        self._token_lock = asyncio.Lock()
 
     def configure(self, config: WebhookConfig | None) -> None:
         """Set (or with ``None`` remove) the delivery target."""
@@ -171,21 +178,26 @@ class WebhookDispatcher:
                 return response.status, None
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             return None, type(exc).__name__
+        except Exception as exc:  # a sandbox bug must not kill the delivery silently
+            log.exception("webhook delivery failed unexpectedly")
+            return None, type(exc).__name__
 
     async def _auth_headers(self, config: WebhookConfig) -> dict[str, str]:
         if config.basic is not None:
-            return {"Authorization": aiohttp.BasicAuth(*config.basic).encode()}
+            return {"Authorization": basic_auth(*config.basic)}
         if config.bearer is None:
             return {}
-        if self._token is None or self.clock.time() >= self._token[1]:
-            self._token = await self._fetch_token(*config.bearer)
-        return {"Authorization": f"Bearer {self._token[0]}"}
+        async with self._token_lock:  # concurrent deliveries share one token fetch
+            if self._token is None or self.clock.time() >= self._token[1]:
+                self._token = await self._fetch_token(*config.bearer)
+            token = self._token[0]
+        return {"Authorization": f"Bearer {token}"}
 
     async def _fetch_token(self, auth_url: str, user: str, password: str) -> tuple[str, float]:
         async with self._http().post(
             auth_url,
             data={"grant_type": "client_credentials"},
-            auth=aiohttp.BasicAuth(user, password),
+            headers={"Authorization": basic_auth(user, password)},
         ) as response:
             if response.status != 200:
                 raise aiohttp.ClientResponseError(
@@ -203,14 +215,6 @@ class WebhookDispatcher:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
-
-    async def flush(self) -> None:
-        """Wait until every delivery now in progress has finished or is waiting on time."""
-        for _ in range(100):
-            busy = [t for t in self._tasks if not t.done()]
-            if not busy:
-                return
-            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         """Cancel pending deliveries and close the HTTP session."""

@@ -235,14 +235,16 @@ async def test_processing_delay_keeps_the_old_status_until_time_passes(
 ) -> None:
     import aiohttp
 
-    async with SandboxServer(clock=clock, processing_delay=5) as sandbox:
-        async with aiohttp.ClientSession() as session:
-            api = Api(sandbox, session)
-            sid = await api.create()
-            assert (await api.status(sid))["status"] == "new"
-            assert (await api.upload(sid)).status == 409
-            clock.advance(5)
-            assert (await api.status(sid))["status"] == "pending"
+    async with (
+        SandboxServer(clock=clock, processing_delay=5) as sandbox,
+        aiohttp.ClientSession() as session,
+    ):
+        api = Api(sandbox, session)
+        sid = await api.create()
+        assert (await api.status(sid))["status"] == "new"
+        assert (await api.upload(sid)).status == 409
+        clock.advance(5)
+        assert (await api.status(sid))["status"] == "pending"
 
 
 async def test_infocert_contract_is_a_pdf_and_namirial_is_204(

@@ -1,0 +1,194 @@
+"""Webhook delivery with Basic and Bearer auth, redelivery, and the webhook fault knobs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sandbox_helpers import Api, api, clock, sandbox
+
+from qes_async._clock import FakeClock
+from qes_async.sandbox import Fault, SandboxServer
+
+__all__ = ["api", "clock", "sandbox"]
+BASIC = ("hook-user", "hook-password")
+
+
+class Receiver:
+    """A tiny integrator: a webhook endpoint and an OAuth token endpoint."""
+
+    def __init__(self) -> None:
+        self.hooks: list[tuple[str, dict[str, Any], str]] = []
+        self.token_requests: list[tuple[str, dict[str, str]]] = []
+        self.answers: list[int] = []
+        self.url = ""
+
+    async def hook(self, request: web.Request) -> web.Response:
+        self.hooks.append(
+            (
+                request.match_info["sid"],
+                await request.json(),
+                request.headers.get("Authorization", ""),
+            )
+        )
+        return web.Response(status=self.answers.pop(0) if self.answers else 200)
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.token_requests.append(
+            (request.headers.get("Authorization", ""), {k: str(v) for k, v in form.items()})
+        )
+        return web.json_response(
+            {"access_token": "integrator-token", "token_type": "Bearer", "expires_in": 3600}
+        )
+
+    def statuses(self) -> list[str]:
+        return [body["status"] for _, body, _ in self.hooks]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks/{sid}", rec.hook)
+    app.router.add_post("/oauth/token", rec.token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    rec.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield rec
+    await runner.cleanup()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(300):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def basic_header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def test_basic_webhooks_on_every_status_change(
+    api: Api, sandbox: SandboxServer, receiver: Receiver
+) -> None:
+    sandbox.configure_webhooks(receiver.url + "/hooks/", basic=BASIC)
+    sid = await api.to_signed()
+    await until(lambda: len(receiver.hooks) == 5)
+    assert receiver.statuses() == [
+        "new",
+        "pending",
+        "user_consent_required",
+        "confirmation_required",
+        "signed",
+    ]
+    assert {(s, auth) for s, _, auth in receiver.hooks} == {(sid, basic_header(*BASIC))}
+    assert receiver.hooks[-1][1] == {
+        "signatureId": sid,
+        "status": "signed",
+        "statusCode": None,
+        "errors": [],
+    }
+
+
+async def test_bearer_webhooks_fetch_a_token_from_the_auth_url_once(
+    clock: FakeClock, receiver: Receiver
+) -> None:
+    import aiohttp
+
+    bearer = (receiver.url + "/oauth/token", *BASIC)
+    async with (
+        SandboxServer(
+            clock=clock, webhook_url=receiver.url + "/hooks", webhook_bearer=bearer
+        ) as sb,
+        aiohttp.ClientSession() as session,
+    ):
+        await Api(sb, session).create()
+        await until(lambda: len(receiver.hooks) == 2)
+    assert receiver.token_requests == [(basic_header(*BASIC), {"grant_type": "client_credentials"})]
+    assert {auth for _, _, auth in receiver.hooks} == {"Bearer integrator-token"}
+
+
+async def test_non_2xx_is_redelivered_with_backoff_on_the_clock(
+    clock: FakeClock, receiver: Receiver
+) -> None:
+    import aiohttp
+
+    receiver.answers = [500, 503]
+    async with (
+        SandboxServer(clock=clock, webhook_url=receiver.url + "/hooks", webhook_backoff=10) as sb,
+        aiohttp.ClientSession() as session,
+    ):
+        sb.webhook_faults.script(["ok", "drop"])  # only "new" is delivered
+        await Api(sb, session).create()
+        await until(lambda: len(sb.webhook_deliveries) == 2)
+        await asyncio.sleep(0.05)
+        assert len(receiver.hooks) == 1
+        clock.advance(10)
+        await until(lambda: len(receiver.hooks) == 2)
+        clock.advance(19)
+        await asyncio.sleep(0.05)
+        assert len(receiver.hooks) == 2
+        clock.advance(1)
+        await until(lambda: len(receiver.hooks) == 3)
+        await until(lambda: len(sb.webhook_deliveries) == 4)
+        attempts = [(d.status, d.attempt, d.http_status, d.fault) for d in sb.webhook_deliveries]
+    assert sorted(attempts, key=lambda a: (a[0], a[1])) == [
+        ("new", 1, 500, None),
+        ("new", 2, 503, None),
+        ("new", 3, 200, None),
+        ("pending", 0, None, "drop"),
+    ]
+
+
+async def test_drop_and_duplicate(api: Api, sandbox: SandboxServer, receiver: Receiver) -> None:
+    sandbox.configure_webhooks(receiver.url + "/hooks", basic=BASIC)
+    sandbox.webhook_faults.script(["drop", "duplicate"])
+    await api.create()
+    await until(lambda: len(receiver.hooks) == 2)
+    await asyncio.sleep(0.05)
+    assert receiver.statuses() == ["pending", "pending"]
+
+
+async def test_delay_holds_a_webhook_until_the_clock_reaches_it(
+    api: Api, sandbox: SandboxServer, receiver: Receiver, clock: FakeClock
+) -> None:
+    sandbox.configure_webhooks(receiver.url + "/hooks", basic=BASIC)
+    sandbox.webhook_faults.script([Fault("delay", delay=60)])
+    await api.create()
+    await until(lambda: len(receiver.hooks) == 1)
+    assert receiver.statuses() == ["pending"]
+    clock.advance(60)
+    await until(lambda: len(receiver.hooks) == 2)
+    assert receiver.statuses() == ["pending", "new"]
+
+
+async def test_reorder_sends_a_webhook_after_the_next_one(
+    api: Api, sandbox: SandboxServer, receiver: Receiver
+) -> None:
+    sandbox.configure_webhooks(receiver.url + "/hooks", basic=BASIC)
+    sandbox.webhook_faults.script(["reorder"])
+    sid = await api.create()
+    await until(lambda: len(receiver.hooks) == 2)
+    await asyncio.sleep(0.05)
+    assert receiver.statuses() == ["pending", "new"]
+    assert next(d.fault for d in sandbox.webhook_deliveries if d.signature_id == sid) == "reorder"
+
+
+async def test_webhook_faults_by_status_name(
+    api: Api, sandbox: SandboxServer, receiver: Receiver
+) -> None:
+    sandbox.configure_webhooks(receiver.url + "/hooks", basic=BASIC)
+    sandbox.webhook_faults.add("drop", route="new")
+    await api.to_consent()
+    await until(lambda: len(receiver.hooks) == 2)
+    await asyncio.sleep(0.05)
+    assert receiver.statuses() == ["pending", "user_consent_required"]
