@@ -184,7 +184,8 @@ class StepRunner:
         state.error = {"type": type(exc).__name__, "message": str(exc)[:500]}
         if isinstance(exc, KYCRequiredError):
             state.error["status_codes"] = list(exc.status_codes)
-        self._end_generation(state.outcome)
+        if self.gen.ended is None:
+            self._end_generation(state.outcome)
         state.step = fm.on_event(state.step, fm.Event.GIVE_UP)
         await self.flow.save()
         self.flow.emit(FlowEventKind.FINISHED, outcome=state.outcome)
@@ -233,7 +234,14 @@ class StepRunner:
         await self._event(fm.Event.CREATED)
 
     async def _wait(self) -> None:
-        await self._observe(await self._wait_for(fm.WAIT_TARGETS[self.state.step]))
+        targets = fm.WAIT_TARGETS[self.state.step]
+        if (
+            self.state.step is fm.Step.AWAIT_SIGNED
+            and self.gen.last_status != "pending_verification"
+        ):
+            # stop once at pending_verification, so progress shows it
+            targets = (*targets, Status.PENDING_VERIFICATION)
+        await self._observe(await self._wait_for(targets))
 
     async def _upload_documents(self) -> None:
         retried = self.gen.in_flight == "upload_documents"

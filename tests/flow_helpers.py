@@ -112,13 +112,15 @@ async def world(
     tmp: Path, cases: dict[str, IdentityCase] | None = None, **sandbox_kw: Any
 ) -> AsyncIterator[World]:
     clock = FakeClock()
-    async with SandboxServer(
-        clock=clock, seed=7, clients=cases or {"client-1": IdentityCase()}, **sandbox_kw
-    ) as sandbox:
-        async with QESClient(
+    async with (
+        SandboxServer(
+            clock=clock, seed=7, clients=cases or {"client-1": IdentityCase()}, **sandbox_kw
+        ) as sandbox,
+        QESClient(
             sandbox.client_id, sandbox.client_secret, base_url=sandbox.url, clock=clock
-        ) as client:
-            yield World(sandbox, client, clock, tmp)
+        ) as client,
+    ):
+        yield World(sandbox, client, clock, tmp)
 
 
 Hook = Callable[..., object]

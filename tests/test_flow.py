@@ -1,24 +1,261 @@
-"""SignatureFlow end to end against the sandbox on a shared fake clock."""
+"""SignatureFlow end to end against the sandbox on a shared fake clock: every branch."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from flow_helpers import world
+import pytest
+from flow_helpers import MOBILE, world
 
-from qes_async import FlowOutcome
+from qes_async import (
+    DocumentCheckError,
+    FlowEvent,
+    FlowOutcome,
+    KYCRequiredError,
+    MemoryFlowStore,
+    RestartLimitError,
+    RestartPolicy,
+)
+from qes_async.sandbox import ExtractedDetails, IdentityCase
 
 
 async def test_completed_flow_end_to_end(tmp_path: Path) -> None:
+    events: list[FlowEvent] = []
     async with world(tmp_path) as w:
-        flow = w.flow()
-        result = await flow.run()
-        assert result.outcome is FlowOutcome.SIGNED
+        result = await w.flow(on_event=events.append).run()
         sig = result.signature_id
         assert sig is not None
-        counts = w.counts(sig)
-        assert counts["approve_documents"] == 1
-        assert counts["confirm_signature"] == 1
+        assert result.outcome is FlowOutcome.SIGNED
         assert w.created() == 1
-        assert len(result.documents) == 1
-        print(result)
+        counts = w.counts(sig)
+        assert (counts["approve_documents"], counts["confirm_signature"]) == (1, 1)
+    (doc,) = result.documents
+    assert Path(doc.path).read_bytes().startswith(b"%PDF-")
+    assert doc.validation == "untrusted"  # no trust roots given
+    assert result.contract is not None  # InfoCert by default
+    assert [g.ended for g in result.generations] == ["signed"]
+    kinds = [e.kind.value for e in events]
+    assert kinds[-1] == "finished"
+    assert {"waiting_for_signer", "status_changed", "document_downloaded"} <= set(kinds)
+    assert MOBILE not in repr(events)
+
+
+async def test_signature_is_validated_against_trust_roots_and_the_client_name(
+    tmp_path: Path,
+) -> None:
+    from qes_async.sandbox import sandbox_ca
+
+    async with world(tmp_path) as w:
+        roots = [sandbox_ca().certificate_pem]
+        good = await w.flow(trust_roots=roots, expected_signer_name="Jane Doe").run()
+        bad = await w.flow(trust_roots=roots, expected_signer_name="John Roe").run()
+    assert good.documents[0].validation == "valid"
+    assert bad.documents[0].validation == "invalid"
+    assert bad.documents[0].validation_detail == "the signing certificate names someone else"
+
+
+async def test_require_valid_signature_refuses_an_unchecked_document(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        with pytest.raises(DocumentCheckError, match="did not validate \\(untrusted"):
+            await w.flow(require_valid_signature=True).run()
+
+
+async def test_pending_verification_flow_end_to_end(tmp_path: Path) -> None:
+    case = IdentityCase(
+        flow_kind="pending_verification", case_status="pending", verification_seconds=600
+    )
+    statuses: list[str | None] = []
+    async with world(tmp_path, {"client-1": case}) as w:
+        result = await w.flow(on_event=lambda e: statuses.append(e.status)).run()
+    assert result.outcome is FlowOutcome.SIGNED
+    assert "pending_verification" in statuses
+    assert len(result.generations) == 1
+
+
+async def test_selfie_is_asked_and_uploaded(tmp_path: Path) -> None:
+    async with world(tmp_path, {"client-1": IdentityCase(case_age_hours=48)}) as w:
+        result = await w.flow().run()
+        assert result.signature_id is not None
+        assert w.counts(result.signature_id)["upload_selfie"] == 1
+    assert "selfie" in result.generations[0].deadlines
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        IdentityCase(risk_score=500),
+        IdentityCase(kyc_fail_at="mobile"),
+        IdentityCase(kyc_fail_at="approval"),
+        IdentityCase(kyc_fail_at="confirmation"),
+        IdentityCase(
+            kyc_fail_at="verification", flow_kind="pending_verification", case_status="pending"
+        ),
+    ],
+    ids=["eligibility", "mobile", "approval", "confirmation", "verification"],
+)
+async def test_kyc_required_ends_the_flow_with_codes(tmp_path: Path, case: IdentityCase) -> None:
+    store = MemoryFlowStore()
+    async with world(tmp_path, {"client-1": case}) as w:
+        flow = w.flow(store=store)
+        with pytest.raises(KYCRequiredError) as info:
+            await flow.run()
+        assert w.created() == 1
+    assert "identity verification and QES" in str(info.value)
+    assert isinstance(info.value.status_codes, tuple)
+    stored = (await store.load(flow.flow_id)).data
+    assert stored["outcome"] == "kyc_required"
+    assert stored["step"] == "failed"
+    assert stored["error"]["status_codes"] == list(info.value.status_codes)
+
+
+async def _two_generations(tmp_path: Path, **signer: Any) -> tuple[Any, Any]:
+    async with world(tmp_path) as w:
+        result = await w.flow(signer=w.signer(**signer)).run()
+        first, second = result.generations
+        assert first.signature_id
+        assert second.signature_id
+        assert w.created() == 2
+        counts = (w.counts(first.signature_id), w.counts(second.signature_id))
+    assert result.outcome is FlowOutcome.SIGNED
+    assert second.reason == first.ended
+    assert counts[1]["approve_documents"] == 1
+    assert counts[1]["confirm_signature"] == 1
+    return first, counts[0]
+
+
+async def test_consent_expiry_restarts_with_a_new_workflow(tmp_path: Path) -> None:
+    first, counts = await _two_generations(tmp_path, consent_delay=2 * 3600 + 60)
+    assert first.ended == "deadline_passed"
+    assert counts["approve_documents"] == 0
+
+
+async def test_confirmation_expiry_restarts_with_a_new_workflow(tmp_path: Path) -> None:
+    first, counts = await _two_generations(tmp_path, passcode_delay=3600 + 60)
+    assert first.ended == "deadline_passed"
+    assert (counts["approve_documents"], counts["confirm_signature"]) == (1, 0)
+
+
+async def test_too_many_wrong_passcodes_restart(tmp_path: Path) -> None:
+    first, counts = await _two_generations(tmp_path, wrong=3)
+    assert first.ended == "too_many_attempts"
+    assert counts["confirm_signature"] == 3
+
+
+async def test_wrong_passcode_then_right(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        result = await w.flow(signer=w.signer(wrong=1)).run()
+        asked = list(w.passcodes)
+    assert result.outcome is FlowOutcome.SIGNED
+    assert len(result.generations) == 1
+    assert [(p.retry, p.attempts_left) for p in asked] == [(False, None), (True, 2)]
+
+
+async def test_deadline_approaching_is_announced_before_it_runs_out(tmp_path: Path) -> None:
+    events: list[FlowEvent] = []
+    async with world(tmp_path) as w:
+        await w.flow(signer=w.signer(consent_delay=7000), on_event=events.append).run()
+    warnings = [e for e in events if e.kind.value == "deadline_approaching"]
+    assert [e.waiting_for for e in warnings] == ["consent"]
+    assert warnings[0].deadline is not None
+    assert warnings[0].time == warnings[0].deadline - 600
+
+
+async def test_invalid_signature_restarts_and_the_retry_signs(tmp_path: Path) -> None:
+    case = IdentityCase(
+        flow_kind="pending_verification",
+        case_status="pending",
+        extracted=ExtractedDetails("Jane", "Doe", "XX9999999"),
+    )
+    async with world(tmp_path, {"client-1": case}) as w:
+        result = await w.flow().run()
+    assert result.outcome is FlowOutcome.SIGNED
+    assert [g.ended for g in result.generations] == ["invalid_signature", "signed"]
+
+
+async def test_error_that_recovers_is_waited_out(tmp_path: Path) -> None:
+    case = IdentityCase(error_in="user_consent_required", error_recovers_after=60)
+    async with world(tmp_path, {"client-1": case}) as w:
+        result = await w.flow().run()
+    assert result.outcome is FlowOutcome.SIGNED
+    assert len(result.generations) == 1
+
+
+async def test_error_that_never_recovers_restarts_until_the_limit(tmp_path: Path) -> None:
+    case = IdentityCase(error_in="user_consent_required", error_recovers_after=None)
+    store = MemoryFlowStore()
+    async with world(tmp_path, {"client-1": case}) as w:
+        flow = w.flow(store=store, restart_policy=RestartPolicy(max_restarts=1))
+        with pytest.raises(RestartLimitError, match="allows 1 restart"):
+            await flow.run()
+        assert w.created() == 2
+    stored = (await store.load(flow.flow_id)).data
+    assert [g["ended"] for g in stored["generations"]] == ["error_unrecovered"] * 2
+    assert stored["outcome"] == "failed"
+
+
+async def test_namirial_has_no_contract(tmp_path: Path) -> None:
+    async with world(tmp_path, {"client-1": IdentityCase(qtsp="namirial")}) as w:
+        result = await w.flow().run()
+    assert result.outcome is FlowOutcome.SIGNED
+    assert result.contract is None
+
+
+async def test_infocert_contract_is_saved(tmp_path: Path) -> None:
+    async with world(tmp_path, {"client-1": IdentityCase(qtsp="infocert")}) as w:
+        result = await w.flow().run()
+    assert result.contract is not None
+    assert Path(result.contract.path).read_bytes().startswith(b"%PDF-")
+
+
+async def test_decline_ends_cleanly_without_approval(tmp_path: Path) -> None:
+    store = MemoryFlowStore()
+    async with world(tmp_path) as w:
+        flow = w.flow(signer=w.signer(approve=False), store=store)
+        result = await flow.run()
+        assert result.signature_id is not None
+        assert w.counts(result.signature_id)["approve_documents"] == 0
+    assert result.outcome is FlowOutcome.DECLINED
+    assert result.documents == ()
+    stored = await store.load(flow.flow_id)
+    assert stored.finished is True
+    assert stored.data["outcome"] == "declined"
+    assert await store.unfinished() == []
+
+
+class _TamperingClient:
+    """Delegates to a client but reports a different hash for the first document."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.clock = inner.clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get_signature_details(self, signature_id: str, **kw: Any) -> Any:
+        import attrs
+
+        details = await self._inner.get_signature_details(signature_id, **kw)
+        first = attrs.evolve(details.documents[0], sha256="0" * 64)
+        return attrs.evolve(details, documents=(first, *details.documents[1:]))
+
+
+async def test_document_hash_mismatch_is_refused(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        flow = w.flow()
+        flow.client = _TamperingClient(w.client)
+        with pytest.raises(DocumentCheckError, match=r"differ from those uploaded \(loan\.pdf\)"):
+            await flow.run()
+        assert not [r for r in w.sandbox.request_log if r.route == "approve_documents"]
+        assert w.consents == []
+
+
+async def test_many_flows_share_one_client(tmp_path: Path) -> None:
+    import asyncio
+
+    cases = {f"client-{n}": IdentityCase() for n in range(20)}
+    async with world(tmp_path, cases) as w:
+        results = await asyncio.gather(*(w.flow(ref).run() for ref in cases))
+        assert w.created() == 20
+    assert {r.outcome for r in results} == {FlowOutcome.SIGNED}
