@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .._pdf import make_pdf
 from .._routes import Routes
-from ._model import ServiceError, bad_request
+from ._model import Document, ServiceError, Signature, bad_request
 from ._requests import (
     parse_approval,
     parse_confirmation,
@@ -30,7 +30,7 @@ from ._requests import (
     require,
 )
 from ._signing import MissingExtraError, SignerIdentity, sign_pdf
-from ._state import Document, QESService, Signature
+from ._state import QESService
 
 __all__ = ["CURRENT_CALL", "ApiHandlers", "CallState"]
 

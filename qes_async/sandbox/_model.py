@@ -13,13 +13,16 @@ import attrs
 __all__ = [
     "CASE_STATUSES",
     "FLOW_KINDS",
+    "LEGAL_CONDITIONS",
     "QTSPS",
     "STEPS",
+    "Document",
     "ExtractedDetails",
     "IdentityCase",
     "RequestRecord",
     "SandboxTiming",
     "ServiceError",
+    "Signature",
     "SmsRecord",
 ]
 
@@ -180,3 +183,79 @@ def bad_request(
     if field is not None:
         detail["field"] = field
     return ServiceError(400, code, message, errors=[detail])
+
+
+LEGAL_CONDITIONS: dict[str, list[dict[str, Any]]] = {
+    "infocert": [
+        {
+            "id": "infocert-terms",
+            "version": 3,
+            "title": "InfoCert QTSP terms and conditions",
+            "url": "https://example.org/qtsp/infocert/terms-v3",
+            "text": "I accept the terms of the qualified trust service provider.",
+        },
+        {
+            "id": "infocert-privacy",
+            "version": 2,
+            "title": "InfoCert privacy notice",
+            "url": "https://example.org/qtsp/infocert/privacy-v2",
+            "text": "I have read the privacy notice.",
+        },
+    ],
+    "namirial": [
+        {
+            "id": "namirial-terms",
+            "version": 5,
+            "title": "Namirial QTSP terms and conditions",
+            "url": "https://example.org/qtsp/namirial/terms-v5",
+            "text": "I accept the terms of the qualified trust service provider.",
+        }
+    ],
+}
+
+
+@attrs.define(eq=False)
+class Document:
+    """A document uploaded for signing."""
+
+    document_id: str
+    file_name: str
+    display_name: str
+    content: bytes = attrs.field(repr=False)
+    sha256: str
+
+
+@attrs.define(eq=False)
+class Signature:
+    """One signature workflow (its id equals the workflow id)."""
+
+    signature_id: str
+    client_id: str
+    client_reference: str
+    verification_id: str
+    case: IdentityCase
+    status: str = "new"
+    status_code: int | None = None
+    errors: list[dict[str, Any]] = attrs.Factory(list)
+    epoch: int = 0
+    entered_at: float = 0.0
+    processing: bool = False
+    documents: list[Document] = attrs.Factory(list)
+    mobile_number: str | None = attrs.field(default=None, repr=False)
+    consent_deadline: float | None = None
+    confirmation_deadline: float | None = None
+    passcode: str | None = attrs.field(default=None, repr=False)
+    passcode_sent_at: float | None = None
+    wrong_passcodes: int = 0
+    failed_approvals: int = 0
+    spent: bool = False
+    error_done: bool = False
+
+    def status_body(self) -> dict[str, Any]:
+        """The answer of the status call (and of a webhook)."""
+        return {
+            "signatureId": self.signature_id,
+            "status": self.status,
+            "statusCode": self.status_code,
+            "errors": list(self.errors),
+        }

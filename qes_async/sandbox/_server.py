@@ -22,8 +22,8 @@ from .._routes import Routes
 from ._api import CURRENT_CALL, OPERATIONS, ApiHandlers, CallState
 from ._control import CONTROL_PREFIX, add_control_routes
 from ._faults import HTTP_FAULTS, Fault, FaultPlan
-from ._model import IdentityCase, RequestRecord, SandboxTiming, ServiceError, SmsRecord
-from ._state import QESService, Signature
+from ._model import IdentityCase, RequestRecord, SandboxTiming, ServiceError, Signature, SmsRecord
+from ._state import QESService
 from ._webhooks import WebhookConfig, WebhookDelivery, WebhookDispatcher
 
 __all__ = ["SandboxServer"]
