@@ -116,6 +116,8 @@ class SignatureFlow:
         deadline_warning: seconds before a deadline when ``deadline_approaching`` fires.
         wait_timeout: the longest wait for one status change.
         outcome_grace: after an unknown outcome, how long the status may take to show it.
+        lease_ttl: seconds a worker's lease on the flow lasts (renewed at each checkpoint);
+            after a crash another worker can resume the flow once it ran out.
         on_event: a callback (sync or async) for every :class:`FlowEvent`.
     """
 
@@ -142,6 +144,7 @@ class SignatureFlow:
         deadline_warning: float = 600.0,
         wait_timeout: float = 24 * 3600.0,
         outcome_grace: float = 60.0,
+        lease_ttl: float = 300.0,
         on_event: Callable[[FlowEvent], object] | None = None,
     ) -> None:
         self.client = client
@@ -168,6 +171,7 @@ class SignatureFlow:
         self._documents = list(documents)
         self._hub = EventHub([on_event] if on_event else [])
         self._owner = uuid.uuid4().hex
+        self._lease_ttl = lease_ttl
         self._lease: Lease | None = None
         self._version = 0
         self._state: FlowState | None = None
@@ -234,7 +238,7 @@ class SignatureFlow:
             await self._start()
         state = self._state
         assert state is not None
-        self._lease = await self.store.acquire(state.flow_id, self._owner, ttl=3600.0)
+        self._lease = await self.store.acquire(state.flow_id, self._owner, self._lease_ttl)
         runner = StepRunner(self, state, self._documents)
         try:
             await runner.resync()
@@ -270,8 +274,8 @@ class SignatureFlow:
         assert self._lease is not None
         now = self.clock.time()
         state.updated_at = now
-        if self._lease.expires_at - now < 1800.0:
-            self._lease = await self.store.acquire(state.flow_id, self._owner, ttl=3600.0)
+        if self._lease.expires_at - now < self._lease_ttl / 2:
+            self._lease = await self.store.acquire(state.flow_id, self._owner, self._lease_ttl)
         self._version = await self.store.save(
             state.flow_id,
             dump_state(state),
@@ -314,9 +318,9 @@ class SignatureFlow:
     async def _release(self) -> None:
         if self._lease is not None:
             lease, self._lease = self._lease, None
-            # Shielded so a cancelled run still frees its flow; if even that fails, the
-            # lease simply expires.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            # Shielded so a cancelled run still frees its flow; if that fails, the lease
+            # simply expires.  A cancellation still propagates.
+            with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.release(lease))
 
     def __repr__(self) -> str:

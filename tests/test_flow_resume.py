@@ -1,0 +1,181 @@
+"""Crash and resume: stop a flow at every checkpoint, resume from SQLite, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flow_helpers import World, world
+
+from qes_async import (
+    Document,
+    FlowNotFoundError,
+    FlowOutcome,
+    SignatureFlow,
+    SQLiteFlowStore,
+    StaleStateError,
+    make_pdf,
+)
+from qes_async._flow_state import StateFormatError
+
+CHECKPOINTS = 15  # saves of a clean completed run (asserted below)
+
+
+class _StopAfter:
+    """A store that cancels the flow's task right after its ``n``-th checkpoint."""
+
+    def __init__(self, inner: SQLiteFlowStore, n: int) -> None:
+        self.inner, self.n, self.saves = inner, n, 0
+        self.task: asyncio.Task[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def save(self, *args: Any, **kw: Any) -> int:
+        version = await self.inner.save(*args, **kw)
+        self.saves += 1
+        if self.saves == self.n and self.task is not None:
+            self.task.cancel()
+        return version
+
+
+def _assert_once_per_generation(w: World, result: Any) -> None:
+    assert w.created() == len(result.generations)
+    final = result.generations[-1]
+    counts = w.counts(final.signature_id)
+    assert counts["approve_documents"] == 1
+    assert counts["confirm_signature"] == 1
+
+
+async def test_a_clean_run_has_the_expected_checkpoints(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        store = _StopAfter(db, n=0)
+        await w.flow(store=store).run()  # type: ignore[arg-type]
+    assert store.saves == CHECKPOINTS
+
+
+@pytest.mark.parametrize("checkpoint", range(1, CHECKPOINTS + 1))
+async def test_cancel_at_each_checkpoint_then_resume(tmp_path: Path, checkpoint: int) -> None:
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        store = _StopAfter(db, checkpoint)
+        flow = w.flow(store=store, documents=[_document(tmp_path)])
+        store.task = asyncio.ensure_future(flow.run())
+        with pytest.raises(asyncio.CancelledError):
+            await store.task
+        stored = await db.load(flow.flow_id)
+        assert stored.finished is False or checkpoint == CHECKPOINTS
+        resumed = await SignatureFlow.resume(flow.flow_id, **w.resume_kw(db))
+        result = await resumed.run()
+        assert result.outcome is FlowOutcome.SIGNED
+        _assert_once_per_generation(w, result)
+        assert w.created() == 1
+
+
+async def test_resume_after_cancel_during_confirmation_does_not_confirm_twice(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        flow = w.flow(store=db, documents=[_document(tmp_path)])
+        task = asyncio.ensure_future(flow.run())
+        while not w.passcodes:  # cancel while the signer is being asked
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        state = (await db.load(flow.flow_id)).data
+        assert state["step"] == "passcode"
+        result = await (await SignatureFlow.resume(flow.flow_id, **w.resume_kw(db))).run()
+        _assert_once_per_generation(w, result)
+
+
+async def test_resume_with_documents_given_as_bytes(tmp_path: Path) -> None:
+    data = make_pdf("Loan")
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        store = _StopAfter(db, 3)
+        flow = w.flow(store=store, documents=[Document.from_bytes("loan.pdf", data)])
+        store.task = asyncio.ensure_future(flow.run())
+        with pytest.raises(asyncio.CancelledError):
+            await store.task
+        with pytest.raises(Exception, match="Pass the same document"):
+            await SignatureFlow.resume(flow.flow_id, **w.resume_kw(db))
+        docs = [Document.from_bytes("loan.pdf", data)]
+        resumed = await SignatureFlow.resume(flow.flow_id, documents=docs, **w.resume_kw(db))
+        assert (await resumed.run()).outcome is FlowOutcome.SIGNED
+
+
+async def test_resume_of_an_unknown_flow(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        with pytest.raises(FlowNotFoundError):
+            await SignatureFlow.resume("nope", **w.resume_kw(db))
+
+
+async def test_resume_refuses_an_unknown_state_version(tmp_path: Path) -> None:
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        await db.create("future", {"format": 99})
+        with pytest.raises(StateFormatError, match="format 99 is not supported"):
+            await SignatureFlow.resume("future", **w.resume_kw(db))
+
+
+_CHILD = """
+import asyncio, sys
+from qes_async import (CallbackSigner, Document, FakeClock, PollingWaiter, QESClient,
+                       SignatureFlow, SQLiteFlowStore)
+
+async def main(url, cid, secret, db, pdf):
+    clock = FakeClock()
+    async def passcode(request):
+        print("ASKED", flush=True)
+        await asyncio.Event().wait()
+    async with QESClient(cid, secret, base_url=url, clock=clock) as client, \\
+            SQLiteFlowStore(db, clock=clock) as store:
+        flow = SignatureFlow(client, documents=[Document.from_path(pdf)],
+            mobile_number="+31612345678", client_reference="client-1", clock=clock,
+            signer=CallbackSigner(consent=lambda r: True, passcode=passcode),
+            waiter=PollingWaiter(client, clock=clock), store=store, flow_id="killed",
+            download_dir=db + ".signed")
+        await flow.run()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_killed_process_resumes_from_sqlite(tmp_path: Path) -> None:
+    db_path = tmp_path / "f.db"
+    pdf = _document(tmp_path).path
+    async with world(tmp_path) as w:
+        s = w.sandbox
+        args = [s.url, s.client_id, s.client_secret, str(db_path), str(pdf)]
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _CHILD,
+            *args,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        )
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), 20)
+        assert line == b"ASKED\n"
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        async with SQLiteFlowStore(db_path, clock=w.clock) as db:
+            assert (await db.load("killed")).data["step"] == "passcode"
+            with pytest.raises(StaleStateError, match="another worker holds the lease"):
+                await (await SignatureFlow.resume("killed", **w.resume_kw(db))).run()
+            w.clock.advance(301)  # the dead worker's lease runs out
+            resumed = await SignatureFlow.resume("killed", **w.resume_kw(db))
+            result = await resumed.run()
+        assert result.outcome is FlowOutcome.SIGNED
+        _assert_once_per_generation(w, result)
+
+
+def _document(tmp_path: Path) -> Document:
+    path = tmp_path / "loan.pdf"
+    path.write_bytes(make_pdf("Loan"))
+    return Document.from_path(path)
