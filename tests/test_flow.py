@@ -259,3 +259,22 @@ async def test_many_flows_share_one_client(tmp_path: Path) -> None:
         results = await asyncio.gather(*(w.flow(ref).run() for ref in cases))
         assert w.created() == 20
     assert {r.outcome for r in results} == {FlowOutcome.SIGNED}
+
+
+@pytest.mark.parametrize(
+    ("route", "processed"),
+    # `pending` cannot tell whether documents arrived: the same bytes go again.
+    [("approve_documents", 1), ("confirm_signature", 1), ("upload_documents", 2)],
+)
+async def test_lost_answer_is_resolved_by_reading_the_status(
+    tmp_path: Path, route: str, processed: int
+) -> None:
+    async with world(tmp_path) as w:
+        w.sandbox.script_faults(["drop_after"], route=route)
+        result = await w.flow().run()
+        assert result.signature_id is not None
+        counts = w.counts(result.signature_id)
+    assert result.outcome is FlowOutcome.SIGNED
+    assert len(result.generations) == 1
+    assert counts[route] == processed
+    assert result.generations[0].in_flight is None
