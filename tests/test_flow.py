@@ -278,3 +278,34 @@ async def test_lost_answer_is_resolved_by_reading_the_status(
     assert len(result.generations) == 1
     assert counts[route] == processed
     assert result.generations[0].in_flight is None
+
+
+async def test_web_app_answers_through_the_inbox(tmp_path: Path) -> None:
+    import asyncio
+
+    from qes_async import SignerInbox
+    from qes_async._signer import AnswerKind, SignerAnswer
+
+    async with world(tmp_path) as w:
+        inbox = SignerInbox(clock=w.clock)
+        flow = w.flow(signer=inbox)
+        task = asyncio.ensure_future(flow.run())
+
+        async def asked(kind: str) -> Any:
+            while (request := inbox.pending(flow.flow_id)) is None:
+                await asyncio.sleep(0.001)
+            assert type(request).__name__ == kind
+            return request
+
+        consent = await asked("ConsentRequest")
+        assert [d.file_name for d in consent.documents] == ["loan.pdf"]
+        assert await inbox.submit_consent(flow.flow_id, True) == SignerAnswer(AnswerKind.ACCEPTED)
+        request = await asked("PasscodeRequest")
+        wrong = await inbox.submit_passcode(flow.flow_id, "999999")
+        right = w.sandbox.latest_passcode(request.signature_id)
+        assert wrong == SignerAnswer(AnswerKind.WRONG_PASSCODE, 2) or right == "999999"
+        assert (await inbox.submit_passcode(flow.flow_id, right)).accepted
+        result = await task
+    assert result.outcome is FlowOutcome.SIGNED
+    answer = await inbox.submit_passcode(flow.flow_id, right)
+    assert answer.kind is AnswerKind.NO_SUCH_FLOW
