@@ -1,0 +1,173 @@
+"""Every example runs against the sandbox: the script, the worker (with a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import register_secret
+
+from qes_async import (
+    CallbackSigner,
+    ConsentRequest,
+    FlowOutcome,
+    PasscodeRequest,
+    QESClient,
+    SQLiteFlowStore,
+)
+from qes_async.sandbox import SandboxServer, sandbox_ca
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+MOBILE = "+31612345678"
+
+
+def load(name: str) -> ModuleType:
+    """Import ``examples/{name}.py`` (examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_example(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent)},
+        check=False,
+    )
+
+
+# ------------------------------------------------------------------------------ script
+
+
+async def test_script_signs_one_document_that_validates(tmp_path: Path) -> None:
+    register_secret(MOBILE)
+    result = await load("script").main(tmp_path / "out")
+    assert result.outcome is FlowOutcome.SIGNED
+    (document,) = result.documents
+    assert document.validation == "valid"
+    assert Path(document.path).parent.parent == tmp_path / "out"
+    assert Path(document.path).read_bytes().startswith(b"%PDF-")
+    assert b"/ByteRange" in Path(document.path).read_bytes()
+
+
+def test_script_runs_as_a_program(tmp_path: Path) -> None:
+    done = run_example(str(EXAMPLES / "script.py"), str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("signed: signature ")
+    assert second.endswith(", valid)")
+    assert MOBILE not in done.stdout + done.stderr
+    assert len(list((tmp_path / "out").glob("*/contract.pdf"))) == 1
+
+
+# ------------------------------------------------------------------------------ worker
+
+
+async def _wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_worker_resumes_after_a_restart_and_signs_each_job_once(tmp_path: Path) -> None:
+    register_secret(MOBILE)
+    worker_module = load("worker")
+    jobs = worker_module.demo_jobs(3, tmp_path / "docs")
+    ids = [job.job_id for job in jobs]
+    roots = [sandbox_ca().certificate_pem]
+    asked: list[str] = []
+
+    async def never(request: PasscodeRequest) -> str:
+        asked.append(request.flow_id)
+        await asyncio.Event().wait()  # the signer never types: the worker stops here
+        raise AssertionError("unreachable")
+
+    async with (
+        SandboxServer() as sandbox,
+        QESClient(sandbox.client_id, sandbox.client_secret, base_url=sandbox.url) as client,
+        SQLiteFlowStore(tmp_path / "worker.db") as store,
+    ):
+        first = worker_module.Worker(
+            client,
+            store,
+            CallbackSigner(consent=lambda r: True, passcode=never),
+            download_dir=tmp_path / "signed",
+            trust_roots=roots,
+        )
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        for job in jobs:
+            queue.put_nowait(job)
+        running = asyncio.ensure_future(first.run(queue))
+        await _wait_until(lambda: len(asked) == 3)
+        running.cancel()  # the worker stops mid-flow, every flow waiting for a passcode
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert sorted(await store.unfinished()) == ids
+        assert first.results == {}
+
+        consents: list[ConsentRequest] = []
+
+        def consent(request: ConsentRequest) -> bool:
+            consents.append(request)
+            return True
+
+        def passcode(request: PasscodeRequest) -> str:
+            code = sandbox.latest_passcode(request.signature_id)
+            register_secret(code)
+            return code
+
+        second = worker_module.Worker(
+            client,
+            store,
+            CallbackSigner(consent=consent, passcode=passcode),
+            download_dir=tmp_path / "signed",
+            trust_roots=roots,
+        )
+        # job-1 is sent again: it is resumed once, not signed twice.
+        await asyncio.wait_for(second.run(await worker_module.feed(jobs[:1])), 30)
+        assert await store.unfinished() == []
+        log = [r for r in sandbox.request_log if r.processed]
+
+    assert sorted(second.results) == ids
+    assert second.skipped == ["job-1"]
+    assert second.failures == {}
+    assert consents == []  # consent was given before the restart, never asked again
+    for result in second.results.values():
+        assert result.outcome is FlowOutcome.SIGNED
+        assert len(result.generations) == 1
+        assert [d.validation for d in result.documents] == ["valid"]
+    signatures = {result.signature_id for result in second.results.values()}
+    per_route = Counter((r.route, r.signature_id) for r in log)
+    assert sum(1 for r in log if r.route == "create_workflow") == 3
+    for signature_id in signatures:
+        assert per_route["approve_documents", signature_id] == 1
+        assert per_route["confirm_signature", signature_id] == 1
+
+
+def test_worker_runs_as_a_program_against_the_sandbox(tmp_path: Path) -> None:
+    worker = str(EXAMPLES / "worker.py")
+    done = run_example(worker, "--sandbox", "--jobs", "2", "--out", "signed", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["job-1", "job-2"]
+    assert all(": signed (signature " in line for line in lines)
+    assert MOBILE not in done.stdout + done.stderr
+    assert len(list((tmp_path / "signed").glob("job-*/contract-*.pdf"))) == 2
