@@ -1,0 +1,279 @@
+"""``qes-async demo``: a whole qualified signature against the embedded sandbox, in seconds.
+
+The sandbox and the flow share one :class:`FakeClock`, so the scenarios that wait hours
+(``expiry``) finish at once; the progress shows both the simulated time and the wall time.
+The simulated signer approves, reads the passcode from the sandbox's SMS outbox, and plays
+the scenario's part (a wrong passcode first, a consent that comes too late, a selfie).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._clock import FakeClock
+from ._flow import FlowOutcome, FlowResult, SignatureFlow
+from ._flow_events import FlowEvent, FlowEventKind
+from ._pdf import make_pdf
+from ._signer import CallbackSigner, ConsentRequest, PasscodeRequest, SelfieRequest
+
+__all__ = ["SCENARIOS", "run_demo"]
+
+# A tiny JPEG (start and end markers around a JFIF header): enough for the sandbox.
+SELFIE_JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffd9")
+
+
+@attrs.frozen
+class Scenario:
+    """One demo path: the identity case it uses and what it shows."""
+
+    summary: str
+    case: dict[str, Any] = attrs.Factory(dict)
+    wrong_passcode_first: bool = False
+    late_consent_first: bool = False
+    expect: FlowOutcome = FlowOutcome.SIGNED
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "happy": Scenario("a verified client signs one contract"),
+    "selfie": Scenario("the identity case is 2 days old: a selfie first", {"case_age_hours": 48}),
+    "wrong-passcode": Scenario(
+        "a mistyped passcode, then the right one", wrong_passcode_first=True
+    ),
+    "expiry": Scenario(
+        "consent comes after the 2 h deadline: a new workflow, then signed",
+        late_consent_first=True,
+    ),
+    "pending-verification": Scenario(
+        "signed while the identity case is still being verified",
+        {
+            "flow_kind": "pending_verification",
+            "case_status": "pending",
+            "verification_seconds": 90.0,
+        },
+    ),
+    "kyc": Scenario(
+        "a client with risk score 500 is refused (kyc_required)",
+        {"risk_score": 500},
+        expect=FlowOutcome.KYC_REQUIRED,
+    ),
+}
+
+
+class Progress:
+    """Prints one line per flow event: wall time, simulated time, what happened."""
+
+    def __init__(self, clock: FakeClock, out: Callable[[str], None]) -> None:
+        self.clock = clock
+        self.out = out
+        self.wall0 = time.perf_counter()
+        self.sim0 = clock.time()
+
+    def stamp(self) -> str:
+        wall = time.perf_counter() - self.wall0
+        sim = int(self.clock.time() - self.sim0)
+        return f"[{wall:6.2f}s | T+{sim // 3600:02d}:{sim % 3600 // 60:02d}:{sim % 60:02d}]"
+
+    def say(self, text: str) -> None:
+        self.out(f"{self.stamp()} {text}")
+
+    def until(self, deadline: float | None) -> str:
+        if deadline is None:
+            return ""
+        left = int(deadline - self.clock.time())
+        return f" (deadline in {left // 3600}h{left % 3600 // 60:02d}m)"
+
+    def __call__(self, event: FlowEvent) -> None:
+        kind = event.kind
+        if kind is FlowEventKind.STATUS_CHANGED:
+            self.say(f"status: {event.status}  (signature {event.signature_id})")
+        elif kind is FlowEventKind.WAITING_FOR_SIGNER:
+            self.say(f"waiting for the signer: {event.waiting_for}{self.until(event.deadline)}")
+        elif kind is FlowEventKind.DEADLINE_APPROACHING:
+            self.say(f"deadline approaching for {event.waiting_for}{self.until(event.deadline)}")
+        elif kind is FlowEventKind.RESTARTED:
+            self.say(f"restarted as generation {event.generation}: {event.reason}")
+        elif kind is FlowEventKind.DOCUMENT_DOWNLOADED:
+            self.say(f"downloaded {event.path} ({event.validation})")
+        elif kind is FlowEventKind.FINISHED:
+            self.say(f"finished: {event.outcome}")
+
+
+def demo_signer(sandbox: Any, scenario: Scenario, progress: Progress) -> CallbackSigner:
+    """The simulated human of the demo."""
+    state = {"late": scenario.late_consent_first, "wrong": scenario.wrong_passcode_first}
+    clock = sandbox.clock
+
+    async def consent(request: ConsentRequest) -> bool:
+        for doc in request.documents:
+            progress.say(f"signer reads {doc.display_name or doc.file_name}")
+        for cond in request.legal_conditions:
+            progress.say(f"signer accepts {cond.title or cond.id} (version {cond.version})")
+        if state["late"]:
+            state["late"] = False
+            progress.say("signer goes to lunch and comes back after the consent deadline")
+            await clock.sleep(request.deadline - clock.time() + 60)
+        return True
+
+    def passcode(request: PasscodeRequest) -> str:
+        real = str(sandbox.latest_passcode(request.signature_id))
+        if state["wrong"]:
+            state["wrong"] = False
+            progress.say("signer mistypes the passcode")
+            return "".join("1" if c != "1" else "2" for c in real)
+        progress.say(f"signer types the passcode sent to {request.masked_mobile_number}")
+        return real
+
+    def selfie(request: SelfieRequest) -> bytes:
+        progress.say("signer takes a selfie")
+        return SELFIE_JPEG
+
+    def on_answer(request: object, answer: Any) -> None:
+        if not answer.accepted:
+            progress.say(f"service: {answer.message}")
+
+    return CallbackSigner(consent, passcode, selfie=selfie, on_answer=on_answer)
+
+
+@contextlib.asynccontextmanager
+async def _webhook_waiter(sandbox: Any, client: Any, clock: FakeClock) -> AsyncIterator[Any]:
+    """A receiver on loopback that the sandbox delivers to, feeding a HybridWaiter."""
+    from aiohttp import web
+
+    from ._dispatcher import WebhookDispatcher
+    from ._waiters import HybridWaiter
+    from .webhooks import BasicAuth, WebhookReceiver
+
+    dispatcher = WebhookDispatcher(clock=clock)
+    user, password = "fourthline", secrets.token_urlsafe(16)
+    receiver = WebhookReceiver(dispatcher, BasicAuth(user, password), clock=clock)
+    runner = web.AppRunner(receiver.aiohttp_app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    sandbox.configure_webhooks(f"http://127.0.0.1:{port}{receiver.prefix}", basic=(user, password))
+    # Webhook waiters sleep passively (their timers never move a fake clock), so the demo
+    # lets simulated time flow: one simulated second every two milliseconds.
+    driver = asyncio.create_task(_drive_time(clock))
+    try:
+        yield HybridWaiter(client, dispatcher, clock=clock)
+    finally:
+        driver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await driver
+        sandbox.configure_webhooks(None)
+        await runner.cleanup()
+
+
+async def _drive_time(clock: FakeClock, *, step: float = 1.0, every: float = 0.002) -> None:
+    while True:
+        await asyncio.sleep(every)
+        clock.advance(step)
+
+
+async def run_demo(
+    scenario_name: str,
+    *,
+    webhooks: bool = False,
+    out_dir: Path = Path("signed"),
+    out: Callable[[str], None] = print,
+) -> tuple[FlowOutcome, FlowResult | None, dict[str, Any]]:
+    """Run one scenario; return the outcome, the result (None when refused) and a summary."""
+    from ._client import QESClient
+    from ._errors import KYCRequiredError
+    from .sandbox import IdentityCase, SandboxServer, sandbox_ca
+
+    scenario = SCENARIOS[scenario_name]
+    clock = FakeClock(start=time.time())
+    reference = f"demo-{scenario_name}"
+    case = IdentityCase(**scenario.case)
+    out(f"qes-async demo: {scenario_name}: {scenario.summary}")
+    async with SandboxServer(clock=clock, clients={reference: case}) as sandbox:
+        out(f"sandbox serving at {sandbox.url} (simulated clock)")
+        progress = Progress(clock, out)
+        async with (
+            QESClient(
+                sandbox.client_id, sandbox.client_secret, base_url=sandbox.url, clock=clock
+            ) as client,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            waiter = (
+                await stack.enter_async_context(_webhook_waiter(sandbox, client, clock))
+                if webhooks
+                else None
+            )
+            out("waiting with: " + ("webhooks plus safety polling" if webhooks else "polling"))
+            flow = SignatureFlow(
+                client,
+                documents=[_contract(reference)],
+                mobile_number="+31612345678",
+                client_reference=reference,
+                signer=demo_signer(sandbox, scenario, progress),
+                waiter=waiter,
+                clock=clock,
+                download_dir=out_dir,
+                trust_roots=[sandbox_ca().certificate_der],
+                expected_signer_name=f"{case.first_name} {case.last_name}",
+                on_event=progress,
+            )
+            try:
+                result = await flow.run()
+            except KYCRequiredError as refusal:
+                codes = ", ".join(str(c) for c in refusal.status_codes) or "none"
+                progress.say(f"refused: kyc_required (status codes {codes}). {refusal.advice}")
+                return FlowOutcome.KYC_REQUIRED, None, {"status_codes": list(refusal.status_codes)}
+        summary = _summary(result, case, sandbox)
+    return result.outcome, result, summary
+
+
+def _contract(reference: str) -> Any:
+    from ._documents import Document
+
+    text = f"Loan contract\nClient reference: {reference}\nAmount: EUR 10,000\nTerm: 60 months"
+    return Document.from_bytes("loan-contract.pdf", make_pdf(text), display_name="Loan contract")
+
+
+def _summary(result: FlowResult, case: Any, sandbox: Any) -> dict[str, Any]:
+    files = [
+        {
+            "path": d.path,
+            "sha256": d.sha256,
+            "size": d.size,
+            "validation": d.validation,
+            "signer": getattr(d, "signer", None) or f"{case.first_name} {case.last_name}",
+        }
+        for d in result.documents
+    ]
+    if result.contract is not None:
+        files.append(
+            {
+                "path": result.contract.path,
+                "sha256": result.contract.sha256,
+                "size": result.contract.size,
+                "validation": "n/a (contract)",
+                "signer": None,
+            }
+        )
+    return {
+        "outcome": result.outcome.value,
+        "signature_id": result.signature_id,
+        "generations": len(result.generations),
+        "requests": len(sandbox.request_log),
+        "files": files,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options."""
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="happy")
+    parser.add_argument("--webhooks", action="store_true", help="wait through webhooks")
+    parser.add_argument("--output", "-o", default="signed", help="folder for the signed PDFs")
