@@ -1,0 +1,24 @@
+"""Many workers on PostgreSQL: a shared flow store, a webhook relay, signer hand-off, sweeper.
+
+Install with ``pip install 'qes-async[postgres]'`` (asyncpg).  Nothing here is imported by
+``import qes_async``; import this package where you run several workers::
+
+    from qes_async.postgres import PostgresFlowStore, PostgresRelay, Worker, migrate
+
+Create the tables once per deployment (idempotent)::
+
+    python -m qes_async.postgres migrate --dsn "$DATABASE_URL" --prefix qes_
+"""
+
+from __future__ import annotations
+
+from ._schema import DEFAULT_PREFIX, SCHEMA_VERSION, Tables, migrate
+from ._store import PostgresFlowStore
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "SCHEMA_VERSION",
+    "PostgresFlowStore",
+    "Tables",
+    "migrate",
+]

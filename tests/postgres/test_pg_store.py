@@ -1,0 +1,161 @@
+"""The flow store suite (tests/test_store.py) run again on PostgreSQL, plus what is PG's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from pg_cluster import pg_dsn, pg_prefix
+from test_store import (
+    test_acquire_unknown_flow,
+    test_create_then_load,
+    test_create_twice_is_refused,
+    test_fencing_token_refuses_a_write_from_a_lost_lease,
+    test_lease_excludes_other_owners_until_it_expires,
+    test_load_unknown_flow,
+    test_release_lets_another_owner_in_at_once,
+    test_renewing_keeps_the_token,
+    test_save_unknown_flow,
+    test_save_with_the_expected_version_bumps_it,
+    test_stale_version_is_refused_and_nothing_changes,
+    test_state_must_be_a_json_object,
+    test_stored_state_is_a_copy,
+    test_unfinished_lists_soonest_due_first,
+)
+
+from qes_async import FakeClock, FlowStore, InvalidInputError, StaleStateError
+from qes_async.postgres import PostgresFlowStore, Tables, migrate
+
+__all__ = [  # the shared suite, collected here against the fixture below
+    "pg_dsn",
+    "pg_prefix",
+    "test_acquire_unknown_flow",
+    "test_create_then_load",
+    "test_create_twice_is_refused",
+    "test_fencing_token_refuses_a_write_from_a_lost_lease",
+    "test_lease_excludes_other_owners_until_it_expires",
+    "test_load_unknown_flow",
+    "test_release_lets_another_owner_in_at_once",
+    "test_renewing_keeps_the_token",
+    "test_save_unknown_flow",
+    "test_save_with_the_expected_version_bumps_it",
+    "test_stale_version_is_refused_and_nothing_changes",
+    "test_state_must_be_a_json_object",
+    "test_stored_state_is_a_copy",
+    "test_unfinished_lists_soonest_due_first",
+]
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def store(pg_dsn: str, pg_prefix: str) -> AsyncIterator[FlowStore]:
+    """The shared suite's ``store``: PostgreSQL, fresh tables, a fake clock."""
+    async with PostgresFlowStore(
+        pg_dsn, prefix=pg_prefix, clock=FakeClock(), migrate=True, max_size=4
+    ) as pg_store:
+        yield pg_store
+
+
+async def test_two_stores_on_one_database_see_each_others_versions(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    async with (
+        PostgresFlowStore(pg_dsn, prefix=pg_prefix, migrate=True) as a,
+        PostgresFlowStore(pg_dsn, prefix=pg_prefix) as b,
+    ):
+        await a.create("f1", {"n": 0})
+        await b.save("f1", {"n": 1}, expected_version=1)
+        with pytest.raises(StaleStateError, match="version 1 is stale \\(now 2\\)"):
+            await a.save("f1", {"n": 2}, expected_version=1)
+
+
+async def test_racing_acquires_give_the_lease_to_exactly_one(pg_dsn: str, pg_prefix: str) -> None:
+    async with PostgresFlowStore(pg_dsn, prefix=pg_prefix, migrate=True, max_size=8) as db:
+        await db.create("f1", {})
+        results = await asyncio.gather(
+            *(db.acquire("f1", f"worker-{n}", ttl=60) for n in range(8)),
+            return_exceptions=True,
+        )
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) == 1
+    assert all(isinstance(r, StaleStateError) for r in results if r not in won)
+    assert won[0].token == 1
+
+
+async def test_orphaned_lists_unleased_and_expired_unfinished_flows(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    clock = FakeClock()
+    async with PostgresFlowStore(pg_dsn, prefix=pg_prefix, clock=clock, migrate=True) as db:
+        for flow_id in ("held", "expired", "free", "done"):
+            await db.create(flow_id, {})
+        await db.save("done", {}, expected_version=1, finished=True)
+        await db.acquire("held", "a", ttl=100)
+        await db.acquire("expired", "b", ttl=5)
+        assert await db.orphaned(idle_for=10) == []  # just saved: left to their creators
+        clock.advance(10)
+        assert await db.orphaned(idle_for=10) == ["expired", "free"]
+        assert await db.orphaned(idle_for=10, limit=1) == ["expired"]
+
+
+async def test_migration_is_idempotent_and_concurrency_safe(pg_dsn: str, pg_prefix: str) -> None:
+    conns = [await asyncpg.connect(pg_dsn) for _ in range(3)]
+    try:
+        await asyncio.gather(*(migrate(conn, pg_prefix) for conn in conns))
+        await migrate(conns[0], pg_prefix)
+        names = await conns[0].fetch(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE $1 ORDER BY 1",
+            pg_prefix.replace("_", "\\_") + "%",
+        )
+        version = await conns[0].fetchval(
+            f"SELECT value FROM {pg_prefix}meta WHERE key = 'schema_version'"
+        )
+    finally:
+        for conn in conns:
+            await conn.close()
+    assert [r[0] for r in names] == [
+        f"{pg_prefix}{t}" for t in ("events", "flows", "meta", "signer")
+    ]
+    assert version == "1"
+
+
+@pytest.mark.parametrize("prefix", ["", "Qes_", "1x", "a;drop", "x" * 41])
+def test_unsafe_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(InvalidInputError, match="prefix"):
+        Tables(prefix)
+
+
+def test_repr_holds_no_dsn() -> None:
+    store = PostgresFlowStore("postgresql://app:hunter2-secret@db/app", prefix="app_")
+    assert repr(store) == "PostgresFlowStore(prefix='app_')"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qes_async.postgres", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+
+
+def test_migrate_command_twice(pg_dsn: str, pg_prefix: str) -> None:
+    for _ in range(2):
+        done = _cli("migrate", "--dsn", pg_dsn, "--prefix", pg_prefix)
+        assert (done.returncode, done.stdout) == (0, f"schema 1 ready (prefix {pg_prefix})\n")
+
+
+def test_migrate_command_hides_the_dsn_on_failure() -> None:
+    dsn = "postgresql://app:hunter2-secret@127.0.0.1:1/app"
+    done = _cli("migrate", "--dsn", dsn)
+    assert done.returncode == 1
+    assert "hunter2" not in done.stderr + done.stdout
+    assert done.stderr.startswith("error: migration failed (")
