@@ -96,6 +96,19 @@ _EXPORTS: dict[str, str] = {
     "FlowStore": "_store",
     "MemoryFlowStore": "_store",
     "SQLiteFlowStore": "_store",
+    # added with the flow and waiters
+    "AnswerKind": "_signer",
+    "DownloadRecord": "_flow_state",
+    "FlowEventKind": "_flow_events",
+    "Generation": "_flow_state",
+    "Lease": "_store",
+    "RestartReason": "_flow_machine",
+    "SelfieRequest": "_signer",
+    "SignerAnswer": "_signer",
+    "SignerRequest": "_signer",
+    "StateFormatError": "_flow_state",
+    "StatusSource": "_waiters",
+    "StoredFlow": "_store",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -154,6 +167,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._flow import FlowResult as FlowResult
     from ._flow import RestartPolicy as RestartPolicy
     from ._flow import SignatureFlow as SignatureFlow
+    from ._flow_events import FlowEventKind as FlowEventKind
+    from ._flow_machine import RestartReason as RestartReason
+    from ._flow_state import DownloadRecord as DownloadRecord
+    from ._flow_state import Generation as Generation
+    from ._flow_state import StateFormatError as StateFormatError
     from ._models import Attempt as Attempt
     from ._models import DocumentInfo as DocumentInfo
     from ._models import ErrorDetail as ErrorDetail
@@ -168,17 +186,24 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._pdf import make_pdf as make_pdf
     from ._retry import RetryPolicy as RetryPolicy
     from ._routes import Routes as Routes
+    from ._signer import AnswerKind as AnswerKind
     from ._signer import CallbackSigner as CallbackSigner
     from ._signer import ConsentRequest as ConsentRequest
     from ._signer import PasscodeRequest as PasscodeRequest
+    from ._signer import SelfieRequest as SelfieRequest
     from ._signer import Signer as Signer
+    from ._signer import SignerAnswer as SignerAnswer
     from ._signer import SignerInbox as SignerInbox
+    from ._signer import SignerRequest as SignerRequest
     from ._signer import TerminalSigner as TerminalSigner
     from ._store import FlowStore as FlowStore
+    from ._store import Lease as Lease
     from ._store import MemoryFlowStore as MemoryFlowStore
     from ._store import SQLiteFlowStore as SQLiteFlowStore
+    from ._store import StoredFlow as StoredFlow
     from ._transport import Timeouts as Timeouts
     from ._waiters import HybridWaiter as HybridWaiter
     from ._waiters import PollingWaiter as PollingWaiter
+    from ._waiters import StatusSource as StatusSource
     from ._waiters import StatusWaiter as StatusWaiter
     from ._waiters import WebhookWaiter as WebhookWaiter
