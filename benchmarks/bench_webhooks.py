@@ -1,0 +1,99 @@
+"""5. Webhook receiver: events per second through Basic authentication, parsing and dispatch,
+against a bare aiohttp handler answering 200, both under the same load generator.
+
+Each server runs alone in its own process; the load generator (this process, 64 requests in
+flight, the same signed JSON bodies) alternates between them in rounds and each side keeps
+its best round. On 2 cores the generator competes with the server for CPU, so the figure
+is a lower bound of neither side's capacity, but the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from pathlib import Path
+
+import aiohttp
+
+from ._common import Row, helper_process, rate
+from ._webhook_server import PASSWORD, PREFIX, USER
+
+IDS = [f"sig-{n:05d}" for n in range(1000)]
+STATUSES = ("pending", "documents_approved", "signed")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(
+    urls: dict[str, str], pids: dict[str, int], count: int, rounds: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Best events/s per server, and events per server CPU-second over all rounds."""
+    auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    bodies = [
+        json.dumps({"signatureId": sid, "status": STATUSES[n % 3], "statusCode": 3200}).encode()
+        for n, sid in enumerate(IDS)
+    ]
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        calls = {}
+        for kind, url in urls.items():
+            counter = iter(range(10**9))
+
+            async def post(url: str = url, counter: object = counter) -> None:
+                n = next(counter)  # type: ignore[call-overload]
+                target = f"{url}{PREFIX}/{IDS[n % len(IDS)]}"
+                async with session.post(target, data=bodies[n % len(IDS)], headers=headers) as r:
+                    if r.status >= 300:
+                        raise AssertionError(f"{url} answered {r.status}")
+                    await r.read()
+
+            calls[kind] = post
+        for call in calls.values():
+            await rate(256, call, 64)  # warm up
+        best = dict.fromkeys(calls, 0.0)
+        cpu = dict.fromkeys(calls, 0.0)
+        for _ in range(rounds):
+            for kind, call in calls.items():
+                before = cpu_seconds(pids[kind])
+                best[kind] = max(best[kind], await rate(count, call, 64))
+                cpu[kind] += cpu_seconds(pids[kind]) - before
+        per_cpu = {kind: rounds * count / max(used, 1e-3) for kind, used in cpu.items()}
+        return best, per_cpu
+
+
+def run(quick: bool) -> list[Row]:
+    with (
+        helper_process("benchmarks._webhook_server", "receiver") as (rproc, receiver),
+        helper_process("benchmarks._webhook_server", "bare") as (bproc, bare),
+    ):
+        best, per_cpu = asyncio.run(
+            _measure(
+                {"receiver": receiver, "bare": bare},
+                {"receiver": rproc.pid, "bare": bproc.pid},
+                200 if quick else 4000,
+                1 if quick else 3,
+            )
+        )
+    return [
+        Row(
+            "5 webhook receiver vs bare handler",
+            best["receiver"] / best["bare"],
+            0.7,
+            True,
+            note=f"{best['receiver']:.0f} vs {best['bare']:.0f} events/s, 64 in flight",
+        ),
+        Row(
+            "5 receiver vs bare, per server CPU-s",
+            per_cpu["receiver"] / per_cpu["bare"],
+            0.0,
+            True,
+            note=f"{per_cpu['receiver']:.0f} vs {per_cpu['bare']:.0f} events per CPU-second",
+            informative=True,
+        ),
+    ]

@@ -1,0 +1,32 @@
+"""``import qes_async`` stays light: no sandbox, no pyHanko, no CLI until asked for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = ("qes_async.sandbox", "pyhanko", "qes_async._cli")
+
+
+def loaded_after(statement: str) -> list[str]:
+    code = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    modules: list[str] = json.loads(out)
+    return modules
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["import qes_async", "from qes_async import QESClient, SignatureFlow, HybridWaiter"],
+)
+def test_import_loads_no_sandbox_pyhanko_or_cli(statement: str) -> None:
+    modules = loaded_after(statement)
+    bad = [m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+    assert bad == []
