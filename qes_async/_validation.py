@@ -24,8 +24,10 @@ __all__ = [
 ]
 
 PDF_MAGIC = b"%PDF-"
-_E164 = re.compile(r"\+[1-9]\d{6,14}")
-_DIGITS = re.compile(r"\d{4,12}")
+# ASCII digits only: ``\d`` also matches other scripts' digits (fullwidth, Arabic-Indic),
+# which would pass here and then be refused by the service after a request was sent.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_DIGITS = re.compile(r"[0-9]{4,12}")
 _ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
 
