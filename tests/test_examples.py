@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from conftest import register_secret
@@ -171,3 +172,69 @@ def test_worker_runs_as_a_program_against_the_sandbox(tmp_path: Path) -> None:
     assert all(": signed (signature " in line for line in lines)
     assert MOBILE not in done.stdout + done.stderr
     assert len(list((tmp_path / "signed").glob("job-*/contract-*.pdf"))) == 2
+
+
+# ------------------------------------------------------------------------- aiohttp app
+
+
+async def test_aiohttp_app_runs_as_a_program_and_serves_its_form(tmp_path: Path) -> None:
+    import aiohttp
+
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "aiohttp_app.py"),
+        "--sandbox",
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert child.stdout is not None
+        line = (await asyncio.wait_for(child.stdout.readline(), 20)).decode()
+        assert line.startswith("serving on http://127.0.0.1:")
+        assert line.endswith(" (sandbox); Ctrl-C stops\n")
+        url = line.split()[2]
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            assert response.status == 200
+            text = await response.text()
+        assert '<form method="post" action="/start">' in text
+    finally:
+        child.terminate()
+        await child.wait()
+
+
+async def _start(http: Any, url: str, title: str) -> tuple[str, str]:
+    form = {"client_reference": "client-9", "mobile_number": MOBILE, "title": title}
+    async with http.post(f"{url}/start", data=form) as response:
+        assert response.status == 200
+        return str(response.url), await response.text()
+
+
+async def test_aiohttp_app_escapes_what_it_shows(tmp_path: Path) -> None:
+    import aiohttp
+
+    register_secret(MOBILE)
+    app = load("aiohttp_app")
+    async with app.serve_sandbox(tmp_path) as running, aiohttp.ClientSession() as http:
+        where, text = await _start(http, running.url, "<script>alert(1)</script> & co")
+    assert where.endswith("/consent")
+    assert "<li class='document'>&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in text
+    assert "(<code>script-alert-1-script-co.pdf</code>)" in text
+    assert "<script>" not in text
+    assert MOBILE not in text
+
+
+async def test_aiohttp_app_shows_no_passcode_outside_sandbox_mode(tmp_path: Path) -> None:
+    import aiohttp
+
+    register_secret(MOBILE)
+    app = load("aiohttp_app")
+    async with app.serve_sandbox(tmp_path) as running, aiohttp.ClientSession() as http:
+        running.app.sandbox = None  # as when serving a real environment
+        where, _ = await _start(http, running.url, "Loan")
+        async with http.post(f"{where}", data={"decision": "approve"}) as response:
+            assert str(response.url).endswith("/passcode")
+            text = await response.text()
+    assert "Enter the passcode sent by SMS to +31******678." in text
+    assert "SANDBOX" not in text
+    assert "sandbox-passcode" not in text
