@@ -30,7 +30,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest -n 2 --cov=qes_async --cov-report=term:skip-covered
 
 chaos: $(STAMP)
-	$(BIN)/python -m qes_async._chaos --flows $(N)
+	$(BIN)/python -m chaos --flows $(N)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -214,6 +214,13 @@ class SignatureFlow:
         return self._state.flow_id if self._state else self._new.flow_id
 
     @property
+    def signature_id(self) -> str | None:
+        """The signature id of the current generation (None before the workflow exists)."""
+        if self._state is not None and self._state.generations:
+            return self._state.generations[-1].signature_id
+        return self._new.signature_id
+
+    @property
     def state(self) -> FlowState | None:
         """The current state (None before the first run)."""
         return self._state

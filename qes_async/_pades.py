@@ -7,7 +7,10 @@ worker thread.  Import this module lazily; without pyHanko every document is rep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,37 @@ def pyhanko_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+class _QuietInValidation(logging.Filter):
+    """Drops pyHanko's records from threads that are validating for us.
+
+    pyHanko logs certificate subjects (which hold the client's ID document number) and
+    path-building tracebacks; the outcome is in our result already, so none of it belongs in
+    the application's log.  Other uses of pyHanko in the same process keep their logs.
+    """
+
+    threads: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return threading.get_ident() not in self.threads
+
+
+_QUIET = _QuietInValidation()
+
+
+@contextmanager
+def _quiet_pyhanko() -> Iterator[None]:
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("pyhanko"):
+            logger = logging.getLogger(name)
+            if _QUIET not in logger.filters:
+                logger.addFilter(_QUIET)
+    _QUIET.threads.add(threading.get_ident())
+    try:
+        yield
+    finally:
+        _QUIET.threads.discard(threading.get_ident())
 
 
 def _load_roots(roots: Sequence[bytes]) -> list[Any]:
@@ -79,7 +113,7 @@ def validate_pdf(
 
     roots = _load_roots(trust_roots)
     context = ValidationContext(trust_roots=roots, allow_fetching=False)
-    with Path(path).open("rb") as handle:
+    with _quiet_pyhanko(), Path(path).open("rb") as handle:
         reader = PdfFileReader(handle, strict=False)
         signatures = reader.embedded_signatures
         if not signatures:

@@ -309,3 +309,23 @@ async def test_web_app_answers_through_the_inbox(tmp_path: Path) -> None:
     assert result.outcome is FlowOutcome.SIGNED
     answer = await inbox.submit_passcode(flow.flow_id, right)
     assert answer.kind is AnswerKind.NO_SUCH_FLOW
+
+
+def test_pades_validation_keeps_pyhanko_logs_out_of_the_application_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without trust roots pyHanko logs a path-building failure naming the certificate
+    subject (with the ID document number); none of it may reach the app's log."""
+    import logging
+
+    from qes_async import make_pdf
+    from qes_async._pades import validate_pdf
+    from qes_async.sandbox._signing import SignerIdentity, sign_pdf
+
+    signed = tmp_path / "signed.pdf"
+    signed.write_bytes(sign_pdf(make_pdf("x"), SignerIdentity("Jane", "Doe", "NX1234567")))
+    caplog.set_level(logging.DEBUG)
+    result = validate_pdf(signed, expected_name="Jane Doe")
+    assert result.outcome == "untrusted"
+    assert not [r for r in caplog.records if r.name.startswith("pyhanko")]
+    assert "NX1234567" not in caplog.text
