@@ -14,15 +14,17 @@ import pytest
 from flow_helpers import World, world
 
 from qes_async import (
+    CallbackSigner,
     Document,
     FlowNotFoundError,
     FlowOutcome,
+    PasscodeRequest,
     SignatureFlow,
     SQLiteFlowStore,
     StaleStateError,
+    StateFormatError,
     make_pdf,
 )
-from qes_async._flow_state import StateFormatError
 
 CHECKPOINTS = 15  # saves of a clean completed run (asserted below)
 
@@ -81,10 +83,17 @@ async def test_resume_after_cancel_during_confirmation_does_not_confirm_twice(
     tmp_path: Path,
 ) -> None:
     async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
-        flow = w.flow(store=db, documents=[_document(tmp_path)])
+        asked = asyncio.Event()
+
+        async def typing_forever(request: PasscodeRequest) -> str:
+            asked.set()
+            await asyncio.Event().wait()  # the worker dies while the signer is being asked
+            return ""
+
+        signer = CallbackSigner(consent=lambda request: True, passcode=typing_forever)
+        flow = w.flow(store=db, documents=[_document(tmp_path)], signer=signer)
         task = asyncio.ensure_future(flow.run())
-        while not w.passcodes:  # cancel while the signer is being asked
-            await asyncio.sleep(0.001)
+        await asyncio.wait_for(asked.wait(), 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
