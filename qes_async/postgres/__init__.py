@@ -12,13 +12,23 @@ Create the tables once per deployment (idempotent)::
 
 from __future__ import annotations
 
+from ._listener import Listener
+from ._relay import PostgresRelay, RecordingDispatcher
 from ._schema import DEFAULT_PREFIX, SCHEMA_VERSION, Tables, migrate
+from ._signer_relay import SignerRelay
 from ._store import PostgresFlowStore
+from ._worker import Worker, WorkerSettings
 
 __all__ = [
     "DEFAULT_PREFIX",
     "SCHEMA_VERSION",
+    "Listener",
     "PostgresFlowStore",
+    "PostgresRelay",
+    "RecordingDispatcher",
+    "SignerRelay",
     "Tables",
+    "Worker",
+    "WorkerSettings",
     "migrate",
 ]

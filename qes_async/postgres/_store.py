@@ -230,13 +230,14 @@ class PostgresFlowStore:
         """Ids of unfinished flows that no worker holds (no lease, or one that ran out).
 
         The sweeper resumes these: their worker crashed, or was stopped, mid-flow.  Only
-        flows not saved for ``idle_for`` seconds count, so a flow being created right now
-        (stored, not yet leased) is left to its creator.
+        flows due now or not saved for ``idle_for`` seconds count, so a flow being created
+        right now (stored, not yet leased) is left to its creator.
         """
         now = self._clock.time()
         rows = await self.pool.fetch(
             f"SELECT flow_id FROM {self.tables.flows} WHERE NOT finished"
-            " AND (lease_owner IS NULL OR lease_expires <= $1) AND updated_at <= $2"
+            " AND (lease_owner IS NULL OR lease_expires <= $1)"
+            " AND (updated_at <= $2 OR due_at <= $1)"
             " ORDER BY due_at IS NULL, due_at, flow_id LIMIT $3",
             now,
             now - idle_for,

@@ -1,0 +1,235 @@
+"""Consent, passcode and selfie submitted to any worker reach the worker driving the flow.
+
+A flow waits for its signer in the :class:`~qes_async.SignerInbox` of the one worker that
+drives it.  A submission arriving elsewhere becomes a row in the signer table plus a NOTIFY
+(payload: row id and flow id); the driving worker claims the row (clearing the secret
+value in the same statement, so a passcode lives in the table for the seconds between
+submit and claim only), hands it to its inbox, writes the inbox's typed answer back and
+NOTIFYs.  The submitting request waits, bounded, for that answer:
+
+* nobody claims it within ``claim_timeout`` (no worker drives the flow): ``NO_SUCH_FLOW``,
+  and the row is withdrawn;
+* claimed but not answered within ``answer_timeout``: ``PENDING``.
+"""
+
+# Table names are interpolated only from Tables, whose prefix is checked against
+# [a-z_][a-z0-9_]*; every value is a bind parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .._signer import AnswerKind, SignerAnswer, SignerInbox
+from ._listener import Listener, wait_event
+from ._schema import DEFAULT_PREFIX, Tables
+
+__all__ = ["SignerRelay"]
+
+log = logging.getLogger("qes_async.postgres")
+
+
+class SignerRelay:
+    """Delivers signer submissions across workers, with the driver's immediate answer.
+
+    Args:
+        pool: an asyncpg pool.
+        listener: this worker's :class:`Listener`.
+        inbox: this worker's :class:`~qes_async.SignerInbox` (the flows' signer).
+        drives: ``flow_id -> bool``, whether this worker drives that flow now.
+        worker_id: this worker's name (recorded as the claimer).
+        prefix: the table name prefix.
+        claim_timeout: seconds a submission waits for the driving worker to claim it.
+        answer_timeout: seconds it then waits for the answer (default: the inbox's + 5).
+        poll_interval: safety re-read interval on both sides when a NOTIFY is missed.
+    """
+
+    def __init__(
+        self,
+        pool: Any,
+        listener: Listener,
+        inbox: SignerInbox,
+        *,
+        drives: Callable[[str], bool],
+        worker_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        claim_timeout: float = 5.0,
+        answer_timeout: float | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.tables = Tables(prefix)
+        self.pool = pool
+        self.inbox = inbox
+        self.worker_id = worker_id
+        self._drives = drives
+        self._claim_timeout = claim_timeout
+        inbox_timeout = float(getattr(inbox, "_answer_timeout", 30.0))
+        self._answer_timeout = answer_timeout if answer_timeout is not None else inbox_timeout + 5
+        self._poll_interval = poll_interval
+        self._answered: dict[int, asyncio.Event] = {}
+        self._serving: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.served = 0
+        listener.add(self.tables.signer_channel, self._on_request)
+        listener.add(self.tables.answers_channel, self._on_answer)
+        listener.on_connect(self.serve_waiting)
+
+    # ------------------------------------------------------------------- submitting side
+
+    async def submit_consent(self, flow_id: str, approve: bool) -> SignerAnswer:
+        """Approve (or decline) for the flow ``flow_id``, wherever it runs."""
+        if self._drives(flow_id):
+            return await self.inbox.submit_consent(flow_id, approve)
+        return await self._submit(flow_id, "consent", "true" if approve else "false")
+
+    async def submit_passcode(self, flow_id: str, passcode: str) -> SignerAnswer:
+        """Give the SMS passcode to the flow ``flow_id``, wherever it runs."""
+        if self._drives(flow_id):
+            return await self.inbox.submit_passcode(flow_id, passcode)
+        return await self._submit(flow_id, "passcode", passcode)
+
+    async def submit_selfie(self, flow_id: str, jpeg: bytes) -> SignerAnswer:
+        """Give the selfie to the flow ``flow_id``, wherever it runs."""
+        if self._drives(flow_id):
+            return await self.inbox.submit_selfie(flow_id, jpeg)
+        return await self._submit(flow_id, "selfie", base64.b64encode(jpeg).decode("ascii"))
+
+    async def _submit(self, flow_id: str, kind: str, value: str) -> SignerAnswer:
+        row_id = int(
+            await self.pool.fetchval(
+                f"WITH row AS (INSERT INTO {self.tables.signer} (flow_id, kind, value)"
+                " VALUES ($1, $2, $3) RETURNING id)"
+                " SELECT id FROM row, pg_notify($4, row.id::text || ' ' || $1)",
+                flow_id,
+                kind,
+                value,
+                self.tables.signer_channel,
+            )
+        )
+        event = self._answered[row_id] = asyncio.Event()
+        try:
+            return await self._await_answer(row_id, event)
+        finally:
+            del self._answered[row_id]
+
+    async def _await_answer(self, row_id: int, event: asyncio.Event) -> SignerAnswer:
+        loop = asyncio.get_running_loop()
+        claim_by = loop.time() + self._claim_timeout
+        answer_by: float | None = None
+        table = self.tables.signer
+        while True:
+            row = await self.pool.fetchrow(
+                f"SELECT claimed_by, answer, attempts_left FROM {table} WHERE id = $1", row_id
+            )
+            now = loop.time()
+            if row is not None and row["answer"] is not None:
+                await self.pool.execute(f"DELETE FROM {table} WHERE id = $1", row_id)
+                return SignerAnswer(AnswerKind(row["answer"]), row["attempts_left"])
+            if row is not None and row["claimed_by"] is None and now >= claim_by:
+                withdrawn = await self.pool.fetchval(
+                    f"DELETE FROM {table} WHERE id = $1 AND claimed_by IS NULL RETURNING id",
+                    row_id,
+                )
+                if withdrawn is not None:
+                    return SignerAnswer(AnswerKind.NO_SUCH_FLOW)
+                continue  # claimed in between: read it again
+            if row is not None and row["claimed_by"] is not None and answer_by is None:
+                answer_by = now + self._answer_timeout
+            if row is None or (answer_by is not None and now >= answer_by):
+                return SignerAnswer(AnswerKind.PENDING)
+            wake = min(claim_by if answer_by is None else answer_by, now + self._poll_interval)
+            await wait_event(event, wake - now)
+            event.clear()
+
+    def _on_answer(self, payload: str) -> None:
+        event = self._answered.get(int(payload))
+        if event is not None:
+            event.set()
+
+    # ---------------------------------------------------------------------- driving side
+
+    def _on_request(self, payload: str) -> None:
+        row_id, _, flow_id = payload.partition(" ")
+        if self._drives(flow_id):
+            self._spawn(int(row_id))
+
+    async def serve_waiting(self) -> int:
+        """Claim every waiting submission for a flow this worker drives; returns how many.
+
+        Runs after each (re)connection of the listener and on the worker's slow poll.
+        """
+        rows = await self.pool.fetch(
+            f"SELECT id, flow_id FROM {self.tables.signer} WHERE claimed_by IS NULL"
+        )
+        mine = [row["id"] for row in rows if self._drives(row["flow_id"])]
+        for row_id in mine:
+            self._spawn(row_id)
+        return len(mine)
+
+    def _spawn(self, row_id: int) -> None:
+        task = asyncio.create_task(self._serve(row_id))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    async def _serve(self, row_id: int) -> None:
+        table = self.tables.signer
+        try:
+            row = await self.pool.fetchrow(
+                f"UPDATE {table} AS t SET claimed_by = $2, value = NULL FROM"
+                f" (SELECT id, value FROM {table} WHERE id = $1 AND claimed_by IS NULL"
+                " FOR UPDATE) AS old WHERE t.id = old.id RETURNING t.flow_id, t.kind, old.value",
+                row_id,
+                self.worker_id,
+            )
+            if row is None:
+                return  # another worker, or a withdrawn submission
+            answer = await self._hand_over(row["flow_id"], row["kind"], row["value"] or "")
+            await self.pool.execute(
+                f"WITH row AS (UPDATE {table} SET answer = $2, attempts_left = $3"
+                " WHERE id = $1 RETURNING id) SELECT pg_notify($4, row.id::text) FROM row",
+                row_id,
+                answer.kind.value,
+                answer.attempts_left,
+                self.tables.answers_channel,
+            )
+            self.served += 1
+        except Exception as exc:
+            log.warning("could not serve a signer submission (%s)", type(exc).__name__)
+
+    async def _hand_over(self, flow_id: str, kind: str, value: str) -> SignerAnswer:
+        if kind == "consent":
+            return await self.inbox.submit_consent(flow_id, value == "true")
+        if kind == "passcode":
+            return await self.inbox.submit_passcode(flow_id, value)
+        if kind == "selfie":
+            return await self.inbox.submit_selfie(flow_id, base64.b64decode(value))
+        return SignerAnswer(AnswerKind.NOT_ASKED)
+
+    async def start(self) -> None:
+        """Start the slow safety poll for submissions whose NOTIFY was missed."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._poll(), name="qes-postgres-signer")
+
+    async def close(self) -> None:
+        """Stop polling and serving."""
+        tasks = [t for t in (self._task, *self._serving) if t is not None]
+        self._task = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            with contextlib.suppress(Exception):
+                await self.serve_waiting()
+
+    def __repr__(self) -> str:
+        return f"SignerRelay(worker_id={self.worker_id!r}, served={self.served})"

@@ -1,0 +1,322 @@
+"""Worker: one process's share of a many-worker deployment.
+
+It bundles the pieces every worker runs: the shared :class:`PostgresFlowStore`, one LISTEN
+connection, the webhook relay feeding a local dispatcher, the signer relay in front of a
+local inbox, a heartbeat that keeps the leases of the flows it drives, and a sweeper that
+resumes flows nobody drives (their worker crashed or was stopped) and flows that are due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+
+from .._clock import Clock, SystemClock
+from .._dispatcher import WebhookDispatcher
+from .._errors import StaleStateError
+from .._flow import FlowResult, SignatureFlow
+from .._signer import SignerInbox
+from .._store import Lease, StoredFlow
+from ._listener import Listener
+from ._relay import PostgresRelay
+from ._schema import DEFAULT_PREFIX
+from ._signer_relay import SignerRelay
+from ._store import PostgresFlowStore
+
+__all__ = ["Worker", "WorkerSettings"]
+
+log = logging.getLogger("qes_async.postgres")
+
+Resume = Callable[[str], Awaitable[SignatureFlow]]
+
+
+@attrs.frozen
+class WorkerSettings:
+    """The knobs of a :class:`Worker` (all seconds unless said otherwise).
+
+    Attributes:
+        prefix: the table name prefix.
+        lease_ttl: how long a lease lasts; the heartbeat renews it every third of that, so
+            a crashed worker's flows are taken over after at most this long.
+        sweep_interval: how often the sweeper looks for orphaned and due flows.
+        orphan_grace: an unleased flow is left alone this long after its last save (its
+            creator is about to lease it).
+        max_flows: the most flows this worker drives at once (the sweeper stops there).
+        relay_poll_interval: the relay's safety re-read interval.
+        signer_claim_timeout: how long a submission waits for the driving worker.
+        event_retention: webhook events older than this are pruned by the sweeper.
+        pool_size: connections in the worker's pool.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+    lease_ttl: float = 30.0
+    sweep_interval: float = 5.0
+    orphan_grace: float = 30.0
+    max_flows: int = 1000
+    relay_poll_interval: float = 5.0
+    signer_claim_timeout: float = 5.0
+    event_retention: float = 24 * 3600.0
+    pool_size: int = 10
+
+
+class _LeasingStore:
+    """The store as the worker's flows see it: leases are tagged with the worker's id and
+    remembered, so the heartbeat can renew them while a flow waits for a human."""
+
+    def __init__(self, inner: PostgresFlowStore, worker_id: str, ttl: float) -> None:
+        self.inner = inner
+        self._worker_id = worker_id
+        self._ttl = ttl
+        self.leases: dict[str, Lease] = {}
+        self.claims: dict[str, str] = {}
+
+    async def create(
+        self, flow_id: str, data: Mapping[str, Any], *, due_at: float | None = None
+    ) -> int:
+        return await self.inner.create(flow_id, data, due_at=due_at)
+
+    async def load(self, flow_id: str) -> StoredFlow:
+        return await self.inner.load(flow_id)
+
+    async def save(self, flow_id: str, data: Mapping[str, Any], **kw: Any) -> int:
+        return await self.inner.save(flow_id, data, **kw)
+
+    async def acquire(self, flow_id: str, owner: str, ttl: float) -> Lease:
+        # A flow the sweeper claimed keeps the claim's owner, so its run renews the claim.
+        tagged = self.claims.get(flow_id) or f"{self._worker_id}/{owner}"
+        lease = await self.inner.acquire(flow_id, tagged, self._ttl)
+        self.leases[flow_id] = lease
+        return lease
+
+    async def claim(self, flow_id: str) -> Lease:
+        """Lease ``flow_id`` for this worker before resuming it (StaleStateError if held)."""
+        owner = f"{self._worker_id}/{uuid.uuid4().hex[:12]}"
+        lease = await self.inner.acquire(flow_id, owner, self._ttl)
+        self.claims[flow_id] = owner
+        self.leases[flow_id] = lease
+        return lease
+
+    def forget(self, flow_id: str) -> None:
+        """Drop what is remembered of ``flow_id`` (its run ended)."""
+        self.claims.pop(flow_id, None)
+        self.leases.pop(flow_id, None)
+
+    async def release(self, lease: Lease) -> None:
+        if self.leases.get(lease.flow_id) == lease:
+            del self.leases[lease.flow_id]
+        await self.inner.release(lease)
+
+    async def unfinished(self, *, due_before: float | None = None, limit: int = 100) -> list[str]:
+        return await self.inner.unfinished(due_before=due_before, limit=limit)
+
+    def __repr__(self) -> str:
+        return f"_LeasingStore({self.inner!r}, leases={len(self.leases)})"
+
+
+class Worker:
+    """Drives flows in one process of a many-worker app, on a shared PostgreSQL.
+
+    Give new flows ``store=worker.store``, ``signer=worker.inbox`` (or your own signer) and
+    a waiter on ``worker.dispatcher`` (:class:`~qes_async.HybridWaiter`), then
+    :meth:`drive` them.  Serve webhooks with ``worker.relay.aiohttp_routes(receiver)`` for a
+    ``WebhookReceiver(worker.relay.recorder, auth)``, and signer answers with
+    ``worker.signer.submit_consent/submit_passcode``: both work on any worker.
+
+    Args:
+        dsn: the libpq connection string (never logged or shown).
+        resume: ``async flow_id -> SignatureFlow``, how this app resumes a stored flow
+            (client, signer, waiter, documents): used by the sweeper.
+        settings: :class:`WorkerSettings`.
+        worker_id: a name unique among workers (default: random).
+        clock: the clock of leases (default: the system clock).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        resume: Resume,
+        settings: WorkerSettings | None = None,
+        worker_id: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = s = settings or WorkerSettings()
+        self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self.clock: Clock = clock or SystemClock()
+        self._resume = resume
+        self.pg = PostgresFlowStore(
+            dsn, prefix=s.prefix, clock=self.clock, min_size=2, max_size=s.pool_size
+        )
+        self.store = _LeasingStore(self.pg, self.worker_id, s.lease_ttl)
+        self.dispatcher = WebhookDispatcher(clock=self.clock)
+        self.inbox = SignerInbox(clock=self.clock)
+        self.listener = Listener(dsn)
+        self.running: dict[str, asyncio.Task[FlowResult | None]] = {}
+        self.taken_over = 0
+        self.completed = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._relay: PostgresRelay | None = None
+        self._signer: SignerRelay | None = None
+
+    @property
+    def relay(self) -> PostgresRelay:
+        """The webhook relay (after :meth:`start`)."""
+        assert self._relay is not None, "start the worker first"
+        return self._relay
+
+    @property
+    def signer(self) -> SignerRelay:
+        """Where web requests submit consent, passcode and selfie (after :meth:`start`)."""
+        assert self._signer is not None, "start the worker first"
+        return self._signer
+
+    def drives(self, flow_id: str) -> bool:
+        """Whether this worker drives ``flow_id`` now."""
+        return flow_id in self.running
+
+    async def start(self) -> Worker:
+        """Open the pool, connect the listener, start heartbeat and sweeper."""
+        s = self.settings
+        await self.pg.open()
+        pool = self.pg.pool
+        self._relay = PostgresRelay(
+            pool,
+            self.listener,
+            self.dispatcher,
+            prefix=s.prefix,
+            poll_interval=s.relay_poll_interval,
+        )
+        self._signer = SignerRelay(
+            pool,
+            self.listener,
+            self.inbox,
+            drives=self.drives,
+            worker_id=self.worker_id,
+            prefix=s.prefix,
+            claim_timeout=s.signer_claim_timeout,
+        )
+        await self._relay.start()
+        await self.listener.start()
+        await self._signer.start()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat(), name="qes-worker-heartbeat"),
+            asyncio.create_task(self._sweeper(), name="qes-worker-sweeper"),
+        ]
+        return self
+
+    async def close(self) -> None:
+        """Stop sweeping, cancel the flows driven here (their leases are released, so
+        another worker's sweeper resumes them), and disconnect."""
+        for task in [*self._tasks, *self.running.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self.running.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._signer is not None:
+            await self._signer.close()
+        if self._relay is not None:
+            await self._relay.close()
+        await self.listener.close()
+        await self.pg.close()
+
+    async def __aenter__(self) -> Worker:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def drive(self, flow: SignatureFlow) -> asyncio.Task[FlowResult | None]:
+        """Run ``flow`` here under its lease; the task's result is None if another worker
+        drives it, or it failed (the store keeps why)."""
+        flow_id = flow.flow_id
+        task = asyncio.create_task(self._drive(flow), name=f"qes-flow-{flow_id}")
+        self.running[flow_id] = task
+        return task
+
+    async def _drive(self, flow: SignatureFlow) -> FlowResult | None:
+        try:
+            result = await flow.run()
+            self.completed += 1
+            return result
+        except StaleStateError:
+            log.info("flow %s is driven by another worker", flow.flow_id)
+            return None
+        except Exception as exc:
+            log.warning("flow %s stopped: %s", flow.flow_id, type(exc).__name__)
+            return None
+        finally:
+            self.running.pop(flow.flow_id, None)
+            self.store.forget(flow.flow_id)
+
+    async def sweep(self) -> int:
+        """Resume orphaned and due flows nobody drives, up to ``max_flows``; how many."""
+        room = self.settings.max_flows - len(self.running)
+        if room <= 0:
+            return 0
+        ids = await self.pg.orphaned(idle_for=self.settings.orphan_grace, limit=room * 2)
+        random.shuffle(ids)  # workers sweeping together start on different flows
+        started = 0
+        for flow_id in ids:
+            if started >= room:
+                break
+            if flow_id in self.running:
+                continue
+            try:
+                lease = await self.store.claim(flow_id)
+            except StaleStateError:
+                continue  # another worker got there first
+            try:
+                flow = await self._resume(flow_id)
+            except BaseException:
+                self.store.forget(flow_id)
+                await self.pg.release(lease)
+                raise
+            self.drive(flow)
+            self.taken_over += 1
+            started += 1
+        return started
+
+    async def _sweeper(self) -> None:
+        interval = self.settings.sweep_interval
+        await asyncio.sleep(random.uniform(0, interval))
+        sweeps = 0
+        while True:
+            try:
+                taken = await self.sweep()
+                if taken:
+                    log.info("sweeper resumed %d flow(s)", taken)
+                sweeps += 1
+                if sweeps % 100 == 0:
+                    await self.relay.prune(self.settings.event_retention)
+            except Exception as exc:
+                log.warning("sweep failed (%s)", type(exc).__name__)
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_ttl / 3)
+            for flow_id, lease in list(self.store.leases.items()):
+                try:
+                    renewed = await self.pg.acquire(flow_id, lease.owner, self.settings.lease_ttl)
+                except StaleStateError:
+                    log.warning("lost the lease of flow %s; stopping it here", flow_id)
+                    task = self.running.get(flow_id)
+                    if task is not None:
+                        task.cancel()
+                    continue
+                except Exception as exc:
+                    log.warning("lease renewal failed (%s)", type(exc).__name__)
+                    continue
+                if flow_id in self.store.leases:
+                    self.store.leases[flow_id] = renewed
+
+    def __repr__(self) -> str:
+        return f"Worker({self.worker_id!r}, driving={len(self.running)})"

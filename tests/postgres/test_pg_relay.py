@@ -1,0 +1,236 @@
+"""The webhook relay and the signer hand-off between workers, on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+from pg_cluster import pg_dsn, pg_prefix
+
+from qes_async import (
+    SignerInbox,
+    Status,
+    WebhookDispatcher,
+    WebhookEvent,
+)
+from qes_async._signer import AnswerKind, PasscodeRequest, SignerAnswer
+from qes_async.postgres import Listener, PostgresRelay, SignerRelay, migrate
+
+__all__ = ["pg_dsn", "pg_prefix"]
+
+pytestmark = pytest.mark.postgres
+AUTH = {"Authorization": "Basic " + base64.b64encode(b"fourthline:pw-123456").decode()}
+
+
+class Node:
+    """One worker's relay pieces: a pool, a listener, a dispatcher, an inbox."""
+
+    def __init__(self, pool: asyncpg.Pool, listener: Listener, prefix: str, **kw: float) -> None:
+        self.dispatcher = WebhookDispatcher()
+        self.relay = PostgresRelay(
+            pool, listener, self.dispatcher, prefix=prefix, poll_interval=kw.get("poll", 30.0)
+        )
+        self.listener = listener
+        self.inbox = SignerInbox(answer_timeout=5.0)
+        self.driving: set[str] = set()
+        self.signer = SignerRelay(
+            pool,
+            listener,
+            self.inbox,
+            drives=self.driving.__contains__,
+            worker_id=f"w{id(self)}",
+            prefix=prefix,
+            claim_timeout=kw.get("claim", 1.0),
+            poll_interval=30.0,
+        )
+
+
+@asynccontextmanager
+async def node(dsn: str, prefix: str, **kw: float) -> AsyncIterator[Node]:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    await migrate(pool, prefix)
+    listener = Listener(dsn, reconnect_delay=0.05, check_interval=0.2)
+    n = Node(pool, listener, prefix, **kw)
+    await n.relay.start()
+    await listener.start()
+    try:
+        yield n
+    finally:
+        await n.signer.close()
+        await n.relay.close()
+        await listener.close()
+        await pool.close()
+
+
+def _event(signature_id: str, status: str = "pending") -> WebhookEvent:
+    return WebhookEvent(signature_id=signature_id, status=Status(status), status_code=200)
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not check():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_an_event_recorded_anywhere_wakes_the_waiter_on_another_worker(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    async with node(pg_dsn, pg_prefix) as a, node(pg_dsn, pg_prefix) as b:
+        with b.dispatcher.subscribe("sig-1") as subscription:
+            await a.relay.record(_event("sig-1", "user_consent_required"))
+            until = b.dispatcher.clock.time() + 5
+            woke = await asyncio.wait_for(subscription.wait(until), 5)
+            assert woke is True
+            assert [e.status for e in subscription.drain()] == [Status.USER_CONSENT_REQUIRED]
+        # the poll is 30 s, so only the NOTIFY can have delivered it this fast
+        assert (a.relay.relayed, b.relay.relayed) == (1, 1)
+
+
+async def test_events_before_a_worker_started_are_not_replayed(pg_dsn: str, pg_prefix: str) -> None:
+    async with node(pg_dsn, pg_prefix) as a:
+        await a.relay.record(_event("old"))
+        await _until(lambda: a.relay.relayed == 1)
+        async with node(pg_dsn, pg_prefix) as b:
+            await a.relay.record(_event("new"))
+            await _until(lambda: b.relay.relayed == 1)
+            await asyncio.sleep(0.1)
+            assert b.relay.relayed == 1
+            assert b.dispatcher.pending_count == 1
+
+
+async def test_a_worker_that_reconnects_reads_what_it_missed(pg_dsn: str, pg_prefix: str) -> None:
+    async with node(pg_dsn, pg_prefix) as a, node(pg_dsn, pg_prefix) as b:
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            pid = b.listener.backend_pid
+            before = b.listener.connections
+            # Kill b's listening session, and record while it is down.
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid) is True
+            await _until(lambda: not b.listener.connected.is_set())
+            for n in range(3):
+                await a.relay.record(_event(f"missed-{n}"))
+            await b.listener.wait_reconnected(before, timeout=5)
+        finally:
+            await admin.close()
+        await _until(lambda: b.relay.relayed == 3)
+        assert b.listener.connections == before + 1
+        assert b.listener.backend_pid != pid
+        assert b.dispatcher.pending_count == 3  # missed-0..2, kept for their waiters
+
+
+async def test_recorded_events_keep_their_fields(pg_dsn: str, pg_prefix: str) -> None:
+    async with node(pg_dsn, pg_prefix) as a:
+        sent = WebhookEvent("sig-9", Status("brand_new_status"), 422, (), received_at=12.5)
+        with a.dispatcher.subscribe("sig-9") as subscription:
+            await a.relay.record(sent)
+            await _until(lambda: subscription.has_events)
+            (got,) = subscription.drain()
+    assert (got, got.received_at) == (sent, 12.5)
+
+
+async def _ask_passcode(inbox: SignerInbox, flow_id: str, right: str, tries: int) -> list[str]:
+    """A flow's side: ask for the passcode until it is right, acknowledging each try."""
+    seen = []
+    for attempt in range(tries):
+        request = PasscodeRequest(flow_id, "sig", 1, deadline=1e12, attempts_left=None)
+        value = await inbox.passcode(request)
+        seen.append(value)
+        if value == right:
+            await inbox.acknowledge(request, SignerAnswer(AnswerKind.ACCEPTED))
+            break
+        left = tries - attempt - 1
+        await inbox.acknowledge(request, SignerAnswer(AnswerKind.WRONG_PASSCODE, left))
+    return seen
+
+
+async def test_passcode_submitted_to_another_worker_gets_the_drivers_answer(
+    pg_dsn: str, pg_prefix: str, secrets_registry: Callable[..., None]
+) -> None:
+    secrets_registry("482913", "000111")
+    async with node(pg_dsn, pg_prefix) as driver, node(pg_dsn, pg_prefix) as web:
+        driver.driving.add("f1")
+        asking = asyncio.create_task(_ask_passcode(driver.inbox, "f1", "482913", 3))
+        await _until(lambda: driver.inbox.pending("f1") is not None)
+        wrong = await web.signer.submit_passcode("f1", "000111")
+        right = await web.signer.submit_passcode("f1", "482913")
+        assert await asking == ["000111", "482913"]
+        rows = await web.signer.pool.fetchval(f"SELECT count(*) FROM {pg_prefix}signer")
+    assert wrong == SignerAnswer(AnswerKind.WRONG_PASSCODE, 2)
+    assert right == SignerAnswer(AnswerKind.ACCEPTED)
+    assert rows == 0  # answered submissions leave nothing behind
+    assert driver.signer.served == 2
+
+
+async def test_consent_to_another_worker_reaches_the_flow(pg_dsn: str, pg_prefix: str) -> None:
+    from qes_async import ConsentRequest
+
+    async with node(pg_dsn, pg_prefix) as driver, node(pg_dsn, pg_prefix) as web:
+        driver.driving.add("f2")
+        request = ConsentRequest("f2", "sig", 1, (), (), deadline=1e12)
+        asking = asyncio.create_task(driver.inbox.consent(request))
+        await _until(lambda: driver.inbox.pending("f2") is not None)
+        submitting = asyncio.create_task(web.signer.submit_consent("f2", True))
+        assert await asking is True
+        await driver.inbox.acknowledge(request, SignerAnswer(AnswerKind.ACCEPTED))
+        assert await submitting == SignerAnswer(AnswerKind.ACCEPTED)
+
+
+async def test_an_expired_question_answers_expired_across_workers(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    from qes_async import ConsentRequest
+
+    async with node(pg_dsn, pg_prefix) as driver, node(pg_dsn, pg_prefix) as web:
+        driver.driving.add("f3")
+        request = ConsentRequest("f3", "sig", 1, (), (), deadline=1.0)  # long past
+        asking = asyncio.create_task(driver.inbox.consent(request))
+        await _until(lambda: driver.inbox.pending("f3") is not None)
+        assert await web.signer.submit_consent("f3", True) == SignerAnswer(AnswerKind.EXPIRED)
+        asking.cancel()
+
+
+async def test_a_flow_nobody_drives_answers_no_such_flow_and_leaves_no_secret(
+    pg_dsn: str, pg_prefix: str, secrets_registry: Callable[..., None]
+) -> None:
+    secrets_registry("777888")
+    async with node(pg_dsn, pg_prefix, claim=0.3) as web:
+        answer = await web.signer.submit_passcode("ghost", "777888")
+        rows = await web.signer.pool.fetchval(f"SELECT count(*) FROM {pg_prefix}signer")
+    assert answer == SignerAnswer(AnswerKind.NO_SUCH_FLOW)
+    assert rows == 0
+
+
+async def test_webhook_route_answers_only_after_recording(pg_dsn: str, pg_prefix: str) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from qes_async.webhooks import BasicAuth, WebhookReceiver
+
+    async with node(pg_dsn, pg_prefix) as a:
+        receiver = WebhookReceiver(a.relay.recorder, BasicAuth("fourthline", "pw-123456"))
+        app = web.Application()
+        app.add_routes(a.relay.aiohttp_routes(receiver))
+        async with TestClient(TestServer(app)) as http:
+            resp = await http.post(
+                "/fourthline/qes/sig-5",
+                json={"signatureId": "sig-5", "status": "signed"},
+                headers=AUTH,
+            )
+            assert resp.status == 204
+            stored = await a.relay.pool.fetch(
+                f"SELECT signature_id, body->>'status' FROM {pg_prefix}events"
+            )
+            assert [tuple(r) for r in stored] == [("sig-5", "signed")]
+            await a.relay.pool.execute(f"DROP TABLE {pg_prefix}events")
+            resp = await http.post(
+                "/fourthline/qes/sig-6",
+                json={"signatureId": "sig-6", "status": "signed"},
+                headers=AUTH,
+            )
+            assert resp.status == 503
