@@ -20,8 +20,8 @@ demo: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check qes_async tests examples benchmarks
-	$(BIN)/ruff format --check qes_async tests examples benchmarks
+	$(BIN)/ruff check qes_async tests examples benchmarks chaos
+	$(BIN)/ruff format --check qes_async tests examples benchmarks chaos
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict qes_async

@@ -32,6 +32,9 @@ T = TypeVar("T")
 Consumer = Callable[[aiohttp.ClientResponse], Awaitable[T]]
 
 
+MAX_REAUTHS = 3  # token refreshes one call may make after 401s, each for a different token
+
+
 @attrs.frozen
 class Timeouts:
     """Timeouts in seconds.
@@ -146,7 +149,12 @@ class Transport:
         waits = self.retry.waits()
         started = self.clock.time()
         attempt = 0
-        reauth_bonus = 0  # the one retry after a 401 does not use up the retry budget
+        # A 401 costs no retry budget: it refreshes the token and tries again. A token that
+        # was refused once is never refused twice (that means bad credentials), and one call
+        # refreshes at most MAX_REAUTHS times: a shared token revoked again while a call is
+        # still retrying must not fail every call that was in flight.
+        reauth_bonus = 0
+        refused: set[str] = set()
         while True:
             attempt += 1
             token = await self.auth.get() if request.authenticated and self.auth else None
@@ -174,10 +182,11 @@ class Transport:
                 policy=self.retry,
                 status=response.status,
                 retry_after=retry_after,
-                reauthed=reauth_bonus > 0,
+                reauthed=token is None or token.value in refused or reauth_bonus >= MAX_REAUTHS,
             )
             if decision.verdict is Verdict.REAUTH and self.auth is not None and token:
                 self.auth.invalidate(token)
+                refused.add(token.value)
                 reauth_bonus += 1
                 continue
             if await self._wait(decision, waits, started):

@@ -26,6 +26,7 @@ from qes_async import (
     TooManyAttemptsError,
 )
 from qes_async._clock import to_datetime
+from qes_async._transport import MAX_REAUTHS
 
 SIG = "sig-1"
 STATUS = {"signatureId": SIG, "status": "pending", "statusCode": 0, "errors": []}
@@ -366,14 +367,47 @@ async def test_401_refreshes_the_token_once_and_retries_once(fake_api: FakeAPI) 
     assert fake_api.sleeps == []
 
 
-async def test_second_401_raises_authentication_error(fake_api: FakeAPI) -> None:
+async def test_api_refusing_every_fresh_token_raises_after_bounded_refreshes(
+    fake_api: FakeAPI,
+) -> None:
     fake_api.add("GET", STATUS_PATH, scripted(web.json_response({"code": "nope"}, status=401)))
     async with fake_api.client() as client:
         with pytest.raises(AuthenticationError) as info:
             await client.get_signature_status(SIG)
-    assert len(fake_api.calls) == 2
-    assert fake_api.tokens_issued == 2
+    # one attempt per token: the first, then MAX_REAUTHS refreshes, each a different token
+    assert len(fake_api.calls) == 1 + MAX_REAUTHS
+    assert fake_api.tokens_issued == 1 + MAX_REAUTHS
+    assert fake_api.sleeps == []
     assert "client_secret" in str(info.value)  # the advice names what to check
+
+
+async def test_a_token_refused_twice_raises_at_once(fake_api: FakeAPI) -> None:
+    """The token endpoint handing out a token the API already refused: no loop."""
+    fake_api.token_handler = lambda request: web.json_response(
+        {"access_token": "tok-always-the-same", "token_type": "Bearer", "expires_in": 3600}
+    )
+    fake_api.add("GET", STATUS_PATH, scripted(web.json_response({"code": "nope"}, status=401)))
+    async with fake_api.client() as client:
+        with pytest.raises(AuthenticationError):
+            await client.get_signature_status(SIG)
+    assert len(fake_api.calls) == 2
+
+
+async def test_token_revoked_again_during_a_call_is_refreshed_again(fake_api: FakeAPI) -> None:
+    """A shared token revoked twice while one call retries must not fail that call."""
+    seen: list[str] = []
+
+    def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers["Authorization"])
+        if len(seen) <= 2:  # token 1 revoked; token 2 revoked too before it was used
+            return web.json_response({"code": "invalid_token"}, status=401)
+        return web.json_response({"signatureId": SIG, "status": "pending"})
+
+    fake_api.add("GET", STATUS_PATH, handler)
+    async with fake_api.client() as client:
+        report = await client.get_signature_status(SIG)
+    assert report.status.value == "pending"
+    assert seen == [f"Bearer tok-ACCESS-000{n}" for n in (1, 2, 3)]
 
 
 async def test_bad_credentials_raise_authentication_error_without_the_secret(
