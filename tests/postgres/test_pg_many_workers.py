@@ -1,0 +1,222 @@
+"""Three worker processes and a webhook receiver process on one PostgreSQL and one sandbox.
+
+Webhooks go to a random process; one worker is SIGKILLed mid-run and the others finish its
+flows; the sandbox's request log shows one workflow, approval and confirmation per
+generation; consent and passcode for two flows are submitted to workers that do not drive
+them and get the driver's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from pg_cluster import pg_dsn, pg_prefix
+
+from qes_async import make_pdf
+from qes_async.postgres import migrate
+from qes_async.sandbox import IdentityCase, SandboxServer
+
+__all__ = ["pg_dsn", "pg_prefix"]
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+FLOWS_PER_WORKER = 100
+HUMANS = ("human-0", "human-1")
+HERE = Path(__file__).parent
+
+
+async def _spawn(name: str, args: list[str], max_flows: int) -> tuple[Any, int]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "worker_app.py"),
+        name,
+        *args,
+        str(max_flows),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(HERE.parents[1])},
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line.startswith(b"READY "), line
+    return proc, int(line.split()[1])
+
+
+async def _balancer(
+    ports: list[int], rng: random.Random
+) -> tuple[web.AppRunner, str, Counter[int]]:
+    """A load balancer for the sandbox's webhooks: each one goes to a random process."""
+    session = aiohttp.ClientSession()
+    hits: Counter[int] = Counter()
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        for port in rng.sample(ports, len(ports)):  # a dead one is skipped, as an LB would
+            try:
+                url = f"http://127.0.0.1:{port}{request.path}"
+                async with session.post(url, data=body, headers=headers) as resp:
+                    hits[port] += 1
+                    return web.Response(status=resp.status, body=await resp.read())
+            except aiohttp.ClientError:
+                continue
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", forward)
+    app.on_cleanup.append(lambda _app: session.close())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}", hits
+
+
+async def test_three_workers_and_a_receiver_finish_every_flow(
+    pg_dsn: str, pg_prefix: str, tmp_path: Path
+) -> None:
+    pdf = tmp_path / "loan.pdf"
+    pdf.write_bytes(make_pdf("Loan"))
+    conn = await asyncpg.connect(pg_dsn)
+    await migrate(conn, pg_prefix)
+    rng = random.Random(9)
+    procs: list[Any] = []
+    ports: list[int] = []
+    lb_runner, lb_url, hits = await _balancer(ports, rng)
+    try:
+        async with SandboxServer(
+            processing_delay=0.05,
+            seed=3,
+            clients={"client-1": IdentityCase()},
+            webhook_url=f"{lb_url}/fourthline/qes",
+            webhook_basic=("fourthline", "hook-pass"),
+        ) as sandbox:
+            args = [pg_dsn, pg_prefix, sandbox.url, sandbox.client_id, sandbox.client_secret]
+            args += [str(pdf), str(tmp_path)]
+            for n in range(4):  # w0..w2 drive flows, "receiver" only receives
+                name = f"w{n}" if n < 3 else "receiver"
+                proc, port = await _spawn(name, args, 1000 if n < 3 else 0)
+                procs.append(proc)
+                ports.append(port)
+            async with aiohttp.ClientSession() as http:
+                for n in range(3):
+                    ids = [f"f-{n}-{i}" for i in range(FLOWS_PER_WORKER)]
+                    ids += list(HUMANS) if n == 0 else []
+                    async with http.post(f"http://127.0.0.1:{ports[n]}/start", json={"ids": ids}):
+                        pass
+                await _until_finished(conn, pg_prefix, 40, timeout=30)
+                procs[2].send_signal(signal.SIGKILL)  # w2 dies mid-run
+                await procs[2].wait()
+                orphans = await conn.fetchval(
+                    f"SELECT count(*) FROM {pg_prefix}flows"
+                    " WHERE NOT finished AND flow_id LIKE 'f-2-%'"
+                )
+                answers = [
+                    await _be_human(http, conn, pg_prefix, sandbox, ports, f) for f in HUMANS
+                ]
+                await _until_finished(conn, pg_prefix, 3 * FLOWS_PER_WORKER + 2, timeout=45)
+            rows = await conn.fetch(
+                f"SELECT flow_id, data->>'step' AS step, data->'generations' AS gens"
+                f" FROM {pg_prefix}flows"
+            )
+            log = list(sandbox.request_log)
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                await proc.wait()
+        await lb_runner.cleanup()
+        await conn.close()
+
+    assert orphans > 0  # the killed worker left flows behind, and they all finished:
+    assert len(rows) == 3 * FLOWS_PER_WORKER + 2
+    assert Counter(r["step"] for r in rows) == {"signed": 3 * FLOWS_PER_WORKER + 2}
+    # every process received webhooks (the killed one until it died)
+    assert sorted(hits) == sorted(ports)
+    assert min(hits.values()) > 0
+    for answer in answers:
+        assert answer == [
+            {"kind": "accepted", "attempts_left": None},
+            {"kind": "wrong_passcode", "attempts_left": 2},
+            {"kind": "accepted", "attempts_left": None},
+        ]
+    processed = Counter(
+        (r.route, r.signature_id) for r in log if r.processed and r.route is not None
+    )
+    signature_ids = [g["signature_id"] for r in rows for g in json.loads(r["gens"])]
+    assert len(signature_ids) == len(set(signature_ids)) == 3 * FLOWS_PER_WORKER + 2
+    created = sum(1 for r in log if r.route == "create_workflow" and r.processed)
+    assert created == len(signature_ids)
+    accepted = Counter(
+        (r.route, r.signature_id) for r in log if r.processed and r.route and r.status < 300
+    )
+    human_sigs = {json.loads(r["gens"])[-1]["signature_id"] for r in rows if r["flow_id"] in HUMANS}
+    for sig in signature_ids:
+        assert accepted[("approve_documents", sig)] == processed[("approve_documents", sig)] == 1
+        assert accepted[("confirm_signature", sig)] == 1
+        # a human's wrong passcode is one more (refused) confirmation, nobody else's
+        assert processed[("confirm_signature", sig)] == (2 if sig in human_sigs else 1)
+
+
+async def _until_finished(conn: Any, prefix: str, count: int, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        done = await conn.fetchval(f"SELECT count(*) FROM {prefix}flows WHERE finished")
+        if done >= count:
+            return
+        assert loop.time() < end, f"only {done} of {count} flows finished in time"
+        await asyncio.sleep(0.2)
+
+
+async def _be_human(
+    http: aiohttp.ClientSession,
+    conn: Any,
+    prefix: str,
+    sandbox: SandboxServer,
+    ports: list[int],
+    flow_id: str,
+) -> list[dict[str, Any]]:
+    """Consent, a wrong passcode and the right one, each sent to a worker not driving it."""
+
+    async def submit(path: str, body: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while True:
+            owner = await conn.fetchval(
+                f"SELECT lease_owner FROM {prefix}flows WHERE flow_id = $1", flow_id
+            )
+            driver = int(owner[1]) if owner and owner[0] == "w" else -1
+            live = [n for n in (0, 1, 3) if n != driver]  # w2 is dead
+            port = ports[random.choice(live)]
+            async with http.post(f"http://127.0.0.1:{port}{path}", json=body) as resp:
+                got: dict[str, Any] = await resp.json()
+            if got["kind"] in wanted:
+                return got
+            assert loop.time() < end, got
+            await asyncio.sleep(0.1)
+
+    answers = [await submit(f"/consent/{flow_id}", {"approve": True}, {"accepted"})]
+    right = None
+    while right is None:  # the SMS goes out once the approval is processed
+        data = await conn.fetchval(f"SELECT data FROM {prefix}flows WHERE flow_id = $1", flow_id)
+        sig = json.loads(data)["generations"][-1]["signature_id"]
+        try:
+            right = sandbox.latest_passcode(sig)
+        except LookupError:
+            await asyncio.sleep(0.05)
+    wrong = "000000" if right != "000000" else "111111"
+    answers.append(await submit(f"/passcode/{flow_id}", {"passcode": wrong}, {"wrong_passcode"}))
+    answers.append(await submit(f"/passcode/{flow_id}", {"passcode": right}, {"accepted"}))
+    return answers
