@@ -25,9 +25,20 @@ def to_camel(name: str) -> str:
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
+def _text(value: Any, _: Any = None) -> str:
+    # cattrs would turn any value into a str (a list id into "['a']"); ids and statuses
+    # may come as numbers, but an object, an array or a boolean is a wrong shape.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=False)
-    conv.register_structure_hook(Status, lambda value, _: Status(str(value)))
+    conv.register_structure_hook(str, _text)
+    conv.register_structure_hook(Status, lambda value, _: Status(_text(value)))
     conv.register_unstructure_hook(Status, lambda status: status.value)
     # A legal condition's version may be a number or a label: keep whichever came.
     conv.register_structure_hook(
