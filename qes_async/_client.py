@@ -329,9 +329,12 @@ class QESClient:
         response = await self._transport.send(request)
         if response.status == 204 or not response.body:
             return None
-        if not response.body.startswith(b"%PDF-"):
+        if not response.body.startswith(b"%PDF-") or b"%%EOF" not in response.body[-1024:]:
+            # A cut PDF must not be saved as the contract (downloads check the same).
             raise DecodeError(
-                "the InfoCert contract is not a PDF",
+                "the InfoCert contract is not a PDF"
+                if not response.body.startswith(b"%PDF-")
+                else "the InfoCert contract is truncated (no %%EOF at its end)",
                 status=response.status,
                 body=response.body,
                 request_id=response.request_id,

@@ -263,6 +263,13 @@ async def test_a_contract_cut_mid_body_is_retried_then_given_whole(fake_api: Fak
     assert await call(fake_api, "contract", lambda request: answers.pop(0)(request)) == pdf
 
 
+async def test_a_truncated_contract_is_refused(fake_api: FakeAPI) -> None:
+    truncated = make_pdf("contract", padding=5_000)[:-300]
+    with pytest.raises(DecodeError) as info:
+        await call(fake_api, "contract", answer(truncated, "application/pdf"))
+    assert "truncated" in str(info.value)
+
+
 # --------------------------------------------------------------------------- downloads
 
 
