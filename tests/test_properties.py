@@ -1,0 +1,383 @@
+"""Property tests (hypothesis) for every parser that reads what someone else wrote.
+
+* response parsers (``qes_async._protocol``): any status and body gives a value or a typed
+  :class:`DecodeError` / :class:`ServiceError`, nothing else; well-formed bodies round-trip;
+* the webhook receiver: any method, path, headers and body get a 2xx or 4xx answer, never
+  an exception, never a 500, and never the "failed unexpectedly" fallback;
+* stored flow state (``parse_state``): any JSON gives a state or :class:`StateFormatError`,
+  and every dumped state parses back equal;
+* the multipart/mixed reader: parts survive any chunking; any bytes give events or
+  ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qes_async import DecodeError, ServiceError, Status, WebhookDispatcher
+from qes_async._flow_machine import Step
+from qes_async._flow_state import (
+    DocumentRecord,
+    DownloadRecord,
+    FlowState,
+    Generation,
+    StateFormatError,
+    dump_state,
+    parse_state,
+)
+from qes_async._multipart import End, Headers, MultipartParser, PartData, PartEnd
+from qes_async._protocol import (
+    Response,
+    error_from_response,
+    parse_attempt,
+    parse_details,
+    parse_status,
+    parse_token,
+    parse_workflow,
+)
+from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver
+
+SETTINGS = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=20,
+)
+# Objects shaped like the service's answers, with fields of any type, so the parsers get
+# past "not an object" and meet wrong types inside.
+WIRE_KEYS = [
+    "signatureId", "status", "statusCode", "errors", "workflowId", "clientId", "documents",
+    "legalConditions", "passcode", "attemptId", "code", "message", "attemptsLeft",
+    "access_token", "expires_in", "token_type", "documentId", "fileName", "sha256",
+]  # fmt: skip
+wire_objects = st.dictionaries(st.sampled_from(WIRE_KEYS), json_values, max_size=8)
+bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    wire_objects.map(lambda v: json.dumps(v).encode()),
+)
+headers = st.dictionaries(
+    st.sampled_from(["content-type", "x-request-id", "retry-after"]), st.text(max_size=30)
+)
+
+
+# ------------------------------------------------------------------------------ responses
+
+PARSERS = {
+    "status": parse_status,
+    "details": parse_details,
+    "workflow": parse_workflow,
+    "attempt": lambda r: parse_attempt(r, "confirm_signature"),
+    "token": lambda r: parse_token(r, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+@SETTINGS
+@given(body=bodies, head=headers)
+def test_a_response_parser_gives_a_value_or_a_decode_error(
+    name: str, body: bytes, head: dict[str, str]
+) -> None:
+    message = "parsed"
+    try:
+        PARSERS[name](Response(200, head, body))
+    except DecodeError as exc:
+        message = str(exc)
+    assert message  # a value, or an error whose message says what was wrong
+
+
+@SETTINGS
+@given(data=wire_objects)
+def test_a_parsed_id_or_status_was_text_or_a_number_on_the_wire(data: dict[str, Any]) -> None:
+    try:
+        report = parse_status(Response(200, {}, json.dumps(data).encode()))
+    except DecodeError:
+        return
+    for key, value in (("signatureId", report.signature_id), ("status", report.status.value)):
+        sent = data[key]
+        assert isinstance(sent, (str, int, float))
+        assert not isinstance(sent, bool)
+        assert value == str(sent)
+
+
+@SETTINGS
+@given(
+    signature_id=st.text(min_size=1, max_size=40),
+    status=st.text(min_size=1, max_size=30),
+    code=st.none() | st.integers(),
+    extra=st.dictionaries(st.text(max_size=10).filter(lambda k: k not in WIRE_KEYS), json_values),
+)
+def test_a_well_formed_status_parses_to_what_was_sent(
+    signature_id: str, status: str, code: int | None, extra: dict[str, Any]
+) -> None:
+    body = {**extra, "signatureId": signature_id, "status": status, "statusCode": code}
+    report = parse_status(Response(200, {"x-request-id": "r-1"}, json.dumps(body).encode()))
+    assert (report.signature_id, report.status, report.status_code) == (
+        signature_id,
+        Status(status),
+        code,
+    )
+    assert report.request_id == "r-1"
+
+
+@SETTINGS
+@given(status=st.integers(min_value=400, max_value=599), body=bodies, head=headers)
+def test_any_error_answer_maps_to_a_service_error_of_that_status(
+    status: int, body: bytes, head: dict[str, str]
+) -> None:
+    error = error_from_response(Response(status, head, body), "get_signature_status")
+    assert isinstance(error, ServiceError)
+    assert error.status == status
+    assert len(str(error)) < 2_000  # an excerpt, never the whole body
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+PREFIX = "/fourthline/qes"
+paths = st.one_of(
+    st.text(max_size=60),
+    st.text(max_size=40).map(lambda tail: f"{PREFIX}/{tail}"),
+    st.sampled_from([PREFIX, f"{PREFIX}/", f"{PREFIX}/oauth2/token", f"{PREFIX}/s/x", "/"]),
+)
+request_headers = st.dictionaries(
+    st.sampled_from(["Authorization", "Content-Type", "Content-Length", "X-Other"])
+    | st.text(max_size=15),
+    st.text(max_size=60)
+    | st.sampled_from(
+        ["Basic Zm91cnRobGluZTpwdw==", "Bearer abc", "application/json", "99999999", "Basic "]
+    ),
+    max_size=5,
+)
+webhook_bodies = st.one_of(
+    bodies,
+    st.fixed_dictionaries(
+        {"signatureId": json_values | st.just("sig-1"), "status": json_values},
+        optional={"statusCode": json_values, "errors": json_values},
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+class _Unexpected(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hits: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "failed unexpectedly" in record.getMessage():
+            self.hits.append(record.getMessage())
+
+
+@pytest.fixture
+def unexpected() -> Iterator[_Unexpected]:
+    handler = _Unexpected()
+    logger = logging.getLogger("qes_async.webhooks")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("kind", ["basic", "bearer"])
+@SETTINGS
+@given(
+    method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "post"]) | st.text(max_size=8),
+    path=paths,
+    head=request_headers,
+    body=webhook_bodies,
+)
+def test_the_webhook_receiver_answers_2xx_or_4xx_to_anything(
+    unexpected: _Unexpected,
+    kind: str,
+    method: str,
+    path: str,
+    head: dict[str, str],
+    body: bytes,
+) -> None:
+    auth = BasicAuth("fourthline", "pw") if kind == "basic" else BearerAuth("fourthline", "pw")
+    dispatcher = WebhookDispatcher()
+    receiver = WebhookReceiver(dispatcher, auth, max_body=1024)
+    answer = receiver.handle(method, path, head, body)
+    assert 200 <= answer.status < 300 or 400 <= answer.status < 500, answer
+    assert unexpected.hits == []
+
+
+@SETTINGS
+@given(
+    signature_id=st.text(
+        st.characters(blacklist_characters="/", blacklist_categories=["Cs"]),
+        min_size=1,
+        max_size=40,
+    ),
+    status=st.text(min_size=1, max_size=30),
+    code=st.none() | st.integers(),
+)
+def test_an_authenticated_well_formed_webhook_is_accepted_and_published(
+    unexpected: _Unexpected, signature_id: str, status: str, code: int | None
+) -> None:
+    dispatcher = WebhookDispatcher()
+    published: list[Any] = []
+    dispatcher.publish = published.append  # type: ignore[method-assign]
+    receiver = WebhookReceiver(dispatcher, BasicAuth("fourthline", "pw"))
+    body = json.dumps({"signatureId": signature_id, "status": status, "statusCode": code})
+    head = {"Authorization": "Basic Zm91cnRobGluZTpwdw==", "Content-Type": "application/json"}
+    answer = receiver.handle("POST", f"{PREFIX}/{signature_id}", head, body.encode())
+    assert answer.status == 204
+    assert [(e.signature_id, e.status, e.status_code) for e in published] == [
+        (signature_id, Status(status), code)
+    ]
+    assert unexpected.hits == []
+
+
+# ----------------------------------------------------------------------- stored flow state
+
+
+@SETTINGS
+@given(data=json_values | wire_objects | st.binary(max_size=100) | st.text(max_size=100))
+def test_parse_state_gives_a_state_or_state_format_error(data: Any) -> None:
+    result: object
+    try:
+        result = parse_state(data)
+    except StateFormatError as exc:
+        result = exc
+    assert isinstance(result, (FlowState, StateFormatError))
+
+
+STATE_KEYS = [
+    "flow_id", "client_reference", "mobile_number", "documents", "created_at", "step",
+    "generations", "downloads", "contract", "outcome", "error", "updated_at",
+]  # fmt: skip
+
+
+@SETTINGS
+@given(
+    fields=st.dictionaries(st.sampled_from(STATE_KEYS), json_values, max_size=12),
+    version=st.sampled_from([1, 1, 1, 2, "1", None]),
+)
+def test_parse_state_on_state_shaped_junk_never_raises_anything_else(
+    fields: dict[str, Any], version: Any
+) -> None:
+    with contextlib.suppress(StateFormatError):
+        parse_state({"format": version, **fields})
+
+
+texts = st.text(max_size=20)
+floats = st.floats(allow_nan=False, allow_infinity=False)
+states = st.builds(
+    FlowState,
+    flow_id=texts,
+    client_reference=texts,
+    mobile_number=texts,
+    documents=st.lists(st.builds(DocumentRecord, texts, texts, st.integers(0), texts, texts)),
+    created_at=floats,
+    step=st.sampled_from(list(Step)),
+    generations=st.lists(
+        st.builds(
+            Generation,
+            number=st.integers(1, 9),
+            started_at=floats,
+            signature_id=st.none() | texts,
+            in_flight=st.none() | st.sampled_from(["create", "approve", "confirm"]),
+            deadlines=st.dictionaries(st.sampled_from(["consent", "confirmation"]), floats),
+        ),
+        max_size=3,
+    ),
+    downloads=st.lists(st.builds(DownloadRecord, texts, texts, texts, st.integers(0)), max_size=2),
+    outcome=st.none() | st.sampled_from(["signed", "declined"]),
+    updated_at=floats,
+)
+
+
+@SETTINGS
+@given(state=states)
+def test_every_dumped_state_parses_back_equal_through_json(state: FlowState) -> None:
+    assert parse_state(json.dumps(dump_state(state))) == state
+
+
+# ----------------------------------------------------------------------------- multipart
+
+
+def _events_to_parts(events: list[Any]) -> tuple[list[tuple[dict[str, str], bytes]], bool]:
+    parts: list[tuple[dict[str, str], bytes]] = []
+    ended = False
+    for event in events:
+        if isinstance(event, Headers):
+            parts.append((dict(event), b""))
+        elif isinstance(event, PartData):
+            parts[-1] = (parts[-1][0], parts[-1][1] + bytes(event))
+        elif isinstance(event, End):
+            ended = True
+        else:
+            assert isinstance(event, PartEnd)
+    return parts, ended
+
+
+boundaries = st.text("abcdefghijklmnopqrstuvwxyz0123456789'()+_,-./:=?", min_size=1, max_size=40)
+
+
+@SETTINGS
+@given(
+    boundary=boundaries,
+    parts=st.lists(
+        st.tuples(st.sampled_from(["text/plain", "application/pdf"]), st.binary(max_size=300)),
+        min_size=1,
+        max_size=4,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=2_000), max_size=6),
+)
+def test_multipart_parts_survive_any_chunking(
+    boundary: str, parts: list[tuple[str, bytes]], cuts: list[int]
+) -> None:
+    delimiter = f"--{boundary}".encode()
+    parts = [(ctype, data) for ctype, data in parts if b"\r\n" + delimiter not in b"\r\n" + data]
+    body = b"preamble\r\n"
+    for ctype, data in parts:
+        body += delimiter + f"\r\nContent-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
+    body += delimiter + b"--\r\nepilogue"
+    parser = MultipartParser(boundary)
+    events: list[Any] = []
+    edges = sorted({0, len(body), *(c for c in cuts if c < len(body))})
+    for start, stop in itertools.pairwise(edges):
+        events += parser.feed(body[start:stop])
+    got, ended = _events_to_parts(events)
+    assert ended
+    assert parser.done
+    assert got == [({"content-type": ctype}, data) for ctype, data in parts]
+
+
+@SETTINGS
+@given(
+    boundary=boundaries,
+    chunks=st.lists(
+        st.binary(max_size=80)
+        | st.sampled_from([b"--", b"\r\n", b"\r\n\r\n", b"--b", b"--b--", b"--b\r\n"]),
+        max_size=12,
+    ),
+)
+def test_multipart_reader_on_any_bytes_gives_events_or_value_error(
+    boundary: str, chunks: list[bytes]
+) -> None:
+    parser = MultipartParser(boundary, max_header_size=64)
+    events: list[object] = []
+    refusal = ""
+    try:
+        for chunk in chunks:
+            events += parser.feed(chunk)
+    except ValueError as exc:
+        refusal = str(exc)
+    assert all(isinstance(e, (Headers, PartData, PartEnd, End)) for e in events)
+    assert refusal in ("", "multipart part headers too large")
