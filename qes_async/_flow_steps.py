@@ -342,7 +342,7 @@ class StepRunner:
             details = await self.client.get_signature_details(self.sig)
             self.gen.document_ids = [doc.document_id for doc in details.documents]
         folder = self.opts.download_dir / self.state.flow_id
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_prepare_folder, folder)
         done = {record.document_id for record in self.state.downloads}
         for document_id in self.gen.document_ids:
             if document_id not in done:
@@ -444,10 +444,24 @@ def _code(exc: QESError) -> str:
     return "passcode_expired" if isinstance(exc, PasscodeExpiredError) else "flow_expired"
 
 
+PARTIAL_GLOB = ".qes-*.part"  # temp files of downloads not yet renamed into place
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Create the flow's download folder and remove partial files of a killed earlier run.
+
+    The folder belongs to this flow alone, and the flow to the worker holding its lease, so
+    any temp file found here was left by a worker that died mid-download.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for partial in folder.glob(PARTIAL_GLOB):
+        partial.unlink(missing_ok=True)
+
+
 def _write_atomically(path: Path, data: bytes) -> str:
     import hashlib
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".qes-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -198,6 +198,8 @@ async def test_killed_workers_resume_and_every_flow_completes_exactly_once(
     # No flow was reported done twice (a kill between its last save and its line can leave
     # it unreported; the stored state below is the proof that it ended).
     assert max(done.values()) == 1, summary
+    # A kill mid-download leaves a hidden temp file; the resumed flow removed every one.
+    assert list((tmp_path / "signed").glob("*/.qes-*.part")) == [], summary
 
     problems = []
     for flow_id, (finished, state) in sorted(states.items()):

@@ -188,3 +188,17 @@ def _document(tmp_path: Path) -> Document:
     path = tmp_path / "loan.pdf"
     path.write_bytes(make_pdf("Loan"))
     return Document.from_path(path)
+
+
+async def test_resumed_download_removes_partial_files_of_a_killed_run(tmp_path: Path) -> None:
+    """A worker killed mid-download leaves a hidden temp file; the next run cleans it."""
+    async with world(tmp_path) as w:
+        flow = w.flow(flow_id="flow-partial")
+        folder = tmp_path / "signed" / "flow-partial"
+        folder.mkdir(parents=True)
+        (folder / ".qes-killed.part").write_bytes(b"%PDF-half")
+        (folder / "keep-me.txt").write_text("not ours to delete")
+        result = await flow.run()
+    assert result.outcome is FlowOutcome.SIGNED
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+    assert (folder / "keep-me.txt").exists()
