@@ -21,7 +21,7 @@ from yarl import URL
 
 from ._auth import TokenCache
 from ._clock import Clock
-from ._errors import OutcomeUnknownError, RequestNotSentError
+from ._errors import DecodeError, OutcomeUnknownError, RequestNotSentError
 from ._logging import log_attempt
 from ._protocol import Request, Response, error_from_response
 from ._retry import Decision, Failure, RetryPolicy, Verdict, decide, parse_retry_after
@@ -242,7 +242,8 @@ class Transport:
                 if consume is not None and 200 <= resp.status < 300:
                     result = await consume(resp)
                     return Response(resp.status, head), result
-                return Response(resp.status, head, await resp.read()), None
+                body = await _read_capped(resp, request.operation)
+                return Response(resp.status, head, body), None
         except Exception as exc:
             failure = classify_exception(exc)
             if failure is None:
@@ -267,6 +268,37 @@ class Transport:
             error=error,
             request_id=response.request_id if response is not None else None,
         )
+
+
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # JSON, error bodies, the InfoCert contract
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, operation: str) -> bytes:
+    """Read an ordinary answer whole, up to more than this API ever sends.
+
+    An oversized error answer keeps its first bytes (the status says what went wrong; the
+    body only adds an excerpt); an oversized success answer is refused. Signed documents
+    stream to disk instead and are not bound by this.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    if resp.content_length is None or resp.content_length <= MAX_ANSWER_BYTES:
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                break
+            chunks.append(chunk)
+        else:
+            return b"".join(chunks)
+    if not 200 <= resp.status < 300:
+        return b"".join(chunks)[:MAX_ANSWER_BYTES]
+    raise DecodeError(
+        f"the answer is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB, more than this "
+        "API ever sends",
+        status=resp.status,
+        request_id=resp.headers.get("X-Request-Id"),
+        operation=operation,
+    )
 
 
 def _unknown(request: Request, what: str) -> OutcomeUnknownError:

@@ -172,10 +172,10 @@ async def test_unknown_fields_are_ignored(fake_api: FakeAPI) -> None:
     assert (report.signature_id, report.status) == (SIG, Status.PENDING)
 
 
-async def test_a_huge_json_answer_is_read_whole_and_its_padding_ignored(fake_api: FakeAPI) -> None:
+async def test_a_huge_json_answer_is_refused_not_read_whole(fake_api: FakeAPI) -> None:
     body = json.dumps({"signatureId": SIG, "status": "signed", "padding": "x" * HUGE})
-    report = await call(fake_api, "status", answer(body))
-    assert report.status == Status.SIGNED
+    with pytest.raises(DecodeError, match="larger than"):
+        await call(fake_api, "status", answer(body))
 
 
 async def test_a_huge_garbage_answer_gives_a_short_error_message(fake_api: FakeAPI) -> None:

@@ -478,3 +478,30 @@ async def test_trace_configs_are_passed_through(fake_api: FakeAPI) -> None:
     async with fake_api.client(trace_configs=[trace]) as client:
         await client.get_signature_status(SIG)
     assert started == ["POST", "GET"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_an_answer_larger_than_the_api_ever_sends_is_a_decode_error(
+    fake_api: FakeAPI, chunked: bool
+) -> None:
+    from qes_async import DecodeError
+    from qes_async._transport import MAX_ANSWER_BYTES
+
+    blob = b'{"signatureId": "' + b"x" * (MAX_ANSWER_BYTES + 10) + b'"}'
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if not chunked:
+            response.content_length = len(blob)
+        await response.prepare(request)
+        try:
+            for start in range(0, len(blob), 1 << 20):
+                await response.write(blob[start : start + (1 << 20)])
+        except (ConnectionError, RuntimeError):
+            pass  # the client stopped reading, as it should
+        return response
+
+    fake_api.add("GET", STATUS_PATH, huge)
+    async with fake_api.client() as client:
+        with pytest.raises(DecodeError, match="larger than 16 MiB"):
+            await asyncio.wait_for(client.get_signature_status(SIG), 30)
