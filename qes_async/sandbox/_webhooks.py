@@ -71,6 +71,8 @@ class WebhookDispatcher:
         seed: seeds the webhook fault plan.
         max_attempts: deliveries per event before giving up.
         backoff: first retry delay in clock seconds; doubles each retry.
+        reorder_hold: a webhook held back by a ``reorder`` fault goes out after the next
+            one, or after this many clock seconds if no other comes (reordered, not lost).
     """
 
     def __init__(
@@ -81,8 +83,11 @@ class WebhookDispatcher:
         max_attempts: int = 6,
         backoff: float = 1.0,
         timeout: float = 5.0,
+        reorder_hold: float = 30.0,
     ) -> None:
         self.clock = clock
+        self.reorder_hold = reorder_hold
+        self._flush_timer: Any = None
         self.config: WebhookConfig | None = None
         self.faults = FaultPlan(WEBHOOK_FAULTS, seed)
         self.deliveries: list[WebhookDelivery] = []
@@ -109,8 +114,18 @@ class WebhookDispatcher:
         if fault is not None and fault.kind == "reorder":
             self._record(body, 0, None, None, fault.kind)
             self._held = [*held, body]
+            if self._flush_timer is None:
+                when = self.clock.time() + self.reorder_hold
+                self._flush_timer = self.clock.call_at(when, self._flush_held)
             return
         self._dispatch(body, fault)
+        for late in held:
+            self._dispatch(late, None)
+
+    def _flush_held(self) -> None:
+        """Send what a ``reorder`` fault held back when no later webhook came for it."""
+        self._flush_timer = None
+        held, self._held = self._held, []
         for late in held:
             self._dispatch(late, None)
 

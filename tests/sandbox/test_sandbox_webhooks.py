@@ -183,6 +183,20 @@ async def test_reorder_sends_a_webhook_after_the_next_one(
     assert next(d.fault for d in sandbox.webhook_deliveries if d.signature_id == sid) == "reorder"
 
 
+async def test_a_reordered_last_webhook_is_sent_after_the_hold_not_lost(
+    api: Api, sandbox: SandboxServer, receiver: Receiver, clock: FakeClock
+) -> None:
+    sandbox.configure_webhooks(receiver.url + "/hooks", basic=BASIC)
+    sandbox.webhook_faults.script(["ok", "reorder"])  # "new" goes out, "pending" is held
+    await api.create()
+    await until(lambda: len(receiver.hooks) == 1)
+    await asyncio.sleep(0.05)
+    assert receiver.statuses() == ["new"]  # nothing follows "pending" to release it
+    clock.advance(30)
+    await until(lambda: len(receiver.hooks) == 2)
+    assert receiver.statuses() == ["new", "pending"]
+
+
 async def test_webhook_faults_by_status_name(
     api: Api, sandbox: SandboxServer, receiver: Receiver
 ) -> None:
