@@ -175,3 +175,76 @@ def test_status_and_download_against_a_running_sandbox(
     saved = list(tmp_path.glob("*.pdf"))
     assert len(saved) == 1
     assert saved[0].read_bytes().startswith(b"%PDF-")
+
+
+def test_sign_and_resume_commands_drive_a_flow_at_the_terminal(
+    standalone_sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    """``qes-async sign`` as a person uses it: consent typed at the prompt, then the passcode
+    from the SMS (read here from the sandbox's control endpoint)."""
+    import os
+    import time
+    import urllib.request
+
+    from qes_async import make_pdf
+
+    pdf = tmp_path / "loan.pdf"
+    pdf.write_bytes(make_pdf("Loan"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qes_async._cli",
+            "sign",
+            "--document",
+            str(pdf),
+            "--mobile",
+            "+31612345678",
+            "--client-reference",
+            "cli-signer",
+            "--output",
+            str(tmp_path / "out"),
+            "--store",
+            str(tmp_path / "flows.db"),
+        ],
+        env={**os.environ, **standalone_sandbox},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # no controlling terminal: prompts read from stdin
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("maybe\nyes\n")  # an unclear answer is asked again
+    proc.stdin.flush()
+    sms_url = f"{standalone_sandbox['QES_BASE_URL']}/_sandbox/sms"
+    deadline = time.monotonic() + 30
+    outbox: list[dict[str, str]] = []
+    while not outbox and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with urllib.request.urlopen(sms_url) as answer:  # loopback control endpoint
+            outbox = json.loads(answer.read())
+    assert outbox, "no passcode was sent"
+    out, err = proc.communicate(outbox[-1]["passcode"] + "\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert "Please answer yes or no." in out
+    assert "loan.pdf" in out
+    assert ": signed" in out
+    assert outbox[-1]["passcode"] not in out + err
+    signed = list((tmp_path / "out").rglob("loan.pdf"))
+    assert len(signed) == 1
+    assert signed[0].read_bytes().startswith(b"%PDF-")
+    flow_id = out.split("flow ", 1)[1].split(" ", 1)[0]
+    again = _cli(
+        standalone_sandbox,
+        "resume",
+        flow_id,
+        "--store",
+        str(tmp_path / "flows.db"),
+        "--output",
+        str(tmp_path / "out"),
+        "--document",
+        str(pdf),
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"flow {flow_id}: signed" in again.stdout
