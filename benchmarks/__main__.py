@@ -8,7 +8,7 @@ import sys
 import time
 import traceback
 
-from ._common import Row, format_table
+from ._common import Row, format_table, quiet_logs
 
 MODULES = (
     "bench_overhead",
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="*", type=int, default=[], help="benchmark numbers to run (1-6)"
     )
     args = parser.parse_args(argv)
+    quiet_logs()
     rows: list[Row] = []
     failed: list[str] = []
     started = time.perf_counter()

@@ -5,7 +5,7 @@
 * ``POST /v1/oauth2/token``: a token;
 * ``GET /v1/signatures/{id}/status``: a fixed status body;
 * ``POST /v1/signatures/{id}/documents``: reads and discards the upload;
-* ``GET /v1/signatures/{id}/documents/{doc}?size=N``: a generated PDF of N bytes, streamed.
+* ``GET /v1/signatures/{id}/documents/{N}``: a generated PDF of N bytes, streamed.
 
 So that the client's cost is what a benchmark measures, not the server's.
 """
@@ -44,7 +44,7 @@ async def upload(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    size = int(request.query.get("size", "1048576"))
+    size = int(request.match_info["doc"])  # the document id is its size in bytes
     head, tail = b"%PDF-1.7\n", b"\n%%EOF\n"
     response = web.StreamResponse(
         headers={"Content-Type": "application/pdf", "Content-Length": str(size)}

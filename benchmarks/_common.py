@@ -87,6 +87,14 @@ async def rate(count: int, call: Callable[[], Awaitable[object]], in_flight: int
     return count / (time.perf_counter() - started)
 
 
+def quiet_logs() -> None:
+    """pyHanko logs every untrusted sandbox signature it validates: not news here."""
+    import logging
+
+    for name in ("pyhanko", "pyhanko_certvalidator", "qes_async"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def python_env() -> dict[str, str]:
     """The environment for helper processes: this checkout first on the path."""
     env = dict(os.environ)

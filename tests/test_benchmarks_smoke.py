@@ -1,0 +1,44 @@
+"""``python -m benchmarks --quick`` still runs and prints every row with a number.
+
+Never a timing or OK/MISS assertion: the machine's load decides those, not the code.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = (
+    "1 status call, sequential",
+    "1 status call, 64 in flight",
+    "1 httpx, sequential",
+    "1 httpx, 64 in flight",
+    "2 requests/flow, webhooks",
+    "2 requests/flow, polling",
+    "3 scale: flows/s",
+    "3 scale: req/s vs raw sandbox",
+    "3 scale: req/s vs raw, pyHanko time out",
+    "3 scale: memory per waiting flow",
+    "4 streaming: RSS growth",
+    "5 webhook receiver vs bare handler",
+    "6 import qes_async vs aiohttp",
+    "6 import QESClient vs aiohttp",
+)
+
+
+def test_quick_benchmarks_print_every_row_with_a_number() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ROWS:
+        line = next((ln for ln in done.stdout.splitlines() if ln.startswith(name)), None)
+        assert line is not None, f"no row {name!r} in:\n{done.stdout}"
+        assert re.search(r"\s\d+(\.\d+)?\s?[a-zA-Z/]*\s", line[len(name) :]), line
