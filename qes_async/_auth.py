@@ -31,29 +31,33 @@ class TokenCache:
         self._time = clock_time
         self._margin = margin
         self._token: Token | None = None
-        self._issued_at = 0.0
+        self._refresh_at = 0.0
         self._lock = asyncio.Lock()
         self.fetches = 0
 
-    def _fresh(self, token: Token | None) -> bool:
-        if token is None:
-            return False
-        life = token.expires_at - self._issued_at
-        return self._time() < token.expires_at - min(self._margin, life / 2)
+    def current(self) -> Token | None:
+        """The cached token if it is fresh, without waiting (the hot path of every call)."""
+        if self._token is not None and self._time() < self._refresh_at:
+            return self._token
+        return None
 
     async def get(self) -> Token:
         """A fresh token; at most one fetch runs at a time."""
         token = self._token
-        if self._fresh(token):
-            assert token is not None
+        if token is not None and self._time() < self._refresh_at:
             return token
         async with self._lock:
-            if not self._fresh(self._token):
-                self._issued_at = self._time()
+            token = self._token
+            if token is None or self._time() >= self._refresh_at:
+                issued_at = self._time()
                 self.fetches += 1
-                self._token = await self._fetch()
-            assert self._token is not None
-            return self._token
+                token = await self._fetch()
+                # Stale `margin` seconds before expiry (at most half the token's life), so
+                # that a call never starts with a token about to die.
+                life = token.expires_at - issued_at
+                self._refresh_at = token.expires_at - min(self._margin, life / 2)
+                self._token = token
+            return token
 
     def invalidate(self, token: Token) -> None:
         """Drop ``token`` if it is still the cached one (a 401 said it is dead)."""

@@ -35,6 +35,8 @@ from ._validation import (
 
 __all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "QESClient"]
 
+_STATUS_REQUESTS_KEPT = 16_384  # prepared status reads, oldest dropped first
+
 DEFAULT_MAX_DOCUMENT_SIZE = 50 * 1024 * 1024
 MAX_SELFIE_SIZE = 10 * 1024 * 1024
 
@@ -93,6 +95,7 @@ class QESClient:
         self._secret = client_secret
         self.base_url = _base_url(base_url, environment)
         self.routes = Routes.coerce(routes)
+        self._status_requests: dict[str, proto.Request] = {}
         self.clock: Clock = clock or SystemClock()
         self.max_document_size = max_document_size
         self._transport = Transport(
@@ -277,11 +280,18 @@ class QESClient:
 
     async def get_signature_status(self, signature_id: str) -> StatusReport:
         """The signature's status (unknown status strings are kept, never an error)."""
-        check_signature_id(signature_id)
-        request = proto.build_request(
-            self.routes, "get_signature_status", signature_id=signature_id
-        )
-        return proto.parse_status(await self._transport.send(request))
+        request = self._status_requests.get(signature_id)
+        if request is None:
+            check_signature_id(signature_id)
+            request = proto.build_request(
+                self.routes, "get_signature_status", signature_id=signature_id
+            )
+            # Waiters read the same signature's status again and again: build it once.
+            if len(self._status_requests) >= _STATUS_REQUESTS_KEPT:
+                del self._status_requests[next(iter(self._status_requests))]
+            self._status_requests[signature_id] = request
+        response, _ = await self._transport.exchange(request, None)
+        return proto.parse_status(response)
 
     async def download_signed_document(
         self, signature_id: str, document_id: str, destination: str | os.PathLike[str]

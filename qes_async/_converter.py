@@ -46,20 +46,21 @@ def _make_converter() -> cattrs.Converter:
         lambda value, _: value if value is None or isinstance(value, (int, str)) else str(value),
     )
 
-    def _overrides(cls: type[Any]) -> dict[str, Any]:
-        # request_id comes from a header, never from the body.
+    def _overrides(cls: type[Any], *, structuring: bool) -> dict[str, Any]:
+        # request_id comes from a header: the protocol layer puts it in the data it
+        # structures (always overriding the body), and it never goes on the wire.
         return {
             a.name: override(omit=True)
-            if a.name == "request_id"
+            if a.name == "request_id" and not structuring
             else override(rename=to_camel(a.name))
             for a in attrs.fields(cls)
         }
 
     def structure_factory(cls: type[Any]) -> Any:
-        return make_dict_structure_fn(cls, conv, **_overrides(cls))
+        return make_dict_structure_fn(cls, conv, **_overrides(cls, structuring=True))
 
     def unstructure_factory(cls: type[Any]) -> Any:
-        return make_dict_unstructure_fn(cls, conv, **_overrides(cls))
+        return make_dict_unstructure_fn(cls, conv, **_overrides(cls, structuring=False))
 
     conv.register_structure_hook_factory(attrs.has, structure_factory)
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)

@@ -20,6 +20,7 @@ from ._models import (
     Attempt,
     ErrorDetail,
     SignatureDetails,
+    Status,
     StatusReport,
     Workflow,
 )
@@ -84,7 +85,11 @@ class Request:
 
 @attrs.frozen
 class Response:
-    """What came back: status, headers (lower-case names) and the body bytes."""
+    """What came back: status, headers and the body bytes.
+
+    Headers are looked up by lower-case name: the transport hands over the answer's
+    case-insensitive mapping as is; hand-made responses use lower-case keys.
+    """
 
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
@@ -187,8 +192,8 @@ def approval_body(details: SignatureDetails, passcode_language: str | None) -> d
 def decode_json(response: Response, operation: str) -> Any:
     """The body as JSON, or :class:`DecodeError` with an excerpt of what came instead."""
     try:
-        return json.loads(response.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        return json.loads(response.body)  # bytes: UTF-8 (or -16/-32) is detected
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
         raise DecodeError(
             "the answer is not valid JSON",
             status=response.status,
@@ -199,7 +204,12 @@ def decode_json(response: Response, operation: str) -> Any:
 
 
 def _model(response: Response, operation: str, cls: type[T], required: Sequence[str]) -> T:
-    data = decode_json(response, operation)
+    return _structured(decode_json(response, operation), response, operation, cls, required)
+
+
+def _structured(
+    data: Any, response: Response, operation: str, cls: type[T], required: Sequence[str]
+) -> T:
     if not isinstance(data, dict) or any(data.get(k) in (None, "") for k in required):
         raise DecodeError(
             f"expected a JSON object with {', '.join(required)}",
@@ -208,6 +218,8 @@ def _model(response: Response, operation: str, cls: type[T], required: Sequence[
             request_id=response.request_id,
             operation=operation,
         )
+    if _has_request_id(cls):
+        data = {**data, "requestId": response.request_id}  # the header's, never the body's
     try:
         value = structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
@@ -218,9 +230,17 @@ def _model(response: Response, operation: str, cls: type[T], required: Sequence[
             request_id=response.request_id,
             operation=operation,
         ) from None
-    if attrs.has(cls) and "request_id" in attrs.fields_dict(cls):
-        value = attrs.evolve(value, request_id=response.request_id)  # type: ignore[misc]
     return value
+
+
+_WITH_REQUEST_ID: dict[type[Any], bool] = {}
+
+
+def _has_request_id(cls: type[Any]) -> bool:
+    known = _WITH_REQUEST_ID.get(cls)
+    if known is None:
+        known = _WITH_REQUEST_ID[cls] = attrs.has(cls) and "request_id" in attrs.fields_dict(cls)
+    return known
 
 
 def parse_workflow(response: Response) -> Workflow:
@@ -241,8 +261,27 @@ def parse_attempt(response: Response, operation: str) -> Attempt:
 
 
 def parse_status(response: Response) -> StatusReport:
-    """200 ``{"signatureId", "status", "statusCode", "errors"}``."""
-    return _model(response, "get_signature_status", StatusReport, ["signatureId", "status"])
+    """200 ``{"signatureId", "status", "statusCode", "errors"}``.
+
+    The status read is the hottest call (every waiter makes it), so the common shape (text
+    id and status, an integer or null code, no errors) is built directly; anything else
+    goes through the converter, which decides what is acceptable.
+    """
+    data = decode_json(response, "get_signature_status")
+    if type(data) is dict:
+        sid, status, code = data.get("signatureId"), data.get("status"), data.get("statusCode")
+        if (
+            type(sid) is str
+            and sid
+            and type(status) is str
+            and status
+            and (code is None or type(code) is int)
+            and not data.get("errors")
+        ):
+            return StatusReport(sid, Status(status), code, (), response.request_id)
+    return _structured(
+        data, response, "get_signature_status", StatusReport, ["signatureId", "status"]
+    )
 
 
 def parse_token(response: Response, now: float) -> Token:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qes_async import (
     AuthenticationError,
@@ -243,3 +245,49 @@ def test_multipart_parser_is_not_done_without_closing_boundary() -> None:
     parser = MultipartParser("B")
     parser.feed(b"--B\r\n\r\ndata\r\n--B\r\n\r\nmore")
     assert not parser.done
+
+
+# The status fast path must agree with the converter on every body both accept.
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 7000),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.sampled_from(["signed", "pending", "sig-1", "future_status"]),
+)
+
+
+@given(
+    sid=_scalars,
+    status=_scalars,
+    code=_scalars,
+    errors=st.one_of(st.none(), st.just([]), st.just([{"code": "x", "statusCode": 140}])),
+)
+@settings(max_examples=300, deadline=None)
+def test_status_fast_path_agrees_with_the_converter(
+    sid: object, status: object, code: object, errors: object
+) -> None:
+    from qes_async import DecodeError, StatusReport
+    from qes_async._protocol import _structured
+
+    body: dict[str, object] = {"signatureId": sid, "status": status, "statusCode": code}
+    if errors is not None:
+        body["errors"] = errors
+    response = Response(200, {"x-request-id": "r-1"}, json.dumps(body).encode())
+
+    def outcome(parse: object) -> object:
+        try:
+            return parse()  # type: ignore[operator]
+        except DecodeError:
+            return DecodeError
+
+    fast = outcome(lambda: parse_status(response))
+    slow = outcome(
+        lambda: _structured(
+            body, response, "get_signature_status", StatusReport, ["signatureId", "status"]
+        )
+    )
+    assert fast == slow
+    if fast is not DecodeError:
+        assert fast.request_id == "r-1"  # type: ignore[attr-defined]

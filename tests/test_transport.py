@@ -447,6 +447,28 @@ async def test_one_debug_line_per_attempt(
     assert all(SIG not in line for line in lines)
 
 
+async def test_a_failed_attempt_is_logged_with_its_number(
+    fake_api: FakeAPI, captured_logs: list[logging.LogRecord]
+) -> None:
+    calls: list[int] = []
+
+    async def slow_then_ok(request: web.Request) -> web.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(1.0)  # longer than the total timeout below
+        return ok_status()
+
+    fake_api.add("GET", STATUS_PATH, slow_then_ok)
+    async with fake_api.client(timeouts=Timeouts(total=0.2)) as client:
+        await client.get_signature_status(SIG)
+    lines = [r.getMessage() for r in captured_logs if "get_signature_status" in r.getMessage()]
+    assert len(lines) == 2
+    assert " error=" in lines[0]
+    assert lines[0].endswith("attempt=1 request_id=-")
+    assert lines[1].startswith("GET get_signature_status status=200 ")
+    assert lines[1].endswith("attempt=2 request_id=-")
+
+
 def test_env_var_turns_debug_logging_on() -> None:
     from qes_async._logging import configure_from_env, logger
 
