@@ -57,8 +57,11 @@ class _Sink:
     head: bytes = b""
     tail: bytes = b""
 
-    def open(self) -> None:
-        fd, name = tempfile.mkstemp(dir=self.directory, prefix=".qes-", suffix=".part")
+    async def open(self) -> None:
+        # mkstemp touches the disk: off the event loop, like every other write here.
+        fd, name = await asyncio.to_thread(
+            tempfile.mkstemp, dir=self.directory, prefix=".qes-", suffix=".part"
+        )
         self.handle, self.path = fd, Path(name)  # mkstemp creates it with mode 0600
 
     async def write(self, chunk: bytes) -> None:
@@ -144,7 +147,7 @@ async def _read_multipart(resp: aiohttp.ClientResponse, sink: _Sink) -> tuple[st
                 target = _target(event, sink, bool(message))
                 if target == "pdf":
                     name = _filename(event.get("content-disposition", ""))
-                    sink.open()
+                    await sink.open()
             elif isinstance(event, PartData):
                 if target == "pdf":
                     await sink.write(event)
@@ -191,15 +194,17 @@ async def consume_signed_document(
     """Write the answer's PDF into ``destination``; the :class:`SignedDocument` it became."""
     request_id = resp.headers.get("X-Request-Id")
     sink = _Sink(destination, "download_signed_document", request_id)
-    kind = resp.content_type.lower()
+    # Our own parsing: aiohttp's content_type goes through the email package, and every
+    # multipart answer has a new boundary, so its cache never helps (a costly parse each).
+    kind = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     message: str | None = None
     name: str | None = None
     try:
         if kind == "multipart/mixed":
             name, message = await _read_multipart(resp, sink)
         elif kind == "application/pdf":
-            name = resp.content_disposition.filename if resp.content_disposition else None
-            sink.open()
+            name = _filename(resp.headers.get("Content-Disposition", ""))
+            await sink.open()
             async for chunk in _iter(resp.content):
                 await sink.write(chunk)
         else:

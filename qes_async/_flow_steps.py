@@ -362,7 +362,7 @@ class StepRunner:
 
     async def _download_one(self, document_id: str, folder: Path) -> None:
         signed = await self.client.download_signed_document(self.sig, document_id, folder)
-        outcome, detail = await self._validate(Path(signed.path))
+        outcome, detail = await self._validate(Path(signed.path), signed.sha256)
         record = DownloadRecord(
             document_id, str(signed.path), signed.sha256, signed.size, outcome, detail or None
         )
@@ -380,12 +380,13 @@ class StepRunner:
                 f"signed document {document_id} did not validate ({outcome}: {detail})."
             )
 
-    async def _validate(self, path: Path) -> tuple[str, str]:
-        from ._pades import validate_pdf
+    async def _validate(self, path: Path, sha256: str) -> tuple[str, str]:
+        from ._pades import validate_pdf_once
 
         result = await asyncio.to_thread(
-            validate_pdf,
+            validate_pdf_once,
             path,
+            sha256,
             trust_roots=self.opts.trust_roots,
             expected_name=self.opts.expected_signer_name,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["PadesResult", "pyhanko_available", "validate_pdf"]
+__all__ = ["PadesResult", "pyhanko_available", "validate_pdf", "validate_pdf_once"]
 
 VALID = "valid"  # intact, and trusted when trust roots were given; names the client
 UNTRUSTED = "untrusted"  # intact, but no chain to a given trust root (or none given)
@@ -130,3 +131,36 @@ def validate_pdf(
             if not (roots and status.trusted):
                 outcome, detail = UNTRUSTED, "no chain to a given trust root"
     return PadesResult(outcome, detail, signer)
+
+
+_RESULTS: OrderedDict[tuple[str, tuple[bytes, ...], str | None], PadesResult] = OrderedDict()
+_RESULTS_KEPT = 1024
+
+
+def validate_pdf_once(
+    path: str | Path,
+    sha256: str,
+    *,
+    trust_roots: Sequence[bytes] = (),
+    expected_name: str | None = None,
+) -> PadesResult:
+    """:func:`validate_pdf`, remembered by the file's SHA-256 (blocking).
+
+    The outcome depends only on the bytes, the trust roots and the expected name, so
+    identical documents (a test run, a re-download after a crash) are checked once. Real
+    signed documents differ from each other, so this never serves a stale answer for them.
+    """
+    key = (sha256, tuple(trust_roots), expected_name)
+    with _RESULTS_LOCK:
+        known = _RESULTS.get(key)
+    if known is not None:
+        return known
+    result = validate_pdf(path, trust_roots=trust_roots, expected_name=expected_name)
+    with _RESULTS_LOCK:
+        _RESULTS[key] = result
+        while len(_RESULTS) > _RESULTS_KEPT:
+            _RESULTS.popitem(last=False)
+    return result
+
+
+_RESULTS_LOCK = threading.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +330,20 @@ def test_pades_validation_keeps_pyhanko_logs_out_of_the_application_log(
     assert result.outcome == "untrusted"
     assert not [r for r in caplog.records if r.name.startswith("pyhanko")]
     assert "NX1234567" not in caplog.text
+
+
+def test_pades_validation_is_remembered_by_content(tmp_path: Path) -> None:
+    """The same signed bytes are validated once: the second check needs no file at all."""
+    from qes_async import make_pdf
+    from qes_async._pades import validate_pdf_once
+    from qes_async.sandbox._signing import SignerIdentity, sign_pdf
+
+    data = sign_pdf(make_pdf("remembered"), SignerIdentity("Jane", "Doe", "NX7654321"))
+    signed = tmp_path / "signed.pdf"
+    signed.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    first = validate_pdf_once(signed, digest, expected_name="Jane Doe")
+    signed.unlink()
+    assert validate_pdf_once(signed, digest, expected_name="Jane Doe") == first
+    with pytest.raises(FileNotFoundError):  # another expectation is a new check
+        validate_pdf_once(signed, digest, expected_name="John Roe")

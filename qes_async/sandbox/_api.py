@@ -80,7 +80,7 @@ class ApiHandlers:
 
     def __init__(self, service: QESService) -> None:
         self.service = service
-        self._signed: dict[str, asyncio.Task[bytes]] = {}
+        self._signed: dict[tuple[str, SignerIdentity], asyncio.Task[bytes]] = {}
 
     def add_routes(self, app: web.Application, routes: Routes) -> None:
         """Register every operation under its path, named after the operation."""
@@ -223,12 +223,17 @@ class ApiHandlers:
         )
 
     async def _sign(self, sig: Signature, doc: Document) -> bytes:
-        """Sign once per document, in a worker thread; concurrent downloads share it."""
-        key = f"{sig.signature_id}/{doc.document_id}"
+        """Sign in a worker thread, once per content and signer; downloads share the result.
+
+        Keyed by what is signed rather than by signature: a test double may hand the same
+        signed bytes to every flow that uploads the same PDF for the same person, and
+        pyHanko's ~20 ms per signature would otherwise dominate every run with many flows.
+        """
+        case = sig.case
+        identity = SignerIdentity(case.first_name, case.last_name, case.id_document_number)
+        key = (doc.sha256, identity)
         task = self._signed.get(key)
         if task is None or (task.done() and task.exception() is not None):
-            case = sig.case
-            identity = SignerIdentity(case.first_name, case.last_name, case.id_document_number)
             task = asyncio.ensure_future(asyncio.to_thread(sign_pdf, doc.content, identity))
             self._signed[key] = task
         return await asyncio.shield(task)

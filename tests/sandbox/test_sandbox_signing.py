@@ -72,3 +72,24 @@ async def test_download_is_multipart_mixed_with_a_validating_pades_pdf(
 async def test_the_ca_is_made_once_per_process() -> None:
     assert sandbox_ca() is sandbox_ca()
     assert sandbox_ca().certificate_pem.startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+async def test_identical_content_for_the_same_person_is_signed_once_per_person(
+    api: Api, sandbox: SandboxServer
+) -> None:
+    """A test double may share a signature between flows that upload the same PDF for the
+    same person; another person always gets a signature of their own."""
+    sandbox.add_client("jane-1", IdentityCase())
+    sandbox.add_client("jane-2", IdentityCase())
+    sandbox.add_client("john", IdentityCase(first_name="John", last_name="Roe"))
+    signed = {}
+    for reference in ("jane-1", "jane-2", "john"):
+        sid = await api.to_signed(reference)
+        details = (await api.details(sid)).json
+        doc = details["documents"][0]
+        answer = await api.call("GET", f"/v1/signatures/{sid}/documents/{doc['documentId']}")
+        signed[reference] = split_mixed(answer.headers["Content-Type"], answer.raw)[1][2]
+    assert signed["jane-1"] == signed["jane-2"]
+    assert signed["john"] != signed["jane-1"]
+    [embedded] = PdfFileReader(BytesIO(signed["john"])).embedded_signatures
+    assert embedded.signer_cert.subject.native["common_name"] == "John Roe"
