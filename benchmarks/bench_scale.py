@@ -24,10 +24,10 @@ import aiohttp
 from qes_async import FlowOutcome, FlowResult
 
 from ._common import Row, rate
-from ._world import PDF, World, world
+from ._world import World, world
 
 FLOWS = 10_000  # the issue's figure; see FULL_FLOWS
-FULL_FLOWS = 2_000  # what fits the time budget on 2 shared cores (see README)
+FULL_FLOWS = FLOWS  # fits the time budget since the fixes of the first run (see README)
 MEMORY_FLOWS = 1_000
 PROCESSING = 10.0  # fake seconds the sandbox takes to decide eligibility
 
@@ -56,34 +56,24 @@ async def _raw_rate(w: World, signature_id: str, count: int) -> float:
         return await rate(count, read, 64)
 
 
-def _pyhanko_seconds(signed: str, runs: int = 10) -> float:
-    """CPU seconds pyHanko spends per flow: the sandbox signing plus our PAdES check."""
-    from qes_async._pades import validate_pdf
-    from qes_async.sandbox._signing import SignerIdentity, sign_pdf
+async def _throughput(folder: Path, flows: int) -> tuple[float, float, float]:
+    """Flows/s, achieved req/s, raw sandbox req/s.
 
-    identity = SignerIdentity("Jane", "Doe", "NX1234567")
-    started = time.perf_counter()
-    for _ in range(runs):
-        sign_pdf(PDF, identity)
-        validate_pdf(signed)
-    return (time.perf_counter() - started) / runs
-
-
-async def _throughput(folder: Path, flows: int) -> tuple[float, float, float, float]:
-    """Flows/s, achieved req/s, raw sandbox req/s, pyHanko seconds per flow."""
+    Every flow uploads the same PDF for the same person, so the sandbox signs it once and
+    the flows validate it once: what is measured is the HTTP and the flow machinery.
+    """
     async with world(folder, webhooks=True) as w:
         w.sandbox.add_client("client")
         first = await w.flow("client").run()  # warm up: token, connections, signing keys
         assert first.signature_id is not None
         raw = await _raw_rate(w, first.signature_id, max(500, flows * 2))
-        pyhanko = await asyncio.to_thread(_pyhanko_seconds, first.documents[0].path)
         before = len(w.sandbox.request_log)
         started = time.perf_counter()
         results = await asyncio.gather(*(w.flow("client").run() for _ in range(flows)))
         elapsed = time.perf_counter() - started
         assert all(r.outcome is FlowOutcome.SIGNED for r in results)
         requests = len(w.sandbox.request_log) - before
-        return flows / elapsed, requests / elapsed, raw, requests / (elapsed - flows * pyhanko)
+        return flows / elapsed, requests / elapsed, raw
 
 
 def _client_bytes(snapshot: tracemalloc.Snapshot) -> int:
@@ -136,7 +126,7 @@ def run(quick: bool) -> list[Row]:
     flows = 50 if quick else FULL_FLOWS
     memory_flows = 50 if quick else MEMORY_FLOWS
     with tempfile.TemporaryDirectory() as tmp:
-        per_s, achieved, raw, sans_pyhanko = asyncio.run(_throughput(Path(tmp) / "scale", flows))
+        per_s, achieved, raw = asyncio.run(_throughput(Path(tmp) / "scale", flows))
         per_flow = asyncio.run(_memory(Path(tmp) / "memory", memory_flows))
     return [
         Row(
@@ -154,14 +144,6 @@ def run(quick: bool) -> list[Row]:
             0.6,
             True,
             note=f"{achieved:.0f} vs raw {raw:.0f} req/s",
-        ),
-        Row(
-            "3 scale: req/s vs raw, pyHanko time out",
-            sans_pyhanko / raw,
-            0.0,
-            True,
-            note="estimate: wall time less (sandbox signing + PAdES check) per flow",
-            informative=True,
         ),
         Row(
             "3 scale: memory per waiting flow",
