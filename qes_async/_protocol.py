@@ -189,18 +189,23 @@ def approval_body(details: SignatureDetails, passcode_language: str | None) -> d
 # ------------------------------------------------------------------------------ responses
 
 
+def _undecodable(message: str, response: Response, operation: str) -> DecodeError:
+    """A :class:`DecodeError` about ``response``, with its status, excerpt and request id."""
+    return DecodeError(
+        message,
+        status=response.status,
+        body=response.body,
+        request_id=response.request_id,
+        operation=operation,
+    )
+
+
 def decode_json(response: Response, operation: str) -> Any:
     """The body as JSON, or :class:`DecodeError` with an excerpt of what came instead."""
     try:
         return json.loads(response.body)  # bytes: UTF-8 (or -16/-32) is detected
     except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
-        raise DecodeError(
-            "the answer is not valid JSON",
-            status=response.status,
-            body=response.body,
-            request_id=response.request_id,
-            operation=operation,
-        ) from None
+        raise _undecodable("the answer is not valid JSON", response, operation) from None
 
 
 def _model(response: Response, operation: str, cls: type[T], required: Sequence[str]) -> T:
@@ -211,24 +216,16 @@ def _structured(
     data: Any, response: Response, operation: str, cls: type[T], required: Sequence[str]
 ) -> T:
     if not isinstance(data, dict) or any(data.get(k) in (None, "") for k in required):
-        raise DecodeError(
-            f"expected a JSON object with {', '.join(required)}",
-            status=response.status,
-            body=response.body,
-            request_id=response.request_id,
-            operation=operation,
+        raise _undecodable(
+            f"expected a JSON object with {', '.join(required)}", response, operation
         )
     if _has_request_id(cls):
         data = {**data, "requestId": response.request_id}  # the header's, never the body's
     try:
         value = structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-        raise DecodeError(
-            f"unexpected shape ({type(exc).__name__})",
-            status=response.status,
-            body=response.body,
-            request_id=response.request_id,
-            operation=operation,
+        raise _undecodable(
+            f"unexpected shape ({type(exc).__name__})", response, operation
         ) from None
     return value
 
