@@ -231,7 +231,7 @@ async def run_demo(
                 codes = ", ".join(str(c) for c in refusal.status_codes) or "none"
                 progress.say(f"refused: kyc_required (status codes {codes}). {refusal.advice}")
                 return FlowOutcome.KYC_REQUIRED, None, {"status_codes": list(refusal.status_codes)}
-        summary = _summary(result, case, sandbox)
+        summary = _summary(result, sandbox)
     return result.outcome, result, summary
 
 
@@ -242,14 +242,14 @@ def _contract(reference: str) -> Any:
     return Document.from_bytes("loan-contract.pdf", make_pdf(text), display_name="Loan contract")
 
 
-def _summary(result: FlowResult, case: Any, sandbox: Any) -> dict[str, Any]:
+def _summary(result: FlowResult, sandbox: Any) -> dict[str, Any]:
     files = [
         {
             "path": d.path,
             "sha256": d.sha256,
             "size": d.size,
             "validation": d.validation,
-            "signer": getattr(d, "signer", None) or f"{case.first_name} {case.last_name}",
+            "signer": d.signer,  # as read from the signing certificate
         }
         for d in result.documents
     ]

@@ -45,6 +45,7 @@ from ._signer import (
 
 if TYPE_CHECKING:
     from ._flow import SignatureFlow
+    from ._pades import PadesResult
 
 __all__ = ["StepRunner"]
 
@@ -362,9 +363,16 @@ class StepRunner:
 
     async def _download_one(self, document_id: str, folder: Path) -> None:
         signed = await self.client.download_signed_document(self.sig, document_id, folder)
-        outcome, detail = await self._validate(Path(signed.path), signed.sha256)
+        check = await self._validate(Path(signed.path), signed.sha256)
+        outcome, detail = check.outcome, check.detail
         record = DownloadRecord(
-            document_id, str(signed.path), signed.sha256, signed.size, outcome, detail or None
+            document_id,
+            str(signed.path),
+            signed.sha256,
+            signed.size,
+            outcome,
+            detail or None,
+            check.signer,
         )
         self.state.downloads.append(record)
         await self.flow.save()
@@ -380,17 +388,16 @@ class StepRunner:
                 f"signed document {document_id} did not validate ({outcome}: {detail})."
             )
 
-    async def _validate(self, path: Path, sha256: str) -> tuple[str, str]:
+    async def _validate(self, path: Path, sha256: str) -> PadesResult:
         from ._pades import validate_pdf_once
 
-        result = await asyncio.to_thread(
+        return await asyncio.to_thread(
             validate_pdf_once,
             path,
             sha256,
             trust_roots=self.opts.trust_roots,
             expected_name=self.opts.expected_signer_name,
         )
-        return result.outcome, result.detail
 
     # ---------------------------------------------------------------------------- helpers
 

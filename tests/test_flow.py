@@ -347,3 +347,12 @@ def test_pades_validation_is_remembered_by_content(tmp_path: Path) -> None:
     assert validate_pdf_once(signed, digest, expected_name="Jane Doe") == first
     with pytest.raises(FileNotFoundError):  # another expectation is a new check
         validate_pdf_once(signed, digest, expected_name="John Roe")
+
+
+async def test_the_result_names_the_signer_read_from_the_certificate(tmp_path: Path) -> None:
+    from qes_async.sandbox import IdentityCase
+
+    async with world(tmp_path) as w:
+        w.sandbox.add_client("ada", IdentityCase(first_name="Ada", last_name="Lovelace"))
+        result = await w.flow("ada").run()
+    assert [d.signer for d in result.documents] == ["Ada Lovelace"]
