@@ -37,13 +37,16 @@ HUMANS = ("human-0", "human-1")
 HERE = Path(__file__).parent
 
 
-async def _spawn(name: str, args: list[str], max_flows: int) -> tuple[Any, int]:
+async def _spawn(
+    name: str, args: list[str], max_flows: int, consent_delay: float = 0.0
+) -> tuple[Any, int]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(HERE / "worker_app.py"),
         name,
         *args,
         str(max_flows),
+        str(consent_delay),
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(HERE.parents[1])},
     )
@@ -106,7 +109,8 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
             args += [str(pdf), str(tmp_path)]
             for n in range(4):  # w0..w2 drive flows, "receiver" only receives
                 name = f"w{n}" if n < 3 else "receiver"
-                proc, port = await _spawn(name, args, 1000 if n < 3 else 0)
+                # w2's signer takes 2 s to consent: its flows are parked when it is killed
+                proc, port = await _spawn(name, args, 1000 if n < 3 else 0, 2.0 if n == 2 else 0)
                 procs.append(proc)
                 ports.append(port)
             async with aiohttp.ClientSession() as http:
@@ -115,14 +119,19 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
                     ids += list(HUMANS) if n == 0 else []
                     async with http.post(f"http://127.0.0.1:{ports[n]}/start", json={"ids": ids}):
                         pass
-                # w2 dies mid-run: once a few of its own flows are done (a global count let a
-                # fast w2 finish everything first under load, leaving nothing to take over)
-                await _until_finished(conn, pg_prefix, 5, timeout=30, like="f-2-%")
+                # w2 dies mid-run, once a few of its flows wait for its slow signer (its flows
+                # run together and finish within a moment of each other, so waiting for some
+                # of them to finish could miss the window)
+                await _until_step(conn, pg_prefix, "consent", 5, "f-2-%", timeout=30)
                 procs[2].send_signal(signal.SIGKILL)
                 await procs[2].wait()
                 orphans = await conn.fetchval(
                     f"SELECT count(*) FROM {pg_prefix}flows"
                     " WHERE NOT finished AND flow_id LIKE 'f-2-%'"
+                )
+                at_kill = await conn.fetch(
+                    f"SELECT finished, count(*) FROM {pg_prefix}flows"
+                    " WHERE flow_id LIKE 'f-2-%' GROUP BY finished"
                 )
                 answers = [
                     await _be_human(http, conn, pg_prefix, sandbox, ports, f) for f in HUMANS
@@ -141,7 +150,7 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
         await lb_runner.cleanup()
         await conn.close()
 
-    assert orphans > 0  # the killed worker left flows behind, and they all finished:
+    assert orphans > 0, at_kill  # the killed worker left flows behind, all finished:
     assert len(rows) == 3 * FLOWS_PER_WORKER + 2
     assert Counter(r["step"] for r in rows) == {"signed": 3 * FLOWS_PER_WORKER + 2}
     # every process received webhooks (the killed one until it died)
@@ -171,6 +180,17 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
         assert processed[("confirm_signature", sig)] == (2 if sig in human_sigs else 1)
 
 
+async def _until_step(
+    conn: Any, prefix: str, step: str, count: int, like: str, timeout: float
+) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    query = f"SELECT count(*) FROM {prefix}flows WHERE data->>'step' = $1 AND flow_id LIKE $2"
+    while (await conn.fetchval(query, step, like)) < count:
+        assert loop.time() < end, f"fewer than {count} {like} flows reached {step} in time"
+        await asyncio.sleep(0.05)
+
+
 async def _until_finished(
     conn: Any, prefix: str, count: int, timeout: float, like: str = "%"
 ) -> None:
@@ -182,7 +202,13 @@ async def _until_finished(
         )
         if done >= count:
             return
-        assert loop.time() < end, f"only {done} of {count} flows finished in time"
+        if loop.time() >= end:
+            stuck = await conn.fetch(
+                f"SELECT flow_id, data->>'step' AS step, lease_owner, lease_expires"
+                f" FROM {prefix}flows WHERE NOT finished AND flow_id LIKE $1 LIMIT 5",
+                like,
+            )
+            raise AssertionError(f"only {done} of {count} flows finished in time: {stuck}")
         await asyncio.sleep(0.2)
 
 

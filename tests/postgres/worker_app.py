@@ -19,6 +19,7 @@ from aiohttp import ClientSession, web
 
 from qes_async import (
     CallbackSigner,
+    ConsentRequest,
     Document,
     HybridWaiter,
     PasscodeRequest,
@@ -40,13 +41,20 @@ async def main(
     name: str, dsn: str, prefix: str, url: str, cid: str, secret: str, *rest: str
 ) -> None:
     pdf, workdir, max_flows = Path(rest[0]), Path(rest[1]), int(rest[2])
+    consent_delay = float(rest[3]) if len(rest) > 3 else 0.0
     async with QESClient(cid, secret, base_url=url) as client, ClientSession() as http:
 
         async def passcode(request: PasscodeRequest) -> str:
             async with http.get(f"{url}/_sandbox/sms/{request.signature_id}/latest") as resp:
                 return str((await resp.json())["passcode"])
 
-        auto = CallbackSigner(consent=lambda r: True, passcode=passcode)
+        async def consent(request: ConsentRequest) -> bool:
+            # A slow signer keeps this worker's flows parked at consent, so a test can kill
+            # the worker while they are provably unfinished.
+            await asyncio.sleep(consent_delay)
+            return True
+
+        auto = CallbackSigner(consent=consent, passcode=passcode)
 
         def options(flow_id: str) -> dict[str, Any]:
             return {
@@ -56,6 +64,10 @@ async def main(
                 "waiter": HybridWaiter(client, worker.dispatcher, safety_interval=2.0),
                 "download_dir": workdir / "signed" / flow_id,
                 "lease_ttl": SETTINGS["lease_ttl"],
+                # Like the leases, compressed: a worker killed after recording an approval
+                # as in flight but before sending it leaves a flow whose new driver waits
+                # this long for the status to show the approval before sending it again.
+                "outcome_grace": 3.0,
             }
 
         async def resume(flow_id: str) -> SignatureFlow:
