@@ -74,7 +74,7 @@ class ChaosConfig:
     tick_wall: float = 0.002
     read_timeout: float = 1.0
     slow_delay: float = 1.5
-    revoke_every: float = 2.0
+    revoke_every: int = 500  # requests between two mass token revocations
     max_resumes: int = 20
 
 
@@ -312,11 +312,16 @@ async def _drive_time(clock: FakeClock, config: ChaosConfig) -> None:
             last = now
 
 
-async def _revoke(sandbox: SandboxServer, every: float, count: list[int]) -> None:
+async def _revoke(sandbox: SandboxServer, every: int, count: list[int]) -> None:
+    """Revoke every token each ``every`` requests: paced by the run's progress, not by the
+    wall clock, so a slower machine sees the same revocations per call, not more."""
+    next_at = every
     while True:
-        await asyncio.sleep(every)
-        sandbox.revoke_tokens()
-        count[0] += 1
+        await asyncio.sleep(0.01)
+        if len(sandbox.request_log) >= next_at:
+            sandbox.revoke_tokens()
+            count[0] += 1
+            next_at += every
 
 
 async def _one(

@@ -59,10 +59,16 @@ class TokenCache:
                 self._token = token
             return token
 
-    def invalidate(self, token: Token) -> None:
-        """Drop ``token`` if it is still the cached one (a 401 said it is dead)."""
+    def invalidate(self, token: Token) -> bool:
+        """Drop ``token`` if it is still the cached one (a 401 said it is dead).
+
+        Returns True when it was: the caller is the one who found the token dead. False
+        means the cache had already moved on (another call saw the 401 first).
+        """
         if self._token is token:
             self._token = None
+            return True
+        return False
 
     def __repr__(self) -> str:
         state = "empty" if self._token is None else f"expires_at={self._token.expires_at:.0f}"

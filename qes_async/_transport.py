@@ -35,7 +35,8 @@ Consumer = Callable[[aiohttp.ClientResponse], Awaitable[T]]
 
 
 _URLS_KEPT = 16_384  # parsed request URLs, oldest dropped first
-MAX_REAUTHS = 3  # token refreshes one call may make after 401s, each for a different token
+MAX_REAUTHS = 3  # tokens one call may find dead (each a different one) before giving up
+MAX_401S = 12  # 401s one call takes in all, counting tokens others had already replaced
 
 
 @attrs.frozen
@@ -195,7 +196,7 @@ class Transport:
         retries.attempts += 1
         decision = decide(
             idempotent=request.idempotent,
-            attempt=retries.attempts - retries.reauths,
+            attempt=retries.attempts - len(retries.refused),  # 401s cost no budget
             policy=self.retry,
             failure=failed.failure,
         )
@@ -207,27 +208,29 @@ class Transport:
         """An error answer: refresh the token, wait and retry (True), or give up (False).
 
         A 401 costs no retry budget: it refreshes the token and tries again. A token that was
-        refused once is never tried twice (that means bad credentials), and one call
-        refreshes at most MAX_REAUTHS times: a shared token revoked again while a call is
-        still retrying must not fail every call that was in flight.
+        refused once is never tried twice (that means bad credentials). A call may find its
+        token dead at most MAX_REAUTHS times; a 401 on a token another call had already
+        replaced does not count (one revocation of the shared token reaches every call in
+        flight, and only the first to see it refreshes), up to MAX_401S in all.
         """
         retries.attempts += 1
         retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
         retries.retry_after = retry_after
         decision = decide(
             idempotent=request.idempotent,
-            attempt=retries.attempts - retries.reauths,
+            attempt=retries.attempts - len(retries.refused),  # 401s cost no budget
             policy=self.retry,
             status=response.status,
             retry_after=retry_after,
             reauthed=token is None
             or token.value in retries.refused
-            or retries.reauths >= MAX_REAUTHS,
+            or retries.reauths >= MAX_REAUTHS
+            or len(retries.refused) >= MAX_401S,
         )
         if decision.verdict is Verdict.REAUTH and self.auth is not None and token:
-            self.auth.invalidate(token)
+            if self.auth.invalidate(token):
+                retries.reauths += 1  # this call found the token dead
             retries.refused.add(token.value)
-            retries.reauths += 1
             return True
         retries.unknown = decision.verdict is Verdict.UNKNOWN
         return await self._wait(decision, retries.waits, started)

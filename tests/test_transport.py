@@ -527,3 +527,27 @@ async def test_an_answer_larger_than_the_api_ever_sends_is_a_decode_error(
     async with fake_api.client() as client:
         with pytest.raises(DecodeError, match="larger than 16 MiB"):
             await asyncio.wait_for(client.get_signature_status(SIG), 30)
+
+
+async def test_a_401_on_a_token_already_replaced_does_not_count_against_the_call(
+    fake_api: FakeAPI,
+) -> None:
+    """A revocation of the shared token reaches every call in flight; only the first call to
+    see it refreshes, and the others' 401s on the old token must not use up their budget."""
+    seen: list[str] = []
+    first_attempts = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers["Authorization"])
+        if request.headers["Authorization"].endswith("0001"):
+            if seen.count(request.headers["Authorization"]) >= 8:
+                first_attempts.set()
+            await first_attempts.wait()  # all eight calls hold token 1 when it is revoked
+            return web.json_response({"code": "invalid_token"}, status=401)
+        return web.json_response({"signatureId": SIG, "status": "pending"})
+
+    fake_api.add("GET", STATUS_PATH, handler)
+    async with fake_api.client() as client:
+        reports = await asyncio.gather(*(client.get_signature_status(SIG) for _ in range(8)))
+    assert {r.status.value for r in reports} == {"pending"}
+    assert fake_api.tokens_issued == 2  # one refresh served all eight calls

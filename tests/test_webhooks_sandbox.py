@@ -121,6 +121,7 @@ async def test_basic_auth_webhook_releases_a_hybrid_waiter_without_polling(world
     assert report.status is Status.PENDING
     assert world.clock.time() == start + 10
     assert world.client.reads == 2  # the start, then one re-read for the webhook
+    await world.until(lambda: bool(deliveries(world, "pending")))  # recorded after the answer
     assert [d.http_status for d in deliveries(world, "pending")] == [204]
 
 
@@ -166,6 +167,9 @@ async def test_bearer_auth_token_fetched_from_our_auth_url_is_accepted() -> None
         await w.until(lambda: w.client.reads >= 1)
         w.clock.advance(10)
         assert (await task).status is Status.PENDING
+        # The receiver publishes before it answers, so the waiter may be released before
+        # the sandbox has recorded the delivery's answer.
+        await w.until(lambda: w.attempts() >= 1)
         assert {d.http_status for d in w.sandbox.webhook_deliveries} == {204}
 
 

@@ -151,7 +151,10 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
         await conn.close()
 
     assert orphans > 0, at_kill  # the killed worker left flows behind, all finished:
-    assert len(rows) == 3 * FLOWS_PER_WORKER + 2
+    expected = {f"f-{n}-{i}" for n in range(3) for i in range(FLOWS_PER_WORKER)} | set(HUMANS)
+    assert {r["flow_id"] for r in rows} == expected, [
+        (r["flow_id"], r["step"]) for r in rows if r["flow_id"] not in expected
+    ]
     assert Counter(r["step"] for r in rows) == {"signed": 3 * FLOWS_PER_WORKER + 2}
     # every process received webhooks (the killed one until it died)
     assert sorted(hits) == sorted(ports)
@@ -166,6 +169,18 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
         (r.route, r.signature_id) for r in log if r.processed and r.route is not None
     )
     signature_ids = [g["signature_id"] for r in rows for g in json.loads(r["gens"])]
+    restarted = [
+        (r["flow_id"], [(g["reason"], g["last_status"]) for g in json.loads(r["gens"])])
+        for r in rows
+        if len(json.loads(r["gens"])) > 1
+    ]
+    assert restarted == []  # no fault was injected: every flow signs in its first workflow
+    owners: dict[str, list[str]] = {}
+    for r in rows:
+        for g in json.loads(r["gens"]):
+            owners.setdefault(g["signature_id"], []).append(r["flow_id"])
+    shared = {sid: flows for sid, flows in owners.items() if len(flows) > 1}
+    assert shared == {}  # one workflow belongs to one flow
     assert len(signature_ids) == len(set(signature_ids)) == 3 * FLOWS_PER_WORKER + 2
     created = sum(1 for r in log if r.route == "create_workflow" and r.processed)
     assert created == len(signature_ids)
