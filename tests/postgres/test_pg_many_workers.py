@@ -182,8 +182,14 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
     shared = {sid: flows for sid, flows in owners.items() if len(flows) > 1}
     assert shared == {}  # one workflow belongs to one flow
     assert len(signature_ids) == len(set(signature_ids)) == 3 * FLOWS_PER_WORKER + 2
-    created = sum(1 for r in log if r.route == "create_workflow" and r.processed)
-    assert created == len(signature_ids)
+    created = {r.signature_id for r in log if r.route == "create_workflow" and r.processed}
+    assert set(signature_ids) <= created
+    # A worker killed after sending create_workflow but before saving its answer leaves a
+    # workflow no flow knows (the contract has no idempotency key): it is never used again.
+    orphan_workflows = created - set(signature_ids)
+    touched = {r.signature_id for r in log if r.route != "create_workflow" and r.processed}
+    assert orphan_workflows & touched == set()
+    assert len(orphan_workflows) <= FLOWS_PER_WORKER  # only the killed worker's flows can leave one
     accepted = Counter(
         (r.route, r.signature_id) for r in log if r.processed and r.route and r.status < 300
     )
