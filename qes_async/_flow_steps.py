@@ -111,7 +111,12 @@ class StepRunner:
         except (OutcomeUnknownError, ConflictError) as exc:
             self._resyncs += 1
             if self._resyncs > _MAX_RESYNCS:
-                await self._fail(exc)
+                if isinstance(exc, OutcomeUnknownError):
+                    # The network, not the signature, is in trouble: stop here but leave the
+                    # flow resumable (its in-flight marker makes the next run re-read first).
+                    await self.flow.save()
+                    raise exc
+                await self._fail(exc)  # the service keeps refusing what the machine asks
             await self.resync()
         except (DocumentCheckError, WaitTimeoutError, RestartLimitError) as exc:
             await self._fail(exc)

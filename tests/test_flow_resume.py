@@ -202,3 +202,26 @@ async def test_resumed_download_removes_partial_files_of_a_killed_run(tmp_path: 
     assert result.outcome is FlowOutcome.SIGNED
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
     assert (folder / "keep-me.txt").exists()
+
+
+async def test_a_network_in_trouble_stops_the_flow_resumable_not_failed(tmp_path: Path) -> None:
+    """Every approval answered 5xx: its outcome is unknown each time. The flow gives up for
+    now but stays resumable, and once the service answers again it signs, approving once."""
+    from qes_async import OutcomeUnknownError
+
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        w.sandbox.inject_fault("server_error", route="approve_documents", rate=1.0)
+        flow = w.flow(store=db, outcome_grace=5.0)
+        with pytest.raises(OutcomeUnknownError):
+            await flow.run()
+        stored = (await db.load(flow.flow_id)).data
+        assert stored["step"] != "failed"
+        assert stored.get("outcome") is None
+        w.sandbox.faults.clear()
+        again = [Document.from_bytes("loan.pdf", make_pdf("Loan"))]
+        resumed = await SignatureFlow.resume(
+            flow.flow_id, documents=again, **w.resume_kw(db, outcome_grace=5.0)
+        )
+        result = await resumed.run()
+        assert result.outcome is FlowOutcome.SIGNED
+        _assert_once_per_generation(w, result)
