@@ -317,14 +317,14 @@ class QESClient:
             signature_id=signature_id,
             document_id=document_id,
             headers={"Accept": "multipart/mixed, application/pdf"},
-            stream=True,
             transfer=True,
         )
 
         async def consume(resp: aiohttp.ClientResponse) -> SignedDocument:
             return await consume_signed_document(resp, folder, document_id)
 
-        _, document = await self._transport.send_streaming(request, consume)
+        document: SignedDocument
+        _, document = await self._transport.exchange(request, consume)
         return document
 
     async def get_infocert_contract(self, signature_id: str) -> bytes | None:

@@ -66,8 +66,7 @@ class Part:
 class Request:
     """What to send: method, route name (for logs and retries), path, and the body.
 
-    ``idempotent`` decides whether a 5xx or a lost answer may be retried. ``stream`` asks the
-    transport to hand the open answer to a consumer instead of reading it whole.
+    ``idempotent`` decides whether a 5xx or a lost answer may be retried.
     """
 
     method: str
@@ -79,7 +78,6 @@ class Request:
     headers: Mapping[str, str] = attrs.field(factory=lambda: dict(JSON_HEADERS))
     idempotent: bool = False
     authenticated: bool = True
-    stream: bool = False
     transfer: bool = False  # a large upload or download: bounded per read, not in total
 
 

@@ -149,17 +149,14 @@ class Transport:
         response, _ = await self.exchange(request, None)
         return response
 
-    async def send_streaming(self, request: Request, consume: Consumer[T]) -> tuple[Response, T]:
-        """Like :meth:`send`, but a 2xx answer goes open to ``consume`` (re-run per attempt)."""
-        response, result = await self.exchange(request, consume)
-        return response, result
-
     async def exchange(
         self, request: Request, consume: Consumer[Any] | None
     ) -> tuple[Response, Any]:
-        """The retry loop behind :meth:`send` and :meth:`send_streaming`.
+        """Send with retries; a 2xx answer goes open to ``consume`` (re-run per attempt) when
+        one is given, else it is read whole. Returns the answer and what ``consume`` made.
 
-        Hot paths call it directly: every coroutine layer is crossed again at each suspension.
+        :meth:`send` is the shorthand without a consumer; hot paths call this directly, since
+        every coroutine layer is crossed again at each suspension.
         Retry state is only made once something failed, so a call that succeeds at once pays
         for none of it.
         """
