@@ -220,7 +220,8 @@ class CallbackSigner:
 @attrs.define(eq=False)
 class _Slot:
     request: SignerRequest
-    value: asyncio.Future[object]
+    # A finished future's repr shows its result: the submitted passcode or selfie.
+    value: asyncio.Future[object] = attrs.field(repr=False)
     ack: asyncio.Future[SignerAnswer]
 
 

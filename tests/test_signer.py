@@ -245,3 +245,13 @@ async def test_terminal_signer_selfie_reads_the_file(tmp_path: Path) -> None:
     photo.write_bytes(b"\xff\xd8\xff")
     signer = TerminalSigner(input=lambda prompt: f"{photo}\n", output=io.StringIO())
     assert await signer.selfie(SelfieRequest("f", "s", 1, DEADLINE)) == b"\xff\xd8\xff"
+
+
+async def test_a_submitted_passcode_never_shows_in_the_inbox_reprs() -> None:
+    from qes_async._signer import _Slot
+
+    loop = asyncio.get_running_loop()
+    value: asyncio.Future[object] = loop.create_future()
+    value.set_result("987654")
+    slot = _Slot(None, value, loop.create_future())  # type: ignore[arg-type]
+    assert "987654" not in repr(slot)
