@@ -239,7 +239,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug log and tracebacks")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line; the sandbox's options are added only when ``sandbox`` is asked for
+    (they import the whole sandbox, which the other commands never use)."""
     codes = "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="qes-async",
@@ -280,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(handler=cmd_resume)
 
     sandbox = sub.add_parser("sandbox", help="serve the sandbox for your own tests and curl")
-    from .sandbox._standalone import add_arguments as add_sandbox_arguments
+    if "sandbox" in argv:
+        from .sandbox._standalone import add_arguments as add_sandbox_arguments
 
-    add_sandbox_arguments(sandbox)
+        add_sandbox_arguments(sandbox)
     sandbox.add_argument("--verbose", "-v", action="store_true", help="debug log")
     sandbox.set_defaults(handler=None, json=False)
 
@@ -316,7 +319,8 @@ def _exit_code_for(error: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qes-async`` command; returns the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")

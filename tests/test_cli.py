@@ -248,3 +248,14 @@ def test_sign_and_resume_commands_drive_a_flow_at_the_terminal(
     )
     assert again.returncode == 0, again.stderr
     assert f"flow {flow_id}: signed" in again.stdout
+
+
+def test_commands_other_than_sandbox_do_not_load_the_sandbox() -> None:
+    code = (
+        "import sys, qes_async._cli as cli; cli.build_parser(['status', 'sig-1']); "
+        "print('qes_async.sandbox' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
