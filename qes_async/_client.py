@@ -166,14 +166,13 @@ class QESClient:
         )
         return proto.parse_workflow(await self._transport.send(request))
 
-    async def upload_documents(self, signature_id: str, documents: Sequence[Document]) -> None:
-        """Upload the PDFs to sign, streamed from disk; checked before anything is sent.
+    async def check_documents(self, documents: Sequence[Document]) -> list[Document]:
+        """Check documents as :meth:`upload_documents` will, without sending anything.
 
         Raises:
             InvalidInputError: no documents, a duplicate or path-like name, an empty file,
                 one over ``max_document_size``, or one that is not a PDF.
         """
-        check_signature_id(signature_id)
         docs = list(documents)
         if not docs or not all(isinstance(d, Document) for d in docs):
             raise InvalidInputError(
@@ -186,6 +185,17 @@ class QESClient:
             check_file_name(doc.file_name)
             check_size(doc.file_name, doc.size, self.max_document_size)
             check_pdf_head(doc.file_name, await doc.head())
+        return docs
+
+    async def upload_documents(self, signature_id: str, documents: Sequence[Document]) -> None:
+        """Upload the PDFs to sign, streamed from disk; checked before anything is sent.
+
+        Raises:
+            InvalidInputError: no documents, a duplicate or path-like name, an empty file,
+                one over ``max_document_size``, or one that is not a PDF.
+        """
+        check_signature_id(signature_id)
+        docs = await self.check_documents(documents)
         metadata = {
             "documents": [{"fileName": d.file_name, "displayName": d.display_name} for d in docs]
         }

@@ -37,6 +37,7 @@ from ._flow_state import (
 from ._flow_steps import StepRunner
 from ._signer import Signer
 from ._store import FlowStore, Lease, MemoryFlowStore
+from ._validation import check_mobile_number
 
 __all__ = ["FlowEvent", "FlowOutcome", "FlowResult", "RestartPolicy", "SignatureFlow"]
 
@@ -303,6 +304,10 @@ class SignatureFlow:
         new, now = self._new, self.clock.time()
         if not self._documents:
             raise FlowError("a new flow needs documents=", advice="Pass the PDFs to sign.")
+        # Bad input is refused before anything is stored or sent: a flow never leaves a
+        # half-made workflow behind because its number or a document was wrong.
+        check_mobile_number(new.mobile_number)
+        await self.client.check_documents(self._documents)
         records = [await _record(doc) for doc in self._documents]
         state = FlowState(new.flow_id, new.client_reference, new.mobile_number, records, now)
         state.updated_at = now

@@ -84,9 +84,9 @@ class World:
         kw.setdefault("documents", [Document.from_bytes("loan.pdf", make_pdf("Loan"))])
         kw.setdefault("waiter", self.waiter())
         kw.setdefault("download_dir", self.tmp / "signed")
+        kw.setdefault("mobile_number", MOBILE)
         return SignatureFlow(
             self.client,
-            mobile_number=MOBILE,
             client_reference=reference,
             clock=self.clock,
             **kw,

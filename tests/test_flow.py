@@ -10,6 +10,7 @@ import pytest
 from flow_helpers import MOBILE, world
 
 from qes_async import (
+    Document,
     DocumentCheckError,
     FlowEvent,
     FlowOutcome,
@@ -356,3 +357,29 @@ async def test_the_result_names_the_signer_read_from_the_certificate(tmp_path: P
         w.sandbox.add_client("ada", IdentityCase(first_name="Ada", last_name="Lovelace"))
         result = await w.flow("ada").run()
     assert [d.signer for d in result.documents] == ["Ada Lovelace"]
+
+
+@pytest.mark.parametrize(
+    ("mobile", "document", "field"),
+    [
+        ("0612345678", None, "mobile_number"),
+        (MOBILE, Document.from_bytes("notes.txt", b"not a pdf"), "documents"),
+    ],
+)
+async def test_bad_input_is_refused_before_any_workflow_exists(
+    tmp_path: Path, mobile: str, document: Document | None, field: str
+) -> None:
+    from qes_async import InvalidInputError, MemoryFlowStore
+
+    store = MemoryFlowStore()
+    async with world(tmp_path) as w:
+        flow = w.flow(
+            mobile_number=mobile,
+            store=store,
+            **({"documents": [document]} if document else {}),
+        )
+        with pytest.raises(InvalidInputError) as info:
+            await flow.run()
+        assert info.value.field.startswith(field)
+        assert w.sandbox.request_log == []  # nothing was created, nothing uploaded
+    assert await store.unfinished() == []
