@@ -30,15 +30,22 @@ HOUR = 3600.0
 
 
 class CountingClient:
-    """QESClient, counting status reads."""
+    """QESClient, counting status reads once they are answered.
+
+    Counting on the way in would race: a test that waits for the first read and then
+    advances the clock could move time while that read is still on the wire, and the
+    sandbox would answer with the later status.
+    """
 
     def __init__(self, client: QESClient) -> None:
         self.client = client
         self.reads = 0
 
     async def get_signature_status(self, signature_id: str) -> StatusReport:
-        self.reads += 1
-        return await self.client.get_signature_status(signature_id)
+        try:
+            return await self.client.get_signature_status(signature_id)
+        finally:
+            self.reads += 1
 
 
 class World:
