@@ -52,6 +52,9 @@ class SandboxServer:
         clients: identity cases to register, by client reference.
         webhook_url, webhook_basic, webhook_bearer: see :meth:`configure_webhooks`.
         webhook_backoff: the first redelivery delay, in clock seconds.
+        webhook_timeout: real seconds the receiver may take to accept a delivery's
+            connection, and between reads of its answer (a slower one fails and is
+            redelivered); a delivery queued behind others is not timed.
 
     Use ``async with SandboxServer(...) as sandbox:``; ``sandbox.url`` is then set.
     """
@@ -73,6 +76,7 @@ class SandboxServer:
         webhook_basic: tuple[str, str] | None = None,
         webhook_bearer: tuple[str, str, str] | None = None,
         webhook_backoff: float = 1.0,
+        webhook_timeout: float = 5.0,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.host, self._port = host, port
@@ -90,7 +94,9 @@ class SandboxServer:
             seed=seed,
         )
         self.faults = FaultPlan(HTTP_FAULTS, seed)
-        self.webhooks = WebhookDispatcher(self.clock, seed=seed, backoff=webhook_backoff)
+        self.webhooks = WebhookDispatcher(
+            self.clock, seed=seed, backoff=webhook_backoff, timeout=webhook_timeout
+        )
         self.service.status_listeners.append(self._on_status)
         for reference, case in (clients or {}).items():
             self.add_client(reference, case)

@@ -71,6 +71,8 @@ class WebhookDispatcher:
         seed: seeds the webhook fault plan.
         max_attempts: deliveries per event before giving up.
         backoff: first retry delay in clock seconds; doubles each retry.
+        timeout: real seconds the receiver may take to accept the connection, and
+            between reads of its answer; time spent queued for a connection is not counted.
         reorder_hold: a webhook held back by a ``reorder`` fault goes out after the next
             one, or after this many clock seconds if no other comes (reordered, not lost).
     """
@@ -93,7 +95,9 @@ class WebhookDispatcher:
         self.deliveries: list[WebhookDelivery] = []
         self.max_attempts = max_attempts
         self.backoff = backoff
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # The receiver's own slowness times out, not the wait for a pooled connection:
+        # a burst of thousands of status changes must queue, not be counted as lost.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: list[dict[str, Any]] = []

@@ -206,3 +206,35 @@ async def test_webhook_faults_by_status_name(
     await until(lambda: len(receiver.hooks) == 2)
     await asyncio.sleep(0.05)
     assert receiver.statuses() == ["pending", "user_consent_required"]
+
+
+async def test_a_burst_of_deliveries_queues_without_timing_out(clock: FakeClock) -> None:
+    """More deliveries than pooled connections wait their turn: only the receiver's own
+    slowness counts against the timeout, so a burst is delivered at the first attempt."""
+    answered = 0
+
+    async def slow_hook(request: web.Request) -> web.Response:
+        nonlocal answered
+        await asyncio.sleep(0.1)  # well within the timeout, but three waves of them are not
+        answered += 1
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks/{sid}", slow_hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    try:
+        async with SandboxServer(clock=clock, webhook_timeout=0.25, seed=3) as sb:
+            sb.configure_webhooks(f"http://127.0.0.1:{runner.addresses[0][1]}/hooks")
+            burst = 300  # three times the pool of 100 connections
+            for n in range(burst):
+                sb.webhooks.notify({"signatureId": f"sig-{n}", "status": "pending"})
+            await until(lambda: len(sb.webhook_deliveries) >= burst)
+            failed = [d for d in sb.webhook_deliveries if d.http_status != 204]
+            assert failed == []
+            assert {d.attempt for d in sb.webhook_deliveries} == {1}
+            assert answered == burst
+    finally:
+        await runner.cleanup()
