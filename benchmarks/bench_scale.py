@@ -3,7 +3,11 @@ fake clock and webhooks, all completing.
 
 * flows per second, and the ratio of the requests per second the flows achieved to the
   sandbox's raw request rate (plain aiohttp reading statuses, 64 in flight) measured in the
-  same run and process: what the SDK's machinery costs on top of the HTTP it must do;
+  same run and process, the issue's figure;
+* the same flows driven by plain aiohttp (``_raw_ceremony``: the same requests and bodies,
+  webhooks to a bare handler, none of the SDK's checks, checkpoints or retries), against a
+  fresh sandbox in the same process: the SDK's request rate against that one is what its
+  machinery costs on top of the HTTP a ceremony must do;
 * peak memory per waiting flow: flows parked in their waiters (the sandbox holds their
   eligibility check for 10 s of fake time), measured with tracemalloc; allocations made by
   the sandbox's code or inside aiohttp's server (the sandbox's and the receiver's
@@ -24,6 +28,7 @@ import aiohttp
 from qes_async import FlowOutcome, FlowResult
 
 from ._common import Row, rate
+from ._raw_ceremony import run_flows
 from ._world import World, world
 
 FLOWS = 10_000  # the issue's figure; see FULL_FLOWS
@@ -54,6 +59,18 @@ async def _raw_rate(w: World, signature_id: str, count: int) -> float:
 
         await rate(256, read, 64)
         return await rate(count, read, 64)
+
+
+async def _plain_ceremony(folder: Path, flows: int) -> float:
+    """Requests per second of the same flows driven by plain aiohttp, fresh sandbox."""
+    async with world(folder, webhooks=False) as w:
+        w.sandbox.add_client("client")
+        assert await run_flows(w.sandbox, folder / "warm-up", 1) == 1
+        before = len(w.sandbox.request_log)
+        started = time.perf_counter()
+        assert await run_flows(w.sandbox, folder / "flows", flows) == flows
+        elapsed = time.perf_counter() - started
+        return (len(w.sandbox.request_log) - before) / elapsed
 
 
 async def _throughput(folder: Path, flows: int) -> tuple[float, float, float]:
@@ -127,6 +144,8 @@ def run(quick: bool) -> list[Row]:
     memory_flows = 50 if quick else MEMORY_FLOWS
     with tempfile.TemporaryDirectory() as tmp:
         per_s, achieved, raw = asyncio.run(_throughput(Path(tmp) / "scale", flows))
+        gc.collect()
+        plain = asyncio.run(_plain_ceremony(Path(tmp) / "plain", flows))
         per_flow = asyncio.run(_memory(Path(tmp) / "memory", memory_flows))
     return [
         Row(
@@ -144,6 +163,13 @@ def run(quick: bool) -> list[Row]:
             0.6,
             True,
             note=f"{achieved:.0f} vs raw {raw:.0f} req/s",
+        ),
+        Row(
+            "3 scale: req/s vs plain aiohttp flows",
+            achieved / plain,
+            0.6,
+            True,
+            note=f"{achieved:.0f} vs {plain:.0f} req/s; plain vs raw {plain / raw:.2f}x",
         ),
         Row(
             "3 scale: memory per waiting flow",
