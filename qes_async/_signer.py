@@ -28,6 +28,7 @@ import attrs
 
 from ._clock import Clock, SystemClock
 from ._errors import FlowError
+from ._logging import logger as log
 from ._models import DocumentInfo, LegalCondition, PasscodeInfo
 
 __all__ = [
@@ -250,6 +251,25 @@ class SignerInbox:
         self._answered: dict[str, _Slot] = {}
         self._expired: OrderedDict[str, None] = OrderedDict()
         self._asking_again: dict[str, asyncio.Future[None]] = {}
+        self._listeners: list[Callable[[str, SignerRequest | None], None]] = []
+
+    def add_listener(self, listener: Callable[[str, SignerRequest | None], None]) -> None:
+        """Call ``listener(flow_id, request)`` whenever what a flow waits for changes:
+        the request when the flow asks, None once it is answered, expired or cancelled.
+
+        Listeners run synchronously and must not block; an exception in one is logged and
+        does not reach the flow. The many-workers relay uses this to show a flow's
+        question on every worker.
+        """
+        self._listeners.append(listener)
+
+    def _changed(self, flow_id: str) -> None:
+        request = self.pending(flow_id)
+        for listener in self._listeners:
+            try:
+                listener(flow_id, request)
+            except Exception:
+                log.exception("a signer inbox listener failed")
 
     # --------------------------------------------------------------------- web-app side
 
@@ -284,6 +304,7 @@ class SignerInbox:
         slot.value.set_result(value)
         del self._asks[flow_id]
         self._answered[flow_id] = slot
+        self._changed(flow_id)
         try:
             return await asyncio.wait_for(asyncio.shield(slot.ack), self._answer_timeout)
         except asyncio.TimeoutError:
@@ -328,6 +349,7 @@ class SignerInbox:
         loop = asyncio.get_running_loop()
         slot = _Slot(request, loop.create_future(), loop.create_future())
         self._asks[request.flow_id] = slot
+        self._changed(request.flow_id)
         again = self._asking_again.pop(request.flow_id, None)
         if again is not None and not again.done():
             again.set_result(None)
@@ -338,6 +360,7 @@ class SignerInbox:
                 del self._asks[request.flow_id]
                 if self._clock.time() >= request.deadline:
                     self._remember_expired(request.flow_id)
+                self._changed(request.flow_id)
 
     def _remember_expired(self, flow_id: str) -> None:
         self._expired[flow_id] = None

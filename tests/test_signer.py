@@ -255,3 +255,37 @@ async def test_a_submitted_passcode_never_shows_in_the_inbox_reprs() -> None:
     value.set_result("987654")
     slot = _Slot(None, value, loop.create_future())  # type: ignore[arg-type]
     assert "987654" not in repr(slot)
+
+
+async def test_inbox_listeners_see_each_question_and_its_end() -> None:
+    clock = FakeClock()
+    inbox = SignerInbox(clock=clock)
+    seen: list[tuple[str, object]] = []
+    inbox.add_listener(lambda flow_id, request: seen.append((flow_id, request)))
+
+    def broken(flow_id: str, request: object) -> None:
+        raise RuntimeError("a listener's own trouble")
+
+    inbox.add_listener(broken)  # logged, never reaches the flow or the other listeners
+    consent = consent_request()
+
+    async def flow() -> bool:
+        approved = await inbox.consent(consent)
+        await inbox.acknowledge(consent, SignerAnswer(AnswerKind.ACCEPTED))
+        return approved
+
+    task = asyncio.ensure_future(flow())
+    await _asked(inbox, "flow-1")
+    assert seen == [("flow-1", consent)]
+    answer = await inbox.submit_consent("flow-1", approve=True)  # nothing asked any more
+    assert answer == SignerAnswer(AnswerKind.ACCEPTED)
+    assert await task is True
+    assert seen == [("flow-1", consent), ("flow-1", None)]
+
+    passcode = passcode_request(flow_id="flow-2")
+    asking = asyncio.ensure_future(inbox.passcode(passcode))
+    await _asked(inbox, "flow-2")
+    asking.cancel()  # a cancelled flow takes its question back
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    assert seen[2:] == [("flow-2", passcode), ("flow-2", None)]

@@ -54,6 +54,11 @@ class Tables:
         return f"{self.prefix}signer"
 
     @property
+    def asks(self) -> str:
+        """What each flow waits for from its signer, for pages served by any worker."""
+        return f"{self.prefix}asks"
+
+    @property
     def meta(self) -> str:
         """The schema version."""
         return f"{self.prefix}meta"
@@ -104,6 +109,12 @@ class Tables:
                 answer TEXT,
                 attempts_left INTEGER,
                 recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+            f"""CREATE TABLE IF NOT EXISTS {self.asks} (
+                flow_id TEXT PRIMARY KEY,
+                worker_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                request JSONB NOT NULL,
+                deadline DOUBLE PRECISION NOT NULL)""",
             f"""CREATE TABLE IF NOT EXISTS {self.meta} (
                 key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
             f"INSERT INTO {self.meta} (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')"

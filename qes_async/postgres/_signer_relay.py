@@ -10,6 +10,13 @@ NOTIFYs.  The submitting request waits, bounded, for that answer:
 * nobody claims it within ``claim_timeout`` (no worker drives the flow): ``NO_SUCH_FLOW``,
   and the row is withdrawn;
 * claimed but not answered within ``answer_timeout``: ``PENDING``.
+
+What a flow waits for is shown on every worker too: the driving worker's inbox reports
+each question and its end, and the relay mirrors them into the asks table (the request
+without any secret: documents, legal conditions, masked number, deadline, attempts left).
+:meth:`SignerRelay.pending` reads it, showing a question only while its deadline has not
+passed and the worker that asked still holds the flow's lease (a lease owner is the
+worker's id, or the worker's id, a slash and the run's own id).
 """
 
 # Table names are interpolated only from Tables, whose prefix is checked against
@@ -21,17 +28,36 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._signer import AnswerKind, SignerAnswer, SignerInbox
+from .._clock import Clock, SystemClock
+from .._converter import structure, unstructure
+from .._signer import (
+    AnswerKind,
+    ConsentRequest,
+    PasscodeRequest,
+    SelfieRequest,
+    SignerAnswer,
+    SignerInbox,
+    SignerRequest,
+)
 from ._listener import Listener, wait_event
 from ._schema import DEFAULT_PREFIX, Tables
 
 __all__ = ["SignerRelay"]
 
 log = logging.getLogger("qes_async.postgres")
+
+_KINDS: dict[type, str] = {
+    ConsentRequest: "consent",
+    PasscodeRequest: "passcode",
+    SelfieRequest: "selfie",
+}
+_REQUESTS: dict[str, type[SignerRequest]] = {kind: cls for cls, kind in _KINDS.items()}
+_GONE = object()
 
 
 class SignerRelay:
@@ -47,6 +73,7 @@ class SignerRelay:
         claim_timeout: seconds a submission waits for the driving worker to claim it.
         answer_timeout: seconds it then waits for the answer (default: the inbox's + 5).
         poll_interval: safety re-read interval on both sides when a NOTIFY is missed.
+        clock: the clock deadlines and leases are read from (share the worker's).
     """
 
     def __init__(
@@ -61,8 +88,13 @@ class SignerRelay:
         claim_timeout: float = 5.0,
         answer_timeout: float | None = None,
         poll_interval: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         self.tables = Tables(prefix)
+        self._clock = clock or SystemClock()
+        self._asks: dict[str, SignerRequest | None] = {}  # changes not yet written
+        self._publisher: asyncio.Task[None] | None = None
+        self._closed = False
         self.pool = pool
         self.inbox = inbox
         self.worker_id = worker_id
@@ -78,6 +110,7 @@ class SignerRelay:
         listener.add(self.tables.signer_channel, self._on_request)
         listener.add(self.tables.answers_channel, self._on_answer)
         listener.on_connect(self.serve_waiting)
+        inbox.add_listener(self._on_ask)
 
     # ------------------------------------------------------------------- submitting side
 
@@ -151,7 +184,62 @@ class SignerRelay:
         if event is not None:
             event.set()
 
+    async def pending(self, flow_id: str) -> SignerRequest | None:
+        """What the flow ``flow_id`` waits for from its signer, wherever it runs; or None."""
+        if self._drives(flow_id):
+            return self.inbox.pending(flow_id)
+        now = self._clock.time()
+        row = await self.pool.fetchrow(
+            f"SELECT a.kind, a.request FROM {self.tables.asks} AS a"
+            f" LEFT JOIN {self.tables.flows} AS f ON f.flow_id = a.flow_id"
+            " WHERE a.flow_id = $1 AND a.deadline > $2 AND (f.flow_id IS NULL"
+            " OR (f.lease_expires > $2 AND (f.lease_owner = a.worker_id"
+            " OR left(f.lease_owner, length(a.worker_id) + 1) = a.worker_id || '/')))",
+            flow_id,
+            now,
+        )
+        if row is None or row["kind"] not in _REQUESTS:
+            return None
+        return structure(json.loads(row["request"]), _REQUESTS[row["kind"]])
+
     # ---------------------------------------------------------------------- driving side
+
+    def _on_ask(self, flow_id: str, request: SignerRequest | None) -> None:
+        if self._closed:
+            return  # the worker is going: its leases end, which hides its questions
+        self._asks[flow_id] = request
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.get_running_loop().create_task(
+                self._publish(), name="qes-postgres-asks"
+            )
+
+    async def _publish(self) -> None:
+        """Write the inbox's changes in order, the latest per flow (coalesced)."""
+        table = self.tables.asks
+        while self._asks:
+            flow_id, request = next(iter(self._asks.items()))
+            try:
+                if request is None:
+                    await self.pool.execute(
+                        f"DELETE FROM {table} WHERE flow_id = $1 AND worker_id = $2",
+                        flow_id,
+                        self.worker_id,
+                    )
+                else:
+                    await self.pool.execute(
+                        f"INSERT INTO {table} (flow_id, worker_id, kind, request, deadline)"
+                        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (flow_id) DO UPDATE SET"
+                        " worker_id = $2, kind = $3, request = $4, deadline = $5",
+                        flow_id,
+                        self.worker_id,
+                        _KINDS[type(request)],
+                        json.dumps(unstructure(request)),
+                        request.deadline,
+                    )
+            except Exception as exc:  # a page shows nothing; the flow itself goes on
+                log.warning("could not publish a signer question (%s)", type(exc).__name__)
+            if self._asks.get(flow_id, _GONE) is request:
+                del self._asks[flow_id]  # else it changed meanwhile: write the newer one
 
     def _on_request(self, payload: str) -> None:
         row_id, _, flow_id = payload.partition(" ")
@@ -216,8 +304,9 @@ class SignerRelay:
             self._task = asyncio.create_task(self._poll(), name="qes-postgres-signer")
 
     async def close(self) -> None:
-        """Stop polling and serving."""
-        tasks = [t for t in (self._task, *self._serving) if t is not None]
+        """Stop polling, serving and publishing questions."""
+        self._closed = True
+        tasks = [t for t in (self._task, self._publisher, *self._serving) if t is not None]
         self._task = None
         for task in tasks:
             task.cancel()

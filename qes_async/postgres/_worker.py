@@ -201,6 +201,7 @@ class Worker:
             worker_id=self.worker_id,
             prefix=s.prefix,
             claim_timeout=s.signer_claim_timeout,
+            clock=self.clock,
         )
         await self._relay.start()
         await self.listener.start()

@@ -2,8 +2,8 @@
 
 Webhooks go to a random process; one worker is SIGKILLed mid-run and the others finish its
 flows; the sandbox's request log shows one workflow, approval and confirmation per
-generation; consent and passcode for two flows are submitted to workers that do not drive
-them and get the driver's answer.
+generation; consent and passcode for two flows are shown by, and submitted to, workers that
+do not drive them, and get the driver's answer.
 """
 
 from __future__ import annotations
@@ -243,16 +243,32 @@ async def _be_human(
 ) -> list[dict[str, Any]]:
     """Consent, a wrong passcode and the right one, each sent to a worker not driving it."""
 
+    async def elsewhere() -> int:
+        owner = await conn.fetchval(
+            f"SELECT lease_owner FROM {prefix}flows WHERE flow_id = $1", flow_id
+        )
+        driver = int(owner[1]) if owner and owner[0] == "w" else -1
+        live = [n for n in (0, 1, 3) if n != driver]  # w2 is dead
+        return ports[random.choice(live)]
+
+    async def asked(kind: str, attempts_left: int | None = None) -> dict[str, Any]:
+        """Wait until a worker not driving the flow shows its question, as a page would."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while True:
+            url = f"http://127.0.0.1:{await elsewhere()}/pending/{flow_id}"
+            async with http.get(url) as resp:
+                shown: dict[str, Any] = await resp.json()
+            if shown["kind"] == kind and shown["attempts_left"] == attempts_left:
+                return shown
+            assert loop.time() < end, shown
+            await asyncio.sleep(0.05)
+
     async def submit(path: str, body: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         end = loop.time() + 30
         while True:
-            owner = await conn.fetchval(
-                f"SELECT lease_owner FROM {prefix}flows WHERE flow_id = $1", flow_id
-            )
-            driver = int(owner[1]) if owner and owner[0] == "w" else -1
-            live = [n for n in (0, 1, 3) if n != driver]  # w2 is dead
-            port = ports[random.choice(live)]
+            port = await elsewhere()
             async with http.post(f"http://127.0.0.1:{port}{path}", json=body) as resp:
                 got: dict[str, Any] = await resp.json()
             if got["kind"] in wanted:
@@ -260,6 +276,9 @@ async def _be_human(
             assert loop.time() < end, got
             await asyncio.sleep(0.1)
 
+    shown = await asked("ConsentRequest")
+    assert shown["documents"] == 1
+    assert shown["driving"] is False
     answers = [await submit(f"/consent/{flow_id}", {"approve": True}, {"accepted"})]
     right = None
     while right is None:  # the SMS goes out once the approval is processed
@@ -270,6 +289,8 @@ async def _be_human(
         except LookupError:
             await asyncio.sleep(0.05)
     wrong = "000000" if right != "000000" else "111111"
+    await asked("PasscodeRequest")
     answers.append(await submit(f"/passcode/{flow_id}", {"passcode": wrong}, {"wrong_passcode"}))
+    await asked("PasscodeRequest", attempts_left=2)
     answers.append(await submit(f"/passcode/{flow_id}", {"passcode": right}, {"accepted"}))
     return answers

@@ -236,3 +236,93 @@ async def test_webhook_route_answers_only_after_recording(pg_dsn: str, pg_prefix
                 headers=AUTH,
             )
             assert resp.status == 503
+
+
+async def _shown(relay: SignerRelay, flow_id: str, check: Callable[[object], bool]) -> object:
+    """Poll another worker's view of a flow's question until ``check`` holds (5 s)."""
+    for _ in range(500):
+        shown = await relay.pending(flow_id)
+        if check(shown):
+            return shown
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the question of {flow_id} never showed as expected")
+
+
+async def test_a_question_asked_on_one_worker_shows_on_every_worker(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    from qes_async import ConsentRequest, DocumentInfo, LegalCondition
+
+    async with node(pg_dsn, pg_prefix) as driver, node(pg_dsn, pg_prefix) as web:
+        driver.driving.add("f5")
+        consent = ConsentRequest(
+            "f5",
+            "sig",
+            1,
+            (DocumentInfo("doc-1", "loan.pdf", "Loan contract", "ab" * 32),),
+            (LegalCondition("tc", 3, "QTSP terms", "https://example.com/tc"),),
+            deadline=1e12,
+            masked_mobile_number="+31******678",
+        )
+
+        async def flow() -> None:
+            assert await driver.inbox.consent(consent) is True
+            await driver.inbox.acknowledge(consent, SignerAnswer(AnswerKind.ACCEPTED))
+            left: int | None = None
+            while True:
+                request = PasscodeRequest("f5", "sig", 1, deadline=1e12, attempts_left=left)
+                if await driver.inbox.passcode(request) == "482913":
+                    await driver.inbox.acknowledge(request, SignerAnswer(AnswerKind.ACCEPTED))
+                    return
+                left = 2 if left is None else left - 1
+                answer = SignerAnswer(AnswerKind.WRONG_PASSCODE, left)
+                await driver.inbox.acknowledge(request, answer)
+
+        asking = asyncio.create_task(flow())
+        assert await _shown(web.signer, "f5", lambda r: r is not None) == consent
+        assert await driver.signer.pending("f5") == consent  # the driver reads its inbox
+        assert await web.signer.submit_consent("f5", True) == SignerAnswer(AnswerKind.ACCEPTED)
+        shown = await _shown(web.signer, "f5", lambda r: isinstance(r, PasscodeRequest))
+        assert shown == PasscodeRequest("f5", "sig", 1, deadline=1e12, attempts_left=None)
+        await web.signer.submit_passcode("f5", "000111")
+        shown = await _shown(web.signer, "f5", lambda r: getattr(r, "attempts_left", 0) == 2)
+        assert "000111" not in repr(shown)
+        await web.signer.submit_passcode("f5", "482913")
+        await asking
+        assert await _shown(web.signer, "f5", lambda r: r is None) is None
+        rows = await web.signer.pool.fetchval(f"SELECT count(*) FROM {pg_prefix}asks")
+        assert rows == 0  # an answered question leaves nothing behind
+
+
+async def test_a_question_shows_only_while_its_worker_holds_the_lease(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    import time
+
+    async with node(pg_dsn, pg_prefix) as driver, node(pg_dsn, pg_prefix) as web:
+        driver.driving.add("f6")
+        pool = web.signer.pool
+        await pool.execute(
+            f"INSERT INTO {pg_prefix}flows (flow_id, version, data, updated_at, lease_owner,"
+            " lease_token, lease_expires) VALUES ('f6', 1, '{}', 0, $1, 1, $2)",
+            f"{driver.signer.worker_id}/run-1",  # a Worker's flows lease as "worker/run"
+            time.time() + 60,
+        )
+        asking = asyncio.create_task(
+            driver.inbox.passcode(PasscodeRequest("f6", "sig", 1, deadline=1e12))
+        )
+        await _shown(web.signer, "f6", lambda r: r is not None)
+        # The driver dies: its lease runs out, and its question must not be shown.
+        await pool.execute(f"UPDATE {pg_prefix}flows SET lease_expires = 0")
+        assert await web.signer.pending("f6") is None
+        # Another worker took the flow over: still not the dead worker's question, even
+        # when that worker's id starts with the dead one's.
+        await pool.execute(
+            f"UPDATE {pg_prefix}flows SET lease_owner = $1, lease_expires = $2",
+            f"{driver.signer.worker_id}2/run-1",
+            time.time() + 60,
+        )
+        assert await web.signer.pending("f6") is None
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking

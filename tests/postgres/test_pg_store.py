@@ -121,7 +121,7 @@ async def test_migration_is_idempotent_and_concurrency_safe(pg_dsn: str, pg_pref
         for conn in conns:
             await conn.close()
     assert [r[0] for r in names] == [
-        f"{pg_prefix}{t}" for t in ("events", "flows", "meta", "signer")
+        f"{pg_prefix}{t}" for t in ("asks", "events", "flows", "meta", "signer")
     ]
     assert version == "1"
 

@@ -104,8 +104,20 @@ async def serve(worker: Worker, pdf: Path, options: Any) -> None:
             got = await worker.signer.submit_passcode(flow_id, str(body["passcode"]))
         return web.json_response({"kind": got.kind.value, "attempts_left": got.attempts_left})
 
+    async def pending(request: web.Request) -> web.Response:
+        asked = await worker.signer.pending(request.match_info["id"])
+        return web.json_response(
+            {
+                "kind": type(asked).__name__ if asked is not None else None,
+                "attempts_left": getattr(asked, "attempts_left", None),
+                "documents": len(getattr(asked, "documents", ())),
+                "driving": worker.drives(request.match_info["id"]),
+            }
+        )
+
     app = web.Application()
     app.add_routes(worker.relay.aiohttp_routes(receiver))
+    app.add_routes([web.get("/pending/{id}", pending)])
     app.add_routes([web.post("/start", start), web.post("/consent/{id}", answer)])
     app.add_routes([web.post("/passcode/{id}", answer)])
     runner = web.AppRunner(app, access_log=None)
