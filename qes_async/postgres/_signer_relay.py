@@ -314,11 +314,29 @@ class SignerRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def prune_questions(self) -> int:
+        """Delete questions whose deadline passed a minute ago; returns how many.
+
+        A worker that dies while its flow waits leaves its question behind (hidden, since
+        its lease runs out); the safety poll clears such rows once they can no longer be
+        answered.
+        """
+        deleted = await self.pool.fetchval(
+            f"WITH gone AS (DELETE FROM {self.tables.asks} WHERE deadline < $1 RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            self._clock.time() - 60,
+        )
+        return int(deleted)
+
     async def _poll(self) -> None:
+        polls = 0
         while True:
             await asyncio.sleep(self._poll_interval)
+            polls += 1
             with contextlib.suppress(Exception):
                 await self.serve_waiting()
+                if polls % 60 == 0:
+                    await self.prune_questions()
 
     def __repr__(self) -> str:
         return f"SignerRelay(worker_id={self.worker_id!r}, served={self.served})"

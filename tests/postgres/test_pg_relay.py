@@ -326,3 +326,23 @@ async def test_a_question_shows_only_while_its_worker_holds_the_lease(
         asking.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asking
+
+
+async def test_questions_left_by_a_dead_worker_are_pruned_after_their_deadline(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    import time
+
+    async with node(pg_dsn, pg_prefix) as web:
+        pool = web.signer.pool
+        now = time.time()
+        for flow_id, deadline in (("old", now - 120), ("recent", now - 10), ("open", now + 60)):
+            await pool.execute(
+                f"INSERT INTO {pg_prefix}asks (flow_id, worker_id, kind, request, deadline)"
+                " VALUES ($1, 'dead-worker', 'passcode', '{}', $2)",
+                flow_id,
+                deadline,
+            )
+        assert await web.signer.prune_questions() == 1
+        left = await pool.fetch(f"SELECT flow_id FROM {pg_prefix}asks ORDER BY flow_id")
+        assert [r["flow_id"] for r in left] == ["open", "recent"]
