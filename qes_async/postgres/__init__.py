@@ -17,7 +17,7 @@ from ._relay import PostgresRelay, RecordingDispatcher
 from ._schema import DEFAULT_PREFIX, SCHEMA_VERSION, Tables, migrate
 from ._signer_relay import SignerRelay
 from ._store import PostgresFlowStore
-from ._worker import Worker, WorkerSettings
+from ._worker import Worker, WorkerSettings, WorkerStats
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -30,5 +30,6 @@ __all__ = [
     "Tables",
     "Worker",
     "WorkerSettings",
+    "WorkerStats",
     "migrate",
 ]

@@ -30,7 +30,7 @@ from ._schema import DEFAULT_PREFIX
 from ._signer_relay import SignerRelay
 from ._store import PostgresFlowStore
 
-__all__ = ["Worker", "WorkerSettings"]
+__all__ = ["Worker", "WorkerSettings", "WorkerStats"]
 
 log = logging.getLogger("qes_async.postgres")
 
@@ -64,6 +64,33 @@ class WorkerSettings:
     signer_claim_timeout: float = 5.0
     event_retention: float = 24 * 3600.0
     pool_size: int = 10
+
+
+@attrs.frozen
+class WorkerStats:
+    """A worker's counters since it started, for metrics and health checks.
+
+    Attributes:
+        worker_id: the worker's name.
+        running: flows it drives now.
+        completed: flow runs that ended here with a result (signed, declined, ...).
+        stopped: flow runs that ended here with an error (the store keeps why; the sweeper
+            may resume them).
+        taken_over: flows it resumed for a worker that crashed or stopped.
+        leases_lost: flows it stopped because another worker took their lease.
+        events_relayed: webhook events handed to its waiters.
+        submissions_served: consents, passcodes and selfies it took for its flows from
+            other workers.
+    """
+
+    worker_id: str
+    running: int
+    completed: int
+    stopped: int
+    taken_over: int
+    leases_lost: int
+    events_relayed: int
+    submissions_served: int
 
 
 class _LeasingStore:
@@ -161,6 +188,8 @@ class Worker:
         self.running: dict[str, asyncio.Task[FlowResult | None]] = {}
         self.taken_over = 0
         self.completed = 0
+        self.stopped = 0
+        self.leases_lost = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._relay: PostgresRelay | None = None
         self._signer: SignerRelay | None = None
@@ -176,6 +205,19 @@ class Worker:
         """Where web requests submit consent, passcode and selfie (after :meth:`start`)."""
         assert self._signer is not None, "start the worker first"
         return self._signer
+
+    def stats(self) -> WorkerStats:
+        """The worker's counters now (cheap: no database call)."""
+        return WorkerStats(
+            worker_id=self.worker_id,
+            running=len(self.running),
+            completed=self.completed,
+            stopped=self.stopped,
+            taken_over=self.taken_over,
+            leases_lost=self.leases_lost,
+            events_relayed=self._relay.relayed if self._relay is not None else 0,
+            submissions_served=self._signer.served if self._signer is not None else 0,
+        )
 
     def drives(self, flow_id: str) -> bool:
         """Whether this worker drives ``flow_id`` now."""
@@ -251,6 +293,7 @@ class Worker:
             log.info("flow %s is driven by another worker", flow.flow_id)
             return None
         except Exception as exc:
+            self.stopped += 1
             log.warning("flow %s stopped: %s", flow.flow_id, type(exc).__name__)
             return None
         finally:
@@ -280,6 +323,11 @@ class Worker:
                 self.store.forget(flow_id)
                 await self.pg.release(lease)
                 raise
+            if flow.state is not None and flow.state.finished:
+                # It ended on its own worker between the search and the claim.
+                self.store.forget(flow_id)
+                await self.pg.release(lease)
+                continue
             self.drive(flow)
             self.taken_over += 1
             started += 1
@@ -309,6 +357,7 @@ class Worker:
                     renewed = await self.pg.acquire(flow_id, lease.owner, self.settings.lease_ttl)
                 except StaleStateError:
                     log.warning("lost the lease of flow %s; stopping it here", flow_id)
+                    self.leases_lost += 1
                     task = self.running.get(flow_id)
                     if task is not None:
                         task.cancel()

@@ -137,6 +137,10 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
                     await _be_human(http, conn, pg_prefix, sandbox, ports, f) for f in HUMANS
                 ]
                 await _until_finished(conn, pg_prefix, 3 * FLOWS_PER_WORKER + 2, timeout=45)
+                stats = []
+                for n in (0, 1, 3):  # the live processes
+                    async with http.get(f"http://127.0.0.1:{ports[n]}/stats") as resp:
+                        stats.append(await resp.json())
             rows = await conn.fetch(
                 f"SELECT flow_id, data->>'step' AS step, data->'generations' AS gens"
                 f" FROM {pg_prefix}flows"
@@ -151,6 +155,15 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
         await conn.close()
 
     assert orphans > 0, at_kill  # the killed worker left flows behind, all finished:
+    # the live workers' counters: every flow not finished by w2 before it died ended on one
+    # of them, w2's unfinished ones by takeover; the receiver drives nothing
+    finished_by_w2 = sum(r["count"] for r in at_kill if r["finished"])
+    assert [s["worker_id"] for s in stats] == ["w0", "w1", "receiver"]
+    assert sum(s["completed"] for s in stats) == 3 * FLOWS_PER_WORKER + 2 - finished_by_w2
+    assert sum(s["taken_over"] for s in stats) >= orphans
+    assert stats[2]["completed"] == stats[2]["running"] == 0
+    assert all(s["running"] == 0 for s in stats)
+    assert sum(s["submissions_served"] for s in stats) >= 3 * len(HUMANS)  # consent, 2 passcodes
     expected = {f"f-{n}-{i}" for n in range(3) for i in range(FLOWS_PER_WORKER)} | set(HUMANS)
     assert {r["flow_id"] for r in rows} == expected, [
         (r["flow_id"], r["step"]) for r in rows if r["flow_id"] not in expected

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 from aiohttp import ClientSession, web
 
 from qes_async import (
@@ -115,9 +116,12 @@ async def serve(worker: Worker, pdf: Path, options: Any) -> None:
             }
         )
 
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(attrs.asdict(worker.stats()))
+
     app = web.Application()
     app.add_routes(worker.relay.aiohttp_routes(receiver))
-    app.add_routes([web.get("/pending/{id}", pending)])
+    app.add_routes([web.get("/pending/{id}", pending), web.get("/stats", stats)])
     app.add_routes([web.post("/start", start), web.post("/consent/{id}", answer)])
     app.add_routes([web.post("/passcode/{id}", answer)])
     runner = web.AppRunner(app, access_log=None)
