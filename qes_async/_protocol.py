@@ -12,9 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
-import cattrs
 
-from ._converter import structure
 from ._errors import DecodeError, InvalidInputError, ServiceError, error_for_response
 from ._models import (
     Attempt,
@@ -220,12 +218,31 @@ def _structured(
     if _has_request_id(cls):
         data = {**data, "requestId": response.request_id}  # the header's, never the body's
     try:
-        value = structure(data, cls)
-    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        value = _structure(data, cls)
+    except (ValueError, TypeError) as exc:
+        cause = exc.__cause__ if isinstance(exc, _ShapeError) else exc
         raise _undecodable(
-            f"unexpected shape ({type(exc).__name__})", response, operation
+            f"unexpected shape ({type(cause).__name__})", response, operation
         ) from None
     return value
+
+
+class _ShapeError(ValueError):
+    """cattrs' validation error, as a ValueError (its ``__cause__``)."""
+
+
+def _structure(data: Any, cls: type[T]) -> T:
+    """The package converter's ``structure``, loaded on first use: cattrs and the
+    converter's generated code cost import time that the common status call never needs.
+    """
+    import cattrs
+
+    from ._converter import structure
+
+    try:
+        return structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        raise _ShapeError(str(exc)) from exc
 
 
 _WITH_REQUEST_ID: dict[type[Any], bool] = {}
@@ -316,8 +333,8 @@ def _error_details(raw: Any) -> list[ErrorDetail]:
     for item in raw:
         if isinstance(item, dict):
             try:
-                out.append(structure(item, ErrorDetail))
-            except (cattrs.BaseValidationError, ValueError, TypeError):
+                out.append(_structure(item, ErrorDetail))
+            except (ValueError, TypeError):
                 continue
     return out
 

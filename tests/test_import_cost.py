@@ -30,3 +30,12 @@ def test_import_loads_no_sandbox_pyhanko_or_cli(statement: str) -> None:
     modules = loaded_after(statement)
     bad = [m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert bad == []
+
+
+def test_the_client_loads_cattrs_only_when_it_first_structures_an_answer() -> None:
+    # The status call, the most frequent one, never needs cattrs: its body is built
+    # directly. cattrs and the converter load on the first other answer (the client
+    # tests parse every kind of answer through it).
+    modules = loaded_after("from qes_async import QESClient")
+    assert "cattrs" not in modules
+    assert "qes_async._converter" not in modules
