@@ -272,6 +272,9 @@ def parse_attempt(response: Response, operation: str) -> Attempt:
     return _model(response, operation, Attempt, [])
 
 
+_STATUSES: dict[str, Status] = {member.value: member for member in Status}
+
+
 def parse_status(response: Response) -> StatusReport:
     """200 ``{"signatureId", "status", "statusCode", "errors"}``.
 
@@ -290,7 +293,8 @@ def parse_status(response: Response) -> StatusReport:
             and (code is None or type(code) is int)
             and not data.get("errors")
         ):
-            return StatusReport(sid, Status(status), code, (), response.request_id)
+            known = _STATUSES.get(status)  # a dict lookup; Status() costs more per call
+            return StatusReport(sid, known or Status(status), code, (), response.request_id)
     return _structured(
         data, response, "get_signature_status", StatusReport, ["signatureId", "status"]
     )

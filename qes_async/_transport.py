@@ -269,7 +269,7 @@ class Transport:
             async with self.session.request(
                 request.method,
                 url,
-                params=dict(request.params) or None,
+                params=request.params or None,
                 headers=headers,
                 data=data,
                 timeout=self._client_timeouts[request.transfer],
