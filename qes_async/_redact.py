@@ -12,7 +12,9 @@ __all__ = ["excerpt", "mask_phone", "scrub"]
 
 _PHONE = re.compile(r"\+?\d[\d ()-]{6,}\d")
 _SECRET_FIELDS = re.compile(
-    r'("(?:access_token|client_secret|passcode|password|mobileNumber|token)"\s*:\s*)"[^"]*"',
+    # The value ends at an unescaped quote, or wherever the excerpt was cut short.
+    r'("(?:access_token|client_secret|passcode|password|mobileNumber|token)"\s*:\s*)'
+    r'"(?:[^"\\]|\\.)*(?:"|$)',
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)

@@ -175,6 +175,12 @@ def test_scrub_removes_tokens_passcodes_and_phones() -> None:
     assert "+31612345678" not in text
 
 
+def test_excerpt_masks_a_secret_cut_short_or_holding_an_escaped_quote() -> None:
+    token = "eyJ" + "A" * 900  # longer than the excerpt reads
+    assert "eyJA" not in excerpt(f'{{"access_token":"{token}"}}'.encode())
+    assert scrub('{"client_secret":"s3cr\\"et", "x": 1}') == '{"client_secret":"***", "x": 1}'
+
+
 def test_excerpt_never_dumps_pdf_bytes() -> None:
     assert excerpt(make_pdf("secret contract")).startswith("<PDF, ")
 
