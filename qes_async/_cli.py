@@ -84,7 +84,7 @@ def client_from_env() -> Any:
             "set QES_CLIENT_ID and QES_CLIENT_SECRET (and QES_BASE_URL or QES_ENVIRONMENT)"
         )
     base_url = os.environ.get("QES_BASE_URL")
-    environment = os.environ.get("QES_ENVIRONMENT")
+    environment = None if base_url else os.environ.get("QES_ENVIRONMENT")  # the URL wins
     if not base_url and not environment:
         raise CLIError("set QES_BASE_URL or QES_ENVIRONMENT (sandbox or production)")
     return QESClient(client_id, secret, base_url=base_url, environment=environment)
@@ -157,7 +157,13 @@ async def _finish_flow(args: argparse.Namespace, flow: Any) -> int:
             "files": files,
         },
     )
-    return EXIT_OK if result.outcome is FlowOutcome.SIGNED else EXIT_DECLINED
+    # A resumed flow that had already ended returns its stored outcome instead of raising.
+    return {
+        FlowOutcome.SIGNED: EXIT_OK,
+        FlowOutcome.DECLINED: EXIT_DECLINED,
+        FlowOutcome.KYC_REQUIRED: EXIT_KYC_REQUIRED,
+        FlowOutcome.FAILED: EXIT_SERVICE_REFUSED,
+    }[result.outcome]
 
 
 async def cmd_sign(args: argparse.Namespace) -> int:

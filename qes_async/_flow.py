@@ -234,7 +234,9 @@ class SignatureFlow:
         """Drive the flow to its end.
 
         Returns:
-            the :class:`FlowResult` when the documents are signed or the signer declined.
+            the :class:`FlowResult` when the documents are signed or the signer declined;
+            for a resumed flow that had already ended, its stored outcome (which may be
+            ``kyc_required`` or ``failed``) without raising again.
 
         Raises:
             KYCRequiredError: the client needs identity verification again (``status_codes``).

@@ -140,6 +140,13 @@ def test_status_of_an_unknown_signature_is_a_clear_refusal(
     assert "Traceback" not in done.stderr
 
 
+def test_a_base_url_wins_over_an_environment_name(standalone_sandbox: dict[str, str]) -> None:
+    both = {**standalone_sandbox, "QES_ENVIRONMENT": "production"}
+    done = _cli(both, "status", "no-such-signature")
+    assert done.returncode == 5, done.stderr  # the sandbox's 404, not a configuration error
+    assert "HTTP 404" in done.stderr
+
+
 def test_status_and_download_against_a_running_sandbox(
     standalone_sandbox: dict[str, str], tmp_path: Path
 ) -> None:
@@ -259,3 +266,43 @@ def test_commands_other_than_sandbox_do_not_load_the_sandbox() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "False"
+
+
+def test_resuming_a_flow_that_ended_in_kyc_required_exits_4_again(
+    standalone_sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    import urllib.request
+
+    from qes_async import make_pdf
+
+    register = urllib.request.Request(
+        f"{standalone_sandbox['QES_BASE_URL']}/_sandbox/clients",
+        data=json.dumps({"clientReference": "cli-kyc", "kycFailAt": "mobile"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(register) as answer:  # loopback control endpoint
+        assert answer.status == 200
+    pdf = tmp_path / "loan.pdf"
+    pdf.write_bytes(make_pdf("Loan"))
+    store = ["--store", str(tmp_path / "flows.db"), "--output", str(tmp_path / "out")]
+    sign = _cli(
+        standalone_sandbox,
+        "sign",
+        "--document",
+        str(pdf),
+        "--mobile",
+        "+31612345678",
+        "--client-reference",
+        "cli-kyc",
+        *store,
+        "--json",
+    )
+    assert sign.returncode == 4, sign.stderr
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "flows.db") as db:
+        (flow_id,) = db.execute("SELECT flow_id FROM qes_flows").fetchone()
+    again = _cli(standalone_sandbox, "resume", flow_id, *store, "--document", str(pdf))
+    assert again.returncode == 4, (again.stdout, again.stderr)  # not 3, "declined"
+    assert "kyc_required" in again.stdout
