@@ -279,7 +279,8 @@ class SandboxServer:
             await asyncio.sleep(fault.delay)
         if fault.kind == "revoke_token":
             _, _, token = request.headers.get("Authorization", "").partition(" ")
-            self.service.revoke_token(token.strip() or None)
+            if token.strip():  # only the presented one: None would revoke every token
+                self.service.revoke_token(token.strip())
         return None
 
     @staticmethod

@@ -123,6 +123,9 @@ class WebhookDispatcher:
                 self._flush_timer = self.clock.call_at(when, self._flush_held)
             return
         self._dispatch(body, fault)
+        if held and self._flush_timer is not None:
+            self._flush_timer.cancel()  # they go now; a later hold arms its own timer
+            self._flush_timer = None
         for late in held:
             self._dispatch(late, None)
 
@@ -236,7 +239,8 @@ class WebhookDispatcher:
         return self._session
 
     async def close(self) -> None:
-        """Cancel pending deliveries and close the HTTP session."""
+        """Cancel pending deliveries and close the HTTP session; later changes are not sent."""
+        self.config = None  # a timer or a late request must not reopen the session
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

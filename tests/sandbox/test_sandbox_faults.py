@@ -162,3 +162,12 @@ async def test_seeded_sandboxes_give_the_same_ids_and_passcodes(clock: FakeClock
             return sid, sandbox.latest_passcode(sid)
 
     assert await run() == await run()
+
+
+async def test_revoke_token_fault_on_a_call_without_a_token_revokes_no_other_token(
+    api: Api, sandbox: SandboxServer
+) -> None:
+    sid = await api.create()  # api holds a valid token now
+    sandbox.script_faults(["revoke_token"], route="create_token")
+    assert await api.new_token()  # the fault hits a call that presents no token
+    assert (await api.call("GET", f"/v1/signatures/{sid}/status")).status == 200

@@ -241,3 +241,39 @@ async def test_a_burst_of_deliveries_queues_without_timing_out(clock: FakeClock)
             assert answered == burst
     finally:
         await runner.cleanup()
+
+
+async def test_a_second_reorder_is_held_its_full_time_not_released_by_an_old_timer(
+    sandbox: SandboxServer, receiver: Receiver, clock: FakeClock
+) -> None:
+    sandbox.configure_webhooks(receiver.url + "/hooks", basic=BASIC)
+    sandbox.webhook_faults.script(["reorder", "ok", "reorder"])
+    start = clock.time()
+
+    def change(status: str) -> None:
+        sandbox.webhooks.notify({"signatureId": "sig-r", "status": status})
+
+    change("a")  # held, with a 30 s timer
+    clock.advance(1)
+    change("b")  # goes out, and takes "a" with it
+    await until(lambda: len(receiver.hooks) == 2)
+    clock.advance(28)
+    change("c")  # held at t=29: it is due at t=59
+    clock.advance(1)  # t=30, when the first hold's timer would have fired
+    await asyncio.sleep(0.1)
+    assert receiver.statuses() == ["b", "a"]
+    clock.advance(29)
+    await until(lambda: len(receiver.hooks) == 3)
+    assert receiver.statuses() == ["b", "a", "c"]
+    assert clock.time() == start + 59
+
+
+async def test_a_status_change_after_close_sends_nothing(
+    receiver: Receiver, clock: FakeClock
+) -> None:
+    async with SandboxServer(clock=clock, webhook_url=receiver.url + "/hooks") as sb:
+        pass
+    sb.webhooks.notify({"signatureId": "sig-late", "status": "pending"})  # e.g. a late timer
+    await asyncio.sleep(0.05)
+    assert sb.webhook_deliveries == []
+    assert receiver.hooks == []
