@@ -33,7 +33,6 @@ class TokenCache:
         self._token: Token | None = None
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
-        self.fetches = 0
 
     def current(self) -> Token | None:
         """The cached token if it is fresh, without waiting (the hot path of every call)."""
@@ -50,7 +49,6 @@ class TokenCache:
             token = self._token
             if token is None or self._time() >= self._refresh_at:
                 issued_at = self._time()
-                self.fetches += 1
                 token = await self._fetch()
                 # Stale `margin` seconds before expiry (at most half the token's life), so
                 # that a call never starts with a token about to die.

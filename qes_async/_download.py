@@ -52,10 +52,11 @@ class _Sink:
     request_id: str | None
     path: Path | None = None
     handle: int | None = None
-    digest: hashlib._Hash = attrs.field(factory=hashlib.sha256)
+    # The document's own bytes never go into a repr (error trackers record locals).
+    digest: hashlib._Hash = attrs.field(factory=hashlib.sha256, repr=False)
     size: int = 0
-    head: bytes = b""
-    tail: bytes = b""
+    head: bytes = attrs.field(default=b"", repr=False)
+    tail: bytes = attrs.field(default=b"", repr=False)
 
     async def open(self) -> None:
         # mkstemp touches the disk: off the event loop, like every other write here.
@@ -68,17 +69,15 @@ class _Sink:
         if len(self.head) < len(_PDF_MAGIC):
             self.head += chunk[: len(_PDF_MAGIC) - len(self.head)]
             if not _PDF_MAGIC.startswith(self.head[: len(_PDF_MAGIC)]):
-                self._bad("the document does not start with %PDF-", chunk)
+                self._bad("the document does not start with %PDF-")  # no bytes of it
         self.digest.update(chunk)
         self.size += len(chunk)
-        self.tail = (self.tail + chunk)[-1024:]
+        self.tail = (self.tail + chunk[-1024:])[-1024:]
         assert self.handle is not None
         await asyncio.to_thread(_write_all, self.handle, chunk)
 
-    def _bad(self, message: str, body: bytes | None = None) -> NoReturn:
-        raise DecodeError(
-            message, status=200, body=body, request_id=self.request_id, operation=self.operation
-        )
+    def _bad(self, message: str) -> NoReturn:
+        raise DecodeError(message, status=200, request_id=self.request_id, operation=self.operation)
 
     async def finish(self, final: Path) -> None:
         if self.size == 0 or self.head != _PDF_MAGIC:

@@ -96,11 +96,6 @@ class Response:
         """The answer's ``X-Request-Id`` when present."""
         return self.headers.get("x-request-id")
 
-    @property
-    def content_type(self) -> str:
-        """The media type without parameters, lower-case."""
-        return self.headers.get("content-type", "").split(";")[0].strip().lower()
-
 
 @attrs.frozen
 class Token:

@@ -125,7 +125,9 @@ class Transport:
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        """The session, created on first use."""
+        """The session, created on first use; refused once the client is closed."""
+        if self.closed:
+            raise RuntimeError("this QESClient is closed; create a new one to make calls")
         if self._session is None:
             self._session = aiohttp.ClientSession(trace_configs=self._trace_configs or None)
         return self._session
@@ -301,9 +303,7 @@ class Transport:
         response: Response | None = None,
         error: str | None = None,
     ) -> None:
-        if not _debug():  # the common case: nothing to format, nothing to measure
-            return
-        log_attempt(
+        log_attempt(  # called only when debug logging is on
             method=request.method,
             operation=request.operation,
             attempt=attempt,

@@ -97,7 +97,6 @@ class WebhookWaiter:
         self.error_grace = error_grace
         self.retry_interval = retry_interval
         self._rng = random.Random()
-        self.reads = 0
 
     async def wait_for(
         self,
@@ -119,7 +118,6 @@ class WebhookWaiter:
         while True:
             subscription.drain()  # this read answers every event received so far
             report, hold = await read_status(self._client, tracker.signature_id)
-            self.reads += 1
             now = self.clock.time()
             if report is None:
                 retry_at = now + max(hold, retry.next_delay())

@@ -113,3 +113,13 @@ async def test_wrong_passcode_and_unknown_signature(sandbox: SandboxServer) -> N
         with pytest.raises(InvalidPasscodeError) as info:
             await client.confirm_signature(sid, wrong)
         assert info.value.attempts_left == 2
+
+
+async def test_a_closed_client_refuses_calls_instead_of_opening_a_new_session(
+    sandbox: SandboxServer,
+) -> None:
+    client = QESClient(sandbox.client_id, sandbox.client_secret, base_url=sandbox.url)
+    await client.create_workflow("client-1")
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.create_workflow("client-1")

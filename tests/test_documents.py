@@ -218,6 +218,7 @@ async def test_a_bad_download_leaves_no_file(
         with pytest.raises(DecodeError) as info:
             await client.download_signed_document(SIG, "d-1", tmp_path)
     assert fragment in str(info.value)
+    assert body[-40:].decode(errors="replace") not in str(info.value)  # no document bytes
     assert list(tmp_path.iterdir()) == []
     assert len(fake_api.calls) == 1  # a bad body is not retried
 
