@@ -133,6 +133,8 @@ class StepRunner:
                 report = await self._wait_for(_ACTIONABLE)
             report = await self._settle(report)
             await self._observe(report)
+        except _Restart as restart:  # e.g. invalid_signature found on resume
+            await self._restart_needed(restart.reason)
         except UnreachableStatusError as exc:
             await self._unreachable(exc)
 

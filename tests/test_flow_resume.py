@@ -225,3 +225,45 @@ async def test_a_network_in_trouble_stops_the_flow_resumable_not_failed(tmp_path
         result = await resumed.run()
         assert result.outcome is FlowOutcome.SIGNED
         _assert_once_per_generation(w, result)
+
+
+class _StopAtStep:
+    """A store that cancels the flow's task right after it checkpoints ``step``."""
+
+    def __init__(self, inner: SQLiteFlowStore, step: str) -> None:
+        self.inner, self.step = inner, step
+        self.task: asyncio.Task[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def save(self, flow_id: str, data: Any, **kw: Any) -> int:
+        version = await self.inner.save(flow_id, data, **kw)
+        if data["step"] == self.step and self.task is not None:
+            self.task.cancel()
+        return version
+
+
+async def test_a_flow_resumed_onto_invalid_signature_restarts_and_signs(tmp_path: Path) -> None:
+    from qes_async.sandbox import ExtractedDetails, IdentityCase
+
+    # The certificate details will not match: after the confirmation the signature turns
+    # invalid_signature while no worker runs the flow; the resumed run must restart.
+    case = IdentityCase(
+        flow_kind="pending_verification",
+        case_status="pending",
+        extracted=ExtractedDetails("Jane", "Doe", "XX9999999"),
+    )
+    async with (
+        world(tmp_path, {"client-1": case}) as w,
+        SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db,
+    ):
+        stopper = _StopAtStep(db, "await_signed")
+        flow = w.flow(store=stopper, documents=[_document(tmp_path)])
+        stopper.task = asyncio.ensure_future(flow.run())
+        with pytest.raises(asyncio.CancelledError):
+            await stopper.task
+        w.clock.advance(3600)  # the service checks the details meanwhile
+        result = await (await SignatureFlow.resume(flow.flow_id, **w.resume_kw(db))).run()
+    assert result.outcome is FlowOutcome.SIGNED
+    assert [g.ended for g in result.generations] == ["invalid_signature", "signed"]
