@@ -309,6 +309,10 @@ class SignerInbox:
             return await asyncio.wait_for(asyncio.shield(slot.ack), self._answer_timeout)
         except asyncio.TimeoutError:
             return SignerAnswer(AnswerKind.PENDING)
+        finally:
+            # Nobody waits for a later verdict: do not keep the answer (a passcode) here.
+            if self._answered.get(flow_id) is slot:
+                del self._answered[flow_id]
 
     async def _slot_for(self, flow_id: str) -> _Slot | None:
         # Right after a wrong passcode the flow asks again; let the next try wait for it.

@@ -146,9 +146,21 @@ class SignerRelay:
         )
         event = self._answered[row_id] = asyncio.Event()
         try:
-            return await self._await_answer(row_id, event)
+            answer = await self._await_answer(row_id, event)
+        except BaseException:
+            # Cancelled (the page's client went away) or failed: an unclaimed row would
+            # keep the passcode in the table for a worker that may never come.
+            await asyncio.shield(self._forget(row_id))
+            raise
         finally:
             del self._answered[row_id]
+        if answer.kind is AnswerKind.PENDING:
+            await self._forget(row_id)  # nobody will read a later answer
+        return answer
+
+    async def _forget(self, row_id: int) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.execute(f"DELETE FROM {self.tables.signer} WHERE id = $1", row_id)
 
     async def _await_answer(self, row_id: int, event: asyncio.Event) -> SignerAnswer:
         loop = asyncio.get_running_loop()

@@ -346,3 +346,21 @@ async def test_questions_left_by_a_dead_worker_are_pruned_after_their_deadline(
         assert await web.signer.prune_questions() == 1
         left = await pool.fetch(f"SELECT flow_id FROM {pg_prefix}asks ORDER BY flow_id")
         assert [r["flow_id"] for r in left] == ["open", "recent"]
+
+
+async def test_a_cancelled_submission_leaves_no_passcode_behind(
+    pg_dsn: str, pg_prefix: str, secrets_registry: Callable[..., None]
+) -> None:
+    secrets_registry("551177")
+    async with node(pg_dsn, pg_prefix, claim=30.0) as web:
+        pool = web.signer.pool
+        query = f"SELECT count(*) FROM {pg_prefix}signer"
+        submitting = asyncio.create_task(web.signer.submit_passcode("nobody-drives", "551177"))
+        for _ in range(500):
+            if await pool.fetchval(query) == 1:
+                break
+            await asyncio.sleep(0.01)
+        submitting.cancel()  # the page's client went away before any worker claimed it
+        with pytest.raises(asyncio.CancelledError):
+            await submitting
+        assert await pool.fetchval(query) == 0
