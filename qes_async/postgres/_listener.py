@@ -76,6 +76,7 @@ class Listener:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="qes-postgres-listener")
         if not await wait_event(self.connected, timeout):
+            await self.close()  # do not keep reconnecting for a caller that gave up
             raise TimeoutError("could not connect to PostgreSQL to listen")
 
     async def close(self) -> None:

@@ -224,7 +224,17 @@ class Worker:
         return flow_id in self.running
 
     async def start(self) -> Worker:
-        """Open the pool, connect the listener, start heartbeat and sweeper."""
+        """Open the pool, connect the listener, start heartbeat and sweeper.
+
+        If any of it fails, what was started is closed again before the error is raised.
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> Worker:
         s = self.settings
         await self.pg.open()
         pool = self.pg.pool
@@ -319,19 +329,24 @@ class Worker:
                 continue  # another worker got there first
             try:
                 flow = await self._resume(flow_id)
-            except BaseException:
-                self.store.forget(flow_id)
-                await self.pg.release(lease)
-                raise
+            except BaseException as exc:
+                await self._let_go(flow_id, lease)
+                if not isinstance(exc, Exception):
+                    raise
+                # One flow that cannot be resumed must not end the sweep for the others.
+                log.warning("could not resume flow %s (%s)", flow_id, type(exc).__name__)
+                continue
             if flow.state is not None and flow.state.finished:
-                # It ended on its own worker between the search and the claim.
-                self.store.forget(flow_id)
-                await self.pg.release(lease)
+                await self._let_go(flow_id, lease)  # it ended on its own worker meanwhile
                 continue
             self.drive(flow)
             self.taken_over += 1
             started += 1
         return started
+
+    async def _let_go(self, flow_id: str, lease: Lease) -> None:
+        self.store.forget(flow_id)
+        await self.pg.release(lease)
 
     async def _sweeper(self) -> None:
         interval = self.settings.sweep_interval

@@ -78,3 +78,33 @@ async def test_stats_count_a_taken_over_flow_and_how_it_ended(pg_dsn: str, pg_pr
         assert await w.running["orphan-1"] is None  # stopped: the store keeps why
         stats = w.stats()
     assert (stats.taken_over, stats.stopped, stats.completed, stats.running) == (1, 1, 0, 0)
+
+
+async def test_a_flow_that_cannot_be_resumed_does_not_stop_the_sweep(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    for flow_id in ("orphan-a", "orphan-b"):
+        await _orphan(pg_dsn, pg_prefix, flow_id)
+
+    class Waiting:
+        state = SimpleNamespace(finished=False)
+
+        def __init__(self, flow_id: str) -> None:
+            self.flow_id = flow_id
+
+        async def run(self) -> None:
+            return None
+
+    broken: list[str] = []
+
+    async def resume(flow_id: str) -> Any:
+        if not broken:  # the first one the sweep tries, whichever that is
+            broken.append(flow_id)
+            raise ValueError("its state cannot be read")
+        return Waiting(flow_id)
+
+    settings = _settings(pg_prefix)
+    async with Worker(pg_dsn, resume=resume, settings=settings, worker_id="w7") as w:
+        assert await w.sweep() == 1  # the other one
+        leases = dict(await w.pg.pool.fetch(f"SELECT flow_id, lease_owner FROM {pg_prefix}flows"))
+    assert leases[broken[0]] is None  # let go, for a later sweep or a person to look at
