@@ -20,6 +20,7 @@ ROWS = (
     "2 requests/flow, polling",
     "3 scale: flows/s",
     "3 scale: req/s vs raw sandbox",
+    "3 scale: req/s vs plain aiohttp flows",
     "3 scale: memory per waiting flow",
     "4 streaming: RSS growth",
     "5 webhook receiver vs bare handler",

@@ -226,8 +226,20 @@ def test_make_pdf_is_a_pdf_of_at_least_the_padding() -> None:
     assert len(pdf) > 10_000
 
 
-def test_public_names_are_sorted_and_resolve_lazily() -> None:
-    assert qes_async.__all__ == sorted(qes_async.__all__)
+def test_public_names_resolve_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, qes_async\n"
+        "before = 'qes_async._models' in sys.modules\n"
+        "status = qes_async.Status\n"
+        "print(before, 'qes_async._models' in sys.modules, status.__module__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True", "qes_async._models"]  # loaded on first use, not before
     assert qes_async.Status is Status
     with pytest.raises(AttributeError):
         _ = qes_async.NoSuchThing  # type: ignore[attr-defined]

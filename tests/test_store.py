@@ -172,7 +172,7 @@ async def test_sqlite_uses_wal_and_runs_off_the_loop(tmp_path: Path) -> None:
     assert mode == ("wal",)
 
 
-async def test_sqlite_write_completes_when_its_caller_is_cancelled(tmp_path: Path) -> None:
+async def test_a_cancelled_sqlite_write_is_all_or_nothing(tmp_path: Path) -> None:
     async with SQLiteFlowStore(tmp_path / "flows.db") as sqlite_store:
         await sqlite_store.create("f1", {"n": 0})
         task = asyncio.ensure_future(sqlite_store.save("f1", {"n": 1}, expected_version=1))
