@@ -115,8 +115,13 @@ class WebhookReceiver:
             headers: the request headers (any case).
             body: the raw body; pass at most ``max_body + 1`` bytes of a larger one.
         """
+        return self._answer(method.upper(), path, _lower(headers), body, prechecked=False)
+
+    def _answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, *, prechecked: bool
+    ) -> WebhookResponse:
         try:
-            response = self._dispatch(method.upper(), path, _lower(headers), body)
+            response = self._dispatch(method, path, headers, body, prechecked)
         except Exception:  # a bug must not become a 500 loop of retries with a traceback
             log.exception("webhook handling failed unexpectedly")
             response = _problem(400, "bad_request", "the webhook could not be processed")
@@ -148,9 +153,9 @@ class WebhookReceiver:
         return None
 
     def _dispatch(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
+        self, method: str, path: str, headers: dict[str, str], body: bytes, prechecked: bool
     ) -> WebhookResponse:
-        refusal = self.precheck(method, path, headers)
+        refusal = None if prechecked else self.precheck(method, path, headers)
         if refusal is not None:
             return refusal
         if path == self.token_path and isinstance(self.auth, BearerAuth):
@@ -229,7 +234,8 @@ class WebhookReceiver:
 
     async def aiohttp_handler(self, request: web.Request) -> web.Response:
         """An aiohttp handler for both routes (webhooks and, with Bearer, the token)."""
-        refusal = self.precheck(request.method, request.path, request.headers)
+        method, headers = request.method.upper(), _lower(request.headers)
+        refusal = self.precheck(method, request.path, headers)
         if refusal is not None:
             self.refused += 1
             return _to_aiohttp(refusal)
@@ -238,7 +244,8 @@ class WebhookReceiver:
             body += chunk
             if len(body) > self.max_body:
                 break  # the core answers 413; the rest is never read
-        answer = self.handle(request.method, request.path, request.headers, bytes(body))
+        # Checked above already: authentication and the rest are not done twice.
+        answer = self._answer(method, request.path, headers, bytes(body), prechecked=True)
         return _to_aiohttp(answer)
 
     def aiohttp_routes(self) -> list[web.RouteDef]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import pytest
@@ -254,3 +256,24 @@ async def test_aiohttp_routes_serve_the_core_over_loopback() -> None:
         async with session.get(server.make_url(PATH), headers=hdrs) as response:
             assert response.status == 405
     assert events(dispatcher) == [Status.SIGNED]
+
+
+async def test_an_aiohttp_webhook_is_authenticated_once() -> None:
+    register_secret(PASSWORD)
+
+    class CountingAuth(BasicAuth):
+        checks = 0
+
+        def check(self, headers: Mapping[str, str]) -> Any:
+            CountingAuth.checks += 1
+            return super().check(headers)
+
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    receiver = WebhookReceiver(dispatcher, CountingAuth(USER, PASSWORD))
+    async with TestServer(receiver.aiohttp_app()) as server, aiohttp.ClientSession() as session:
+        url, event = server.make_url(PATH), {"signatureId": SID, "status": "signed"}
+        response = await session.post(url, json=event, headers=basic())
+        assert response.status == 204
+        response.release()
+    assert CountingAuth.checks == 1
+    assert (receiver.accepted, receiver.refused) == (1, 0)
