@@ -16,7 +16,7 @@ from . import _protocol as proto
 from ._auth import TokenCache
 from ._clock import Clock, SystemClock
 from ._documents import Document
-from ._download import consume_signed_document
+from ._download import TAIL, consume_signed_document, pdf_defect
 from ._errors import DecodeError, InvalidInputError
 from ._logging import configure_from_env
 from ._models import Attempt, SignatureDetails, SignedDocument, StatusReport, Workflow
@@ -349,12 +349,10 @@ class QESClient:
         response = await self._transport.send(request)
         if response.status == 204 or not response.body:
             return None
-        if not response.body.startswith(b"%PDF-") or b"%%EOF" not in response.body[-1024:]:
-            # A cut PDF must not be saved as the contract (downloads check the same).
+        defect = pdf_defect(response.body, response.body[-TAIL:])
+        if defect is not None:  # a cut PDF must not be saved as the contract
             raise DecodeError(
-                "the InfoCert contract is not a PDF"
-                if not response.body.startswith(b"%PDF-")
-                else "the InfoCert contract is truncated (no %%EOF at its end)",
+                f"the InfoCert contract {defect}",
                 status=response.status,
                 body=response.body,
                 request_id=response.request_id,

@@ -23,12 +23,34 @@ import attrs
 from ._errors import DecodeError
 from ._models import SignedDocument
 from ._multipart import Headers, MultipartParser, PartData, PartEnd
+from ._validation import PDF_MAGIC
 
-__all__ = ["MAX_MESSAGE", "consume_signed_document", "safe_file_name"]
+__all__ = [
+    "MAX_MESSAGE",
+    "PARTIAL_GLOB",
+    "consume_signed_document",
+    "pdf_defect",
+    "safe_file_name",
+    "write_file",
+]
 
 MAX_MESSAGE = 64 * 1024
 READ_CHUNK = 256 * 1024
-_PDF_MAGIC = b"%PDF-"
+TAIL = 1024  # where a PDF's %%EOF must be
+_PREFIX, _SUFFIX = ".qes-", ".part"  # temp files not yet renamed into place
+PARTIAL_GLOB = f"{_PREFIX}*{_SUFFIX}"
+
+
+def pdf_defect(head: bytes, tail: bytes) -> str | None:
+    """What makes a received file no whole PDF, from its first bytes and last ``TAIL``
+    bytes: "is not a PDF", "is truncated (...)", or None when it looks whole."""
+    if not head:
+        return "is empty: no PDF"
+    if not head.startswith(PDF_MAGIC):
+        return "is not a PDF"
+    if b"%%EOF" not in tail[-TAIL:]:
+        return "is truncated (no %%EOF at its end)"
+    return None
 
 
 def safe_file_name(candidate: str | None, fallback: str) -> str:
@@ -61,18 +83,18 @@ class _Sink:
     async def open(self) -> None:
         # mkstemp touches the disk: off the event loop, like every other write here.
         fd, name = await asyncio.to_thread(
-            tempfile.mkstemp, dir=self.directory, prefix=".qes-", suffix=".part"
+            tempfile.mkstemp, dir=self.directory, prefix=_PREFIX, suffix=_SUFFIX
         )
         self.handle, self.path = fd, Path(name)  # mkstemp creates it with mode 0600
 
     async def write(self, chunk: bytes) -> None:
-        if len(self.head) < len(_PDF_MAGIC):
-            self.head += chunk[: len(_PDF_MAGIC) - len(self.head)]
-            if not _PDF_MAGIC.startswith(self.head[: len(_PDF_MAGIC)]):
+        if len(self.head) < len(PDF_MAGIC):
+            self.head += chunk[: len(PDF_MAGIC) - len(self.head)]
+            if not PDF_MAGIC.startswith(self.head[: len(PDF_MAGIC)]):
                 self._bad("the document does not start with %PDF-")  # no bytes of it
         self.digest.update(chunk)
         self.size += len(chunk)
-        self.tail = (self.tail + chunk[-1024:])[-1024:]
+        self.tail = (self.tail + chunk[-TAIL:])[-TAIL:]
         assert self.handle is not None
         await asyncio.to_thread(_write_all, self.handle, chunk)
 
@@ -80,10 +102,9 @@ class _Sink:
         raise DecodeError(message, status=200, request_id=self.request_id, operation=self.operation)
 
     async def finish(self, final: Path) -> None:
-        if self.size == 0 or self.head != _PDF_MAGIC:
-            self._bad("the answer holds no PDF document")
-        if b"%%EOF" not in self.tail:
-            self._bad("the PDF document is truncated (no %%EOF at its end)")
+        defect = pdf_defect(self.head, self.tail)
+        if defect is not None:
+            self._bad(f"the signed document {defect}")
         assert self.handle is not None
         assert self.path is not None
         handle, self.handle = self.handle, None
@@ -106,6 +127,23 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` as downloads do: temp file (0600), fsync, atomic rename;
+    nothing is left behind on failure. Blocking: run it in a thread."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_PREFIX, suffix=_SUFFIX)
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+        raise
+    try:
+        _sync_close_rename(fd, Path(name), path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def _sync_close_rename(fd: int, source: Path, final: Path) -> None:

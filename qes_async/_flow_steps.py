@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import tempfile
+import hashlib
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from . import _flow_machine as fm
 from ._documents import Document
+from ._download import PARTIAL_GLOB, write_file
 from ._errors import (
     ConflictError,
     DocumentCheckError,
@@ -359,7 +359,8 @@ class StepRunner:
             contract = await self.client.get_infocert_contract(self.sig)
             if contract is not None:
                 path = folder / f"{self.sig}-infocert-contract.pdf"
-                digest = await asyncio.to_thread(_write_atomically, path, contract)
+                await asyncio.to_thread(write_file, path, contract)
+                digest = hashlib.sha256(contract).hexdigest()
                 self.state.contract = DownloadRecord(
                     "infocert-contract", str(path), digest, len(contract)
                 )
@@ -459,9 +460,6 @@ def _code(exc: QESError) -> str:
     return "passcode_expired" if isinstance(exc, PasscodeExpiredError) else "flow_expired"
 
 
-PARTIAL_GLOB = ".qes-*.part"  # temp files of downloads not yet renamed into place
-
-
 def _prepare_folder(folder: Path) -> None:
     """Create the flow's download folder and remove partial files of a killed earlier run.
 
@@ -471,19 +469,3 @@ def _prepare_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for partial in folder.glob(PARTIAL_GLOB):
         partial.unlink(missing_ok=True)
-
-
-def _write_atomically(path: Path, data: bytes) -> str:
-    import hashlib
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".qes-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return hashlib.sha256(data).hexdigest()
