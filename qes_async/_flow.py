@@ -244,13 +244,13 @@ class SignatureFlow:
             DocumentCheckError: a document hash did not match, or a signature did not check.
             StaleStateError: another worker took the flow over.
         """
-        if self._state is None:
-            await self._start()
-        state = self._state
-        assert state is not None
-        self._lease = await self.store.acquire(state.flow_id, self._owner, self._lease_ttl)
-        runner = StepRunner(self, state, self._documents)
-        try:
+        try:  # whatever fails, the event iterators end
+            if self._state is None:
+                await self._start()
+            state = self._state
+            assert state is not None
+            self._lease = await self.store.acquire(state.flow_id, self._owner, self._lease_ttl)
+            runner = StepRunner(self, state, self._documents)
             await runner.resync()
             while not state.step.is_terminal:
                 await runner.perform(fm.next_action(state.step))

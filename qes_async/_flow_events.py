@@ -86,10 +86,14 @@ class EventHub:
         for queue in self._queues:
             queue.put_nowait(None)
 
-    async def iterate(self) -> AsyncIterator[FlowEvent]:
-        """Events from now until the run ends."""
+    def iterate(self) -> AsyncIterator[FlowEvent]:
+        """Events from now until the run ends: the queue is registered at this call, not
+        at the first ``__anext__`` (an iterator made before ``run()`` misses nothing)."""
         queue: asyncio.Queue[FlowEvent | None] = asyncio.Queue()
         self._queues.append(queue)
+        return self._drain(queue)
+
+    async def _drain(self, queue: asyncio.Queue[FlowEvent | None]) -> AsyncIterator[FlowEvent]:
         try:
             while (event := await queue.get()) is not None:
                 yield event

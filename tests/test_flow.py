@@ -383,3 +383,31 @@ async def test_bad_input_is_refused_before_any_workflow_exists(
         assert info.value.field.startswith(field)
         assert w.sandbox.request_log == []  # nothing was created, nothing uploaded
     assert await store.unfinished() == []
+
+
+async def test_events_iterator_made_before_run_gets_every_event_and_ends(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        flow = w.flow()
+        events = flow.events()  # not iterated until the run is over
+        result = await flow.run()
+        kinds = [e.kind.value async for e in events]
+    assert result.outcome is FlowOutcome.SIGNED
+    assert kinds[-1] == "finished"
+    assert "document_downloaded" in kinds
+
+
+async def test_events_iterator_ends_when_the_run_fails_before_starting(tmp_path: Path) -> None:
+    import asyncio
+
+    from qes_async import InvalidInputError
+
+    async with world(tmp_path) as w:
+        flow = w.flow(mobile_number="not a number")
+        events = flow.events()
+        with pytest.raises(InvalidInputError):
+            await flow.run()
+        assert await asyncio.wait_for(_collect(events), 5) == []
+
+
+async def _collect(events: Any) -> list[Any]:
+    return [e async for e in events]
