@@ -6,7 +6,6 @@ reconstruction, so a user who learns the real ones changes them here, not in the
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 from urllib.parse import quote
 
@@ -66,11 +65,6 @@ class Routes:
     def path(self, operation: str, **params: Any) -> str:
         """The path for an operation with its parameters filled in (URL-quoted)."""
         template: str = getattr(self, operation)
-        return _fill(template, tuple((k, str(v)) for k, v in params.items()))
-
-
-@functools.lru_cache(maxsize=8192)
-def _fill(template: str, params: tuple[tuple[str, str], ...]) -> str:
-    # Cached: a flow reads the same signature's status many times, and quoting is the
-    # costliest part of building a request.
-    return template.format(**{k: quote(v, safe="") for k, v in params})
+        # Not cached: the status read, the one call repeated per signature, keeps its whole
+        # request (QESClient._status_requests); every other path is built once or twice.
+        return template.format(**{k: quote(str(v), safe="") for k, v in params.items()})
