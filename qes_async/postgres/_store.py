@@ -203,6 +203,26 @@ class PostgresFlowStore:
             raise _stale(flow_id, "another worker holds the lease")
         raise _not_found(flow_id)
 
+    async def renew(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a lease this owner still holds, keeping its fencing token.
+
+        Unlike :meth:`acquire`, never takes a released lease back: StaleStateError when
+        the lease was released, or taken over, since ``lease`` was granted.
+        """
+        expires = await self.pool.fetchval(
+            f"UPDATE {self.tables.flows} SET lease_expires = $4::float8 + $5::float8"
+            " WHERE flow_id = $1 AND lease_owner = $2 AND lease_token = $3"
+            " RETURNING lease_expires",
+            lease.flow_id,
+            lease.owner,
+            lease.token,
+            self._clock.time(),
+            float(ttl),
+        )
+        if expires is None:
+            raise _stale(lease.flow_id, "the lease was released or taken over")
+        return Lease(lease.flow_id, lease.owner, lease.token, float(expires))
+
     async def release(self, lease: Lease) -> None:
         """Give the lease up (a no-op if it was lost already)."""
         await self.pool.execute(

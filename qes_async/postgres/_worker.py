@@ -369,8 +369,11 @@ class Worker:
             await asyncio.sleep(self.settings.lease_ttl / 3)
             for flow_id, lease in list(self.store.leases.items()):
                 try:
-                    renewed = await self.pg.acquire(flow_id, lease.owner, self.settings.lease_ttl)
+                    # renew, not acquire: a lease its flow released meanwhile stays free
+                    renewed = await self.pg.renew(lease, self.settings.lease_ttl)
                 except StaleStateError:
+                    if flow_id not in self.store.leases:
+                        continue  # its run ended and let go of it while we looked
                     log.warning("lost the lease of flow %s; stopping it here", flow_id)
                     self.leases_lost += 1
                     task = self.running.get(flow_id)

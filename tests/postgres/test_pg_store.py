@@ -89,6 +89,26 @@ async def test_racing_acquires_give_the_lease_to_exactly_one(pg_dsn: str, pg_pre
     assert won[0].token == 1
 
 
+async def test_renew_extends_a_held_lease_but_never_takes_a_released_one_back(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    clock = FakeClock()
+    async with PostgresFlowStore(pg_dsn, prefix=pg_prefix, clock=clock, migrate=True) as db:
+        await db.create("f1", {})
+        lease = await db.acquire("f1", "w1/run", ttl=30)
+        clock.advance(20)
+        renewed = await db.renew(lease, 30)
+        assert (renewed.token, renewed.expires_at) == (lease.token, clock.time() + 30)
+        await db.release(renewed)  # the run ended
+        with pytest.raises(StaleStateError, match="released or taken over"):
+            await db.renew(renewed, 30)  # a heartbeat that looked a moment too late
+        assert await db.orphaned(idle_for=0) == ["f1"]  # still free for a sweeper
+        other = await db.acquire("f1", "w2/run", ttl=30)
+        with pytest.raises(StaleStateError):
+            await db.renew(lease, 30)  # taken over: the old holder cannot extend it
+        assert (await db.acquire("f1", "w2/run", ttl=30)).token == other.token
+
+
 async def test_orphaned_lists_unleased_and_expired_unfinished_flows(
     pg_dsn: str, pg_prefix: str
 ) -> None:
