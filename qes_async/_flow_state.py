@@ -23,6 +23,9 @@ from ._errors import FlowError
 from ._flow_machine import Step
 from ._redact import mask_phone
 
+#: The steps that run against a deadline, and the name of that deadline.
+WINDOW_OF_STEP = {Step.CONSENT: "consent", Step.PASSCODE: "confirmation", Step.SELFIE: "selfie"}
+
 __all__ = [
     "FORMAT_VERSION",
     "DocumentRecord",
@@ -134,10 +137,13 @@ class FlowState:
         return self.step.is_terminal
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline of the current generation, for a sweeper (None if none)."""
-        if not self.generations or self.finished:
+        """The deadline of the window the flow is in now (consent, confirmation, selfie),
+        for a sweeper; None outside those windows, or once finished. A window that has
+        closed behind the flow (consent given) no longer counts."""
+        window = WINDOW_OF_STEP.get(self.step)
+        if window is None or not self.generations:
             return None
-        return min(self.generation.deadlines.values(), default=None)
+        return self.generation.deadlines.get(window)
 
 
 def _converter() -> cattrs.Converter:

@@ -31,7 +31,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._flow_events import FlowEventKind
-from ._flow_state import DownloadRecord, FlowState, Generation
+from ._flow_state import WINDOW_OF_STEP, DownloadRecord, FlowState, Generation
 from ._models import SignatureDetails, Status, StatusReport
 from ._redact import mask_phone
 from ._signer import (
@@ -52,11 +52,8 @@ __all__ = ["StepRunner"]
 T = TypeVar("T")
 
 # The deadline each asking step starts when the flow enters it: (name, seconds).
-_WINDOWS = {
-    fm.Step.CONSENT: ("consent", 2 * 3600.0),
-    fm.Step.PASSCODE: ("confirmation", 3600.0),
-    fm.Step.SELFIE: ("selfie", 24 * 3600.0),
-}
+_LENGTHS = {"consent": 2 * 3600.0, "confirmation": 3600.0, "selfie": 24 * 3600.0}
+_WINDOWS = {step: (name, _LENGTHS[name]) for step, name in WINDOW_OF_STEP.items()}
 # Statuses worth acting on once an `error` has passed.
 _ACTIONABLE = (
     Status.PENDING,

@@ -230,10 +230,15 @@ def test_state_repr_masks_the_mobile_number() -> None:
     assert "+31******678" in repr(_state())
 
 
-def test_next_deadline_is_the_earliest_of_the_generation() -> None:
+def test_next_deadline_is_that_of_the_window_the_flow_is_in() -> None:
     state = _state()
-    state.generation.deadlines["selfie"] = 5000.0
-    assert state.next_deadline() == 5000.0
+    state.generation.deadlines["selfie"] = 5000.0  # an earlier window, passed already
+    assert state.next_deadline() == 7300.0  # in consent: its 2 h
+    state.step = Step.AWAIT_CONFIRMATION  # consent given: that deadline is behind it
+    assert state.next_deadline() is None
+    state.generation.deadlines["confirmation"] = 9000.0
+    state.step = Step.PASSCODE
+    assert state.next_deadline() == 9000.0
     state.step = Step.SIGNED
     assert state.next_deadline() is None
 
