@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._flow_events import FlowEventKind
 from ._flow_state import WINDOW_OF_STEP, DownloadRecord, FlowState, Generation
+from ._logging import logger as log
 from ._models import SignatureDetails, Status, StatusReport
 from ._redact import mask_phone
 from ._signer import (
@@ -448,7 +449,7 @@ class StepRunner:
         try:
             await self.flow.signer.acknowledge(request, SignerAnswer(kind, left))
         except Exception as exc:  # the signer's trouble must not break the flow
-            _ = exc
+            log.warning("the signer's acknowledge() failed (%s)", type(exc).__name__)
 
 
 def _code(exc: QESError) -> str:

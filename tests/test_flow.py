@@ -411,3 +411,18 @@ async def test_events_iterator_ends_when_the_run_fails_before_starting(tmp_path:
 
 async def _collect(events: Any) -> list[Any]:
     return [e async for e in events]
+
+
+async def test_a_signer_whose_acknowledge_fails_is_logged_and_the_flow_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with world(tmp_path) as w:
+        signer = w.signer()
+
+        async def broken(request: Any, answer: Any) -> None:
+            raise RuntimeError("the page that was told is gone")
+
+        signer.acknowledge = broken  # type: ignore[method-assign]
+        result = await w.flow(signer=signer).run()
+    assert result.outcome is FlowOutcome.SIGNED
+    assert "acknowledge() failed (RuntimeError)" in caplog.text
