@@ -22,6 +22,22 @@ Handler = Callable[[str], None]
 Hook = Callable[[], Awaitable[object]]
 
 
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel ``tasks`` (None entries are skipped) and wait until each has ended.
+
+    Their own errors and cancellations are not raised here (a stopping component has
+    nowhere better to put them), but a cancellation of the caller still propagates.
+    """
+    live = [task for task in tasks if task is not None]
+    for task in live:
+        task.cancel()
+    if live:
+        await asyncio.wait(live)
+    for task in live:
+        if not task.cancelled():
+            task.exception()  # retrieved: not reported again as "never retrieved"
+
+
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     """Wait until ``event`` is set (True) or ``timeout`` passes (False).
 
@@ -82,10 +98,7 @@ class Listener:
     async def close(self) -> None:
         """Stop listening and close the connection."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def wait_reconnected(self, previous: int, timeout: float) -> None:
         """Wait until more than ``previous`` connections have been made and one is up."""

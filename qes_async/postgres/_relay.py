@@ -17,7 +17,6 @@ rows it missed; a slow poll is the safety net; and the flows' own status polling
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -29,7 +28,7 @@ from aiohttp import web
 from .._dispatcher import WebhookDispatcher
 from .._models import ErrorDetail, Status, WebhookEvent
 from ..webhooks import BearerAuth, WebhookReceiver
-from ._listener import Listener, wait_event
+from ._listener import Listener, cancel_and_wait, wait_event
 from ._schema import DEFAULT_PREFIX, Tables
 
 __all__ = ["PostgresRelay", "RecordingDispatcher"]
@@ -163,10 +162,7 @@ class PostgresRelay:
     async def close(self) -> None:
         """Stop relaying."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _catch_up(self) -> None:
         self._kick.set()  # after a reconnection: read whatever was missed

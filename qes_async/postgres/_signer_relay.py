@@ -44,7 +44,7 @@ from .._signer import (
     SignerInbox,
     SignerRequest,
 )
-from ._listener import Listener, wait_event
+from ._listener import Listener, cancel_and_wait, wait_event
 from ._schema import DEFAULT_PREFIX, Tables
 
 __all__ = ["SignerRelay"]
@@ -318,13 +318,8 @@ class SignerRelay:
     async def close(self) -> None:
         """Stop polling, serving and publishing questions."""
         self._closed = True
-        tasks = [t for t in (self._task, self._publisher, *self._serving) if t is not None]
-        self._task = None
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks, self._task = (self._task, self._publisher, *self._serving), None
+        await cancel_and_wait(*tasks)
 
     async def prune_questions(self) -> int:
         """Delete questions whose deadline passed a minute ago; returns how many.

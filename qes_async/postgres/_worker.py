@@ -9,7 +9,6 @@ resumes flows nobody drives (their worker crashed or was stopped) and flows that
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -24,7 +23,7 @@ from .._errors import StaleStateError
 from .._flow import FlowResult, SignatureFlow
 from .._signer import SignerInbox
 from .._store import Lease, StoredFlow
-from ._listener import Listener
+from ._listener import Listener, cancel_and_wait
 from ._relay import PostgresRelay
 from ._schema import DEFAULT_PREFIX
 from ._signer_relay import SignerRelay
@@ -267,11 +266,7 @@ class Worker:
     async def close(self) -> None:
         """Stop sweeping, cancel the flows driven here (their leases are released, so
         another worker's sweeper resumes them), and disconnect."""
-        for task in [*self._tasks, *self.running.values()]:
-            task.cancel()
-        for task in [*self._tasks, *self.running.values()]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks, *self.running.values())
         self._tasks = []
         if self._signer is not None:
             await self._signer.close()
