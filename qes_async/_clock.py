@@ -82,16 +82,31 @@ class SystemClock:
         return "SystemClock()"
 
 
-class _FakeTimer:
-    __slots__ = ("callback", "cancelled", "when")
+def _nothing() -> None:
+    return None
 
-    def __init__(self, when: float, callback: Callable[[], object]) -> None:
+
+class _FakeTimer:
+    __slots__ = ("callback", "cancelled", "clock", "when")
+
+    def __init__(
+        self, when: float, callback: Callable[[], object], clock: FakeClock | None
+    ) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self.clock = clock
 
     def cancel(self) -> None:
+        if self.cancelled:
+            return
         self.cancelled = True
+        # Drop the callback at once: it closes over a finished flow's futures, and a
+        # cancelled timer must not keep them alive until its due time (or for ever).
+        self.callback = _nothing
+        if self.clock is not None:
+            self.clock._timer_cancelled()
+            self.clock = None
 
 
 class FakeClock:
@@ -112,6 +127,7 @@ class FakeClock:
         self._now = self.DEFAULT_START if start is None else float(start)
         self.auto_advance = auto_advance
         self._timers: list[tuple[float, int, _FakeTimer]] = []
+        self._cancelled = 0  # cancelled timers still in the heap
         self._seq = itertools.count()
 
     def time(self) -> float:
@@ -132,19 +148,31 @@ class FakeClock:
         while self._timers and self._timers[0][0] <= target:
             due, _, timer = heapq.heappop(self._timers)
             if timer.cancelled:
+                self._cancelled -= 1
                 continue
+            timer.clock = None
             self._now = max(self._now, due)
             timer.callback()
         self._now = target
 
     def call_at(self, when: float, callback: Callable[[], object]) -> _FakeTimer:
-        timer = _FakeTimer(when, callback)
         if when <= self._now:
             # Due already: run on the next loop iteration, as the real clock would.
+            timer = _FakeTimer(when, callback, None)
             asyncio.get_running_loop().call_soon(self._fire, timer)
         else:
+            timer = _FakeTimer(when, callback, self)
             heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
+
+    def _timer_cancelled(self) -> None:
+        # Remove cancelled timers once they are half the heap, as asyncio's loop does, so
+        # a long run that cancels most of its timers (every finished wait) stays small.
+        self._cancelled += 1
+        if self._cancelled > 64 and self._cancelled * 2 > len(self._timers):
+            self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
 
     @staticmethod
     def _fire(timer: _FakeTimer) -> None:
@@ -184,7 +212,7 @@ class FakeClock:
     @property
     def pending_timers(self) -> int:
         """How many timers are still waiting (cancelled ones excluded)."""
-        return sum(1 for _, _, t in self._timers if not t.cancelled)
+        return len(self._timers) - self._cancelled
 
     def next_timer(self) -> float | None:
         """When the earliest pending timer is due, or None."""
