@@ -24,6 +24,7 @@ import attrs
 
 from ._clock import Clock, SystemClock
 from ._errors import FlowNotFoundError, StaleStateError
+from ._flow_state import StateFormatError
 
 __all__ = ["FlowStore", "Lease", "MemoryFlowStore", "SQLiteFlowStore", "StoredFlow"]
 
@@ -103,6 +104,24 @@ def _encode(data: Mapping[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
+def _decode(flow_id: str, raw: str | bytes) -> dict[str, Any]:
+    """A stored row's JSON, or StateFormatError naming the flow: never a parser's own error.
+
+    A damaged row (not JSON, invalid UTF-8, nested deeper than the parser's stack) must
+    end as the one typed error the flow and the CLI know how to report.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray, memoryview)) else raw
+        data = json.loads(text)
+    except (ValueError, RecursionError, TypeError) as exc:
+        raise StateFormatError(
+            f"flow {flow_id}: its stored state cannot be read ({exc.__class__.__name__})"
+        ) from None
+    if not isinstance(data, dict):
+        raise StateFormatError(f"flow {flow_id}: its stored state is not a JSON object")
+    return data
+
+
 def _stale(flow_id: str, why: str) -> StaleStateError:
     return StaleStateError(f"flow {flow_id}: {why}")
 
@@ -141,7 +160,12 @@ class MemoryFlowStore:
     async def load(self, flow_id: str) -> StoredFlow:
         row = self._row(flow_id)
         return StoredFlow(
-            flow_id, row.version, json.loads(row.text), row.finished, row.due_at, row.updated_at
+            flow_id,
+            row.version,
+            _decode(flow_id, row.text),
+            row.finished,
+            row.due_at,
+            row.updated_at,
         )
 
     async def save(
@@ -287,13 +311,16 @@ class SQLiteFlowStore:
     async def load(self, flow_id: str) -> StoredFlow:
         def select(conn: sqlite3.Connection) -> StoredFlow:
             row = conn.execute(
-                "SELECT version, data, finished, due_at, updated_at FROM qes_flows"
-                " WHERE flow_id = ?",
+                # As bytes: a row of invalid UTF-8 would otherwise fail inside sqlite3.
+                "SELECT version, CAST(data AS BLOB), finished, due_at, updated_at"
+                " FROM qes_flows WHERE flow_id = ?",
                 (flow_id,),
             ).fetchone()
             if row is None:
                 raise _not_found(flow_id)
-            return StoredFlow(flow_id, row[0], json.loads(row[1]), bool(row[2]), row[3], row[4])
+            return StoredFlow(
+                flow_id, row[0], _decode(flow_id, row[1]), bool(row[2]), row[3], row[4]
+            )
 
         return await self._run(select)
 

@@ -14,13 +14,12 @@ their clocks in sync (NTP) well within the lease TTL.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._errors import FlowNotFoundError, StaleStateError
-from .._store import Lease, StoredFlow, _encode
+from .._store import Lease, StoredFlow, _decode, _encode
 from ._schema import DEFAULT_PREFIX, Tables, migrate
 
 __all__ = ["PostgresFlowStore"]
@@ -134,7 +133,7 @@ class PostgresFlowStore:
         )
         if row is None:
             raise _not_found(flow_id)
-        return StoredFlow(flow_id, row[0], json.loads(row[1]), row[2], row[3], row[4])
+        return StoredFlow(flow_id, row[0], _decode(flow_id, row[1]), row[2], row[3], row[4])
 
     async def save(
         self,
