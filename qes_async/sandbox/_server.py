@@ -9,6 +9,7 @@ tests assert it never happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import uuid
@@ -23,6 +24,7 @@ from ._api import CURRENT_CALL, OPERATIONS, ApiHandlers, CallState
 from ._control import CONTROL_PREFIX, add_control_routes
 from ._faults import HTTP_FAULTS, Fault, FaultPlan
 from ._model import IdentityCase, RequestRecord, SandboxTiming, ServiceError, Signature, SmsRecord
+from ._signing import MissingExtraError, sandbox_ca
 from ._state import QESService
 from ._webhooks import WebhookConfig, WebhookDelivery, WebhookDispatcher
 
@@ -118,6 +120,7 @@ class SandboxServer:
 
     async def start(self) -> None:
         """Start serving; sets :attr:`url`."""
+        _prepare_signing()
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port)
@@ -313,6 +316,12 @@ class SandboxServer:
         )
         self.request_log.append(record)
         log.debug("%s %s -> %s (%s)", request.method, request.path, status, record.fault)
+
+
+def _prepare_signing() -> None:
+    """Make the signing CA before the first request (a no-op without the sandbox extra)."""
+    with contextlib.suppress(MissingExtraError):  # downloads then say which extra to install
+        sandbox_ca()
 
 
 def _fields(timing: SandboxTiming) -> dict[str, Any]:

@@ -10,7 +10,7 @@ which extra to install.
 from __future__ import annotations
 
 import datetime
-import functools
+import threading
 from io import BytesIO
 from typing import Any
 
@@ -61,9 +61,27 @@ def _crypto() -> Any:
     return x509, hashes, serialization, ec, NameOID
 
 
-@functools.lru_cache(maxsize=1)
+# Downloads are signed on several threads at once. An unguarded lazy cache let two of
+# them each make a CA and leaf key on the first burst, so a PDF could be signed with one
+# key and carry the certificate of the other: intact, but not verifiable. One lock makes
+# each exactly once, and the server makes the CA before it serves its first request.
+_LOCK = threading.Lock()
+_CA: list[SandboxCA] = []
+_LEAVES: dict[SignerIdentity, bytes] = {}
+_MAX_LEAVES = 256
+
+
 def sandbox_ca() -> SandboxCA:
-    """The CA of this process (made on first use, then cached)."""
+    """The CA of this process (made once, on first use, safely from any thread)."""
+    if _CA:
+        return _CA[0]
+    with _LOCK:
+        if not _CA:
+            _CA.append(_make_ca())
+        return _CA[0]
+
+
+def _make_ca() -> SandboxCA:
     x509, hashes, serialization, ec, name_oid = _crypto()
     ca_key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
@@ -98,10 +116,22 @@ def sandbox_ca() -> SandboxCA:
     )
 
 
-@functools.lru_cache(maxsize=256)
 def _leaf_certificate(identity: SignerIdentity) -> bytes:
-    x509, hashes, serialization, _, name_oid = _crypto()
+    """The signer's certificate for the one leaf key (made once per identity)."""
     ca = sandbox_ca()
+    cached = _LEAVES.get(identity)
+    if cached is not None:
+        return cached
+    with _LOCK:
+        if identity not in _LEAVES:
+            if len(_LEAVES) >= _MAX_LEAVES:
+                _LEAVES.pop(next(iter(_LEAVES)))
+            _LEAVES[identity] = _make_leaf(ca, identity)
+        return _LEAVES[identity]
+
+
+def _make_leaf(ca: SandboxCA, identity: SignerIdentity) -> bytes:
+    x509, hashes, serialization, _, name_oid = _crypto()
     subject = x509.Name(
         [
             x509.NameAttribute(name_oid.COUNTRY_NAME, "NL"),
