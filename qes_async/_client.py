@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -304,11 +304,21 @@ class QESClient:
         return proto.parse_status(response)
 
     async def download_signed_document(
-        self, signature_id: str, document_id: str, destination: str | os.PathLike[str]
+        self,
+        signature_id: str,
+        document_id: str,
+        destination: str | os.PathLike[str],
+        *,
+        keep: Collection[str] | None = None,
     ) -> SignedDocument:
         """Stream a signed document into the folder ``destination``.
 
-        The file appears atomically (temp file, fsync, rename) or not at all.
+        The file appears atomically (temp file, fsync, rename) or not at all, under the
+        server's file name reduced to a bare ``.pdf`` name of at most 200 bytes. It never
+        replaces a file: if the name is taken, ``<name>-<first 12 characters of the
+        document id>.pdf``, then ``...-2.pdf``, is used. ``keep``, for a caller that
+        tracks its own files (as :class:`SignatureFlow` does), protects only the names
+        listed and replaces any other file of the chosen name.
 
         Raises:
             InvalidInputError: ``destination`` is not an existing folder.
@@ -331,7 +341,7 @@ class QESClient:
         )
 
         async def consume(resp: aiohttp.ClientResponse) -> SignedDocument:
-            return await consume_signed_document(resp, folder, document_id)
+            return await consume_signed_document(resp, folder, document_id, keep)
 
         document: SignedDocument
         _, document = await self._transport.exchange(request, consume)

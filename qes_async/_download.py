@@ -3,7 +3,11 @@ while streaming, fsync, atomic rename. A failed or truncated download leaves no 
 
 Reads ``multipart/mixed`` (a ``text/plain`` message, then the ``application/pdf`` part) or a
 bare ``application/pdf`` body. A file name chosen by the server is reduced to a bare name, so
-it can never point outside the destination folder.
+it can never point outside the destination folder, and cut to 200 bytes keeping ``.pdf``.
+
+A download never replaces a file: it takes its own name (``contract.pdf``); if a file of that
+name is already there (another document whose name reduced alike, or an earlier download),
+``contract-<first 12 characters of the document id>.pdf``, then ``...-2.pdf`` and so on.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import NoReturn
 
@@ -53,16 +57,44 @@ def pdf_defect(head: bytes, tail: bytes) -> str | None:
     return None
 
 
+# File systems allow 255 bytes a name; keep room for the "-<document id>-N" that tells
+# two documents apart when their names reduce to the same file.
+MAX_NAME_BYTES = 200
+
+
 def safe_file_name(candidate: str | None, fallback: str) -> str:
-    """A bare, harmless file name from a server-supplied one (or ``fallback``)."""
+    """A bare, harmless file name from a server-supplied one (or ``fallback``).
+
+    Folders, NUL, control characters and leading dots are dropped, ``.pdf`` is added when
+    missing, and a name longer than 200 bytes (UTF-8) is cut on a character boundary,
+    keeping ``.pdf``.
+    """
     for name in (candidate, fallback):
         if not name:
             continue
         base = PureWindowsPath(PurePosixPath(name.replace("\x00", "")).name).name
         base = "".join(ch for ch in base if ch.isprintable()).strip().lstrip(".")
         if base and base not in (".", ".."):
-            return base if base.lower().endswith(".pdf") else base + ".pdf"
+            stem = base[:-4] if base.lower().endswith(".pdf") else base
+            return _shorten(stem, MAX_NAME_BYTES - 4) + ".pdf"
     return "document.pdf"
+
+
+def _shorten(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore").rstrip() or "document"
+
+
+def unused_name(folder: Path, name: str, document_id: str, attempt: int) -> Path:
+    """The ``attempt``-th candidate path for a document: its own name first, then the name
+    with the document id, then with a counter, so two documents never share a file."""
+    if attempt == 0:
+        return folder / name
+    stem = name[:-4]
+    tag = f"{stem}-{document_id[:12]}"
+    return folder / (f"{tag}.pdf" if attempt == 1 else f"{tag}-{attempt}.pdf")
 
 
 @attrs.define
@@ -101,15 +133,21 @@ class _Sink:
     def _bad(self, message: str) -> NoReturn:
         raise DecodeError(message, status=200, request_id=self.request_id, operation=self.operation)
 
-    async def finish(self, final: Path) -> None:
+    async def finish(
+        self, name: str, document_id: str, keep: Collection[str] | None = None
+    ) -> Path:
+        """Check the PDF, make it durable, and give it a name no other file has."""
         defect = pdf_defect(self.head, self.tail)
         if defect is not None:
             self._bad(f"the signed document {defect}")
         assert self.handle is not None
         assert self.path is not None
         handle, self.handle = self.handle, None
-        await asyncio.to_thread(_sync_close_rename, handle, self.path, final)
+        final = await asyncio.to_thread(
+            _sync_close_link, handle, self.path, self.directory, name, document_id, keep
+        )
         self.path = None
+        return final
 
     def discard(self) -> None:
         if self.handle is not None:
@@ -147,13 +185,57 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 def _sync_close_rename(fd: int, source: Path, final: Path) -> None:
+    _fsync_close(fd)
+    os.replace(source, final)
+    _fsync_folder(final.parent)
+
+
+def _sync_close_link(
+    fd: int,
+    source: Path,
+    folder: Path,
+    name: str,
+    document_id: str,
+    keep: Collection[str] | None,
+) -> Path:
+    """Give the temp file the first free name; never replace a file already there.
+
+    A hard link fails if the name exists, atomically, so two downloads into one folder
+    (two documents whose names reduce alike, or two flows) cannot overwrite each other.
+    With ``keep`` (a flow's recorded files), only those names are protected: any other
+    file of the chosen name is the flow's own unrecorded copy of this document (a crash
+    came between the download and the checkpoint) and is replaced, so a resume leaves
+    one file per document.
+    """
+    _fsync_close(fd)
+    for attempt in range(1000):
+        final = unused_name(folder, name, document_id, attempt)
+        if keep is not None:
+            if final.name in keep:
+                continue
+            os.replace(source, final)
+            _fsync_folder(folder)
+            return final
+        try:
+            os.link(source, final)
+        except FileExistsError:
+            continue
+        source.unlink()
+        _fsync_folder(folder)
+        return final
+    raise FileExistsError(f"no free file name for document {document_id} in {folder}")
+
+
+def _fsync_close(fd: int) -> None:
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(source, final)
+
+
+def _fsync_folder(folder: Path) -> None:
     with contextlib.suppress(OSError):  # make the rename durable where directories fsync
-        dir_fd = os.open(final.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
@@ -226,7 +308,10 @@ def _filename(disposition: str) -> str | None:
 
 
 async def consume_signed_document(
-    resp: aiohttp.ClientResponse, destination: Path, document_id: str
+    resp: aiohttp.ClientResponse,
+    destination: Path,
+    document_id: str,
+    keep: Collection[str] | None = None,
 ) -> SignedDocument:
     """Write the answer's PDF into ``destination``; the :class:`SignedDocument` it became."""
     request_id = resp.headers.get("X-Request-Id")
@@ -251,9 +336,8 @@ async def consume_signed_document(
                 request_id=request_id,
                 operation="download_signed_document",
             )
-        final = destination / safe_file_name(name, document_id)
         digest, size = sink.digest.hexdigest(), sink.size
-        await sink.finish(final)
+        final = await sink.finish(safe_file_name(name, document_id), document_id, keep)
     except BaseException:
         sink.discard()
         raise

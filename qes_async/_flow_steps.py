@@ -368,7 +368,11 @@ class StepRunner:
         self.flow.emit(FlowEventKind.FINISHED, outcome="signed")
 
     async def _download_one(self, document_id: str, folder: Path) -> None:
-        signed = await self.client.download_signed_document(self.sig, document_id, folder)
+        # Names this flow recorded stay; an unrecorded copy of this document is replaced.
+        keep = {Path(record.path).name for record in self.state.downloads}
+        signed = await self.client.download_signed_document(
+            self.sig, document_id, folder, keep=keep
+        )
         check = await self._validate(Path(signed.path), signed.sha256)
         outcome, detail = check.outcome, check.detail
         record = DownloadRecord(

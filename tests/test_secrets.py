@@ -68,7 +68,7 @@ async def test_the_temp_file_of_a_download_is_0600_while_written(
     assert _mode(signed.path) == 0o600
 
 
-async def test_a_symlink_in_the_destination_is_replaced_not_followed(
+async def test_a_symlink_in_the_destination_is_never_followed(
     fake_api: FakeAPI, tmp_path: Path
 ) -> None:
     dest, outside = tmp_path / "dest", tmp_path / "outside"
@@ -91,7 +91,8 @@ async def test_a_symlink_in_the_destination_is_replaced_not_followed(
     )
     async with fake_api.client() as client:
         signed = await client.download_signed_document(SIG, "d-1", dest)
-    assert signed.path == dest / "contract.pdf"
+    # The name is taken (by the link), so the download takes its own name beside it.
+    assert signed.path == dest / "contract-d-1.pdf"
     assert not signed.path.is_symlink()
     assert signed.path.read_bytes() == pdf
     assert target.read_bytes() == b"untouched"
