@@ -13,7 +13,9 @@ a time, and two columns for a sweeper: finished, and when the flow is next due.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +122,13 @@ def _decode(flow_id: str, raw: str | bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StateFormatError(f"flow {flow_id}: its stored state is not a JSON object")
     return data
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file 0600 if it is new: it holds mobile numbers. SQLite gives
+    its -wal and -shm files the mode of the database file."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _stale(flow_id: str, why: str) -> StaleStateError:
@@ -277,6 +286,7 @@ class SQLiteFlowStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
+            _create_private(self.path)
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
