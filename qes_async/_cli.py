@@ -273,6 +273,17 @@ async def cmd_routes(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the configured environment without changing anything; 0 only if all is right."""
+    from ._doctor_run import run_doctor
+
+    async with client_from_env(args) as client:
+        report = await run_doctor(client, timeout=args.timeout)
+    emit(args, report.render())
+    emit_json(args, report.to_json())
+    return EXIT_OK if report.ok else EXIT_SERVICE_REFUSED
+
+
 def _add_route_commands(sub: Any) -> None:
     routes = sub.add_parser(
         "routes", help="print the route table in effect (defaults or --routes) as a file"
@@ -283,6 +294,17 @@ def _add_route_commands(sub: Any) -> None:
     _add_common(routes)
     _add_routes_option(routes)
     routes.set_defaults(handler=cmd_routes)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check host, TLS, credentials and every route, changing nothing at the service",
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per step and probe (default 10)"
+    )
+    _add_common(doctor)
+    _add_routes_option(doctor)
+    doctor.set_defaults(handler=cmd_doctor)
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
