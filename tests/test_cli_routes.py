@@ -31,6 +31,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "qes_async._cli", *args],
         env={**clean, **env},
+        stdin=subprocess.DEVNULL,  # a signer prompt must see end of input, not wait
         capture_output=True,
         text=True,
         timeout=60,
@@ -156,3 +157,35 @@ def test_sandbox_options_configure_the_layout_codes_and_workflow_names(moved: Pa
     default = build_server(parser.parse_args([]))
     assert (default.routes, default.service.string_status_codes) == (Routes(), False)
     assert default.service.workflow_names == ("qes",)
+
+
+def _creates(env: dict[str, str]) -> list[int]:
+    import urllib.request
+
+    with urllib.request.urlopen(env["QES_BASE_URL"] + "/_sandbox/requests", timeout=10) as r:
+        log = json.loads(r.read())
+    return [entry["status"] for entry in log if entry["route"] == "create_workflow"]
+
+
+def test_sign_sends_the_workflow_name_given_on_the_command_line(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from qes_async import make_pdf
+
+    pdf = tmp_path / "loan.pdf"
+    pdf.write_bytes(make_pdf("Loan"))
+    env = sandbox("--workflow-name", "IDVandQES")
+    sign = ("sign", "-d", str(pdf), "--mobile", "+31612345678", "--client-reference", "c-1")
+    store = ("--store", str(tmp_path / "flows.sqlite3"), "-o", str(tmp_path / "out"))
+    refused = _cli(env, *sign, *store)  # the default name, qes, is not agreed here
+    assert refused.returncode == 5
+    assert "workflowName" in refused.stderr
+    assert _creates(env) == [400]
+    # The name from the environment is sent as is; the flow then waits on the signer,
+    # whose terminal here is empty (stdin closed), so only the create is looked at.
+    _cli({**env, "QES_WORKFLOW_NAME": "IDVandQES"}, *sign, *store, "--json")
+    assert _creates(env) == [400, 201]
+    bad = _cli(env, *sign, *store, "--workflow-name", " IDVandQES")
+    assert bad.returncode == 7
+    assert "workflow_name" in bad.stderr
+    assert _creates(env) == [400, 201]  # refused before anything was sent
