@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from ._protocol import _OPERATIONS as OPERATION_METHODS
 from ._routes import Routes
 
 __all__ = [
@@ -37,19 +38,7 @@ __all__ = [
 ]
 
 #: The HTTP method of each operation (a route file changes paths, never methods).
-METHODS: dict[str, str] = {
-    "create_token": "POST",
-    "create_workflow": "POST",
-    "upload_documents": "POST",
-    "upload_mobile_number": "PUT",
-    "upload_selfie": "POST",
-    "get_signature_details": "GET",
-    "approve_documents": "POST",
-    "confirm_signature": "POST",
-    "get_signature_status": "GET",
-    "download_signed_document": "GET",
-    "get_infocert_contract": "GET",
-}
+METHODS: dict[str, str] = {"create_token": "POST", **OPERATION_METHODS}
 #: Where the signature routes may live instead (the Fourthline host that serves QES legal
 #: documents uses /v1/qualifiedElectronicSignature; the mobile API /v1/onboarding/...).
 PREFIXES = (
