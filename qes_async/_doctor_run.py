@@ -38,6 +38,8 @@ __all__ = ["MAX_PROBE_BODY", "run_doctor"]
 
 MAX_PROBE_BODY = 64 * 1024  # an error answer is small; more is read no further
 _BASELINE_PATH = "/qes-async-doctor/{}/no-such-route"
+#: Where the token endpoint may live instead (OAuth2 servers put it in a few usual places).
+TOKEN_PATHS = ("/v1/oauth2/token", "/oauth2/token", "/v1/oauth/token", "/oauth/token", "/v1/token")
 
 
 @attrs.frozen
@@ -199,11 +201,10 @@ class _Prober:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return Answer(None, detail=_reason(exc) or type(exc).__name__), None, ""
 
-    async def token(self) -> tuple[Step, RouteCheck, str | None]:
-        """Ask for a token: the credentials step and the token route's line."""
+    async def _ask_token(self, path: str) -> tuple[Answer, dict[str, Any] | None, str | None]:
         import json
 
-        target, path = self.target, self.target.routes.create_token
+        target = self.target
         body = json.dumps(
             {
                 "grant_type": "client_credentials",
@@ -213,21 +214,47 @@ class _Prober:
         ).encode()
         answer, data, _ = await self._send("POST", path, body=body)
         token = data.get("access_token") if data else None
-        if answer.status == 200 and isinstance(token, str) and token:
-            detail = (
-                f"credentials accepted: token_type {_shown(data, 'token_type')}, "
-                f"expires_in {_shown(data, 'expires_in')}"
-            )
-            row = RouteCheck("create_token", "POST", path, "200 token", Verdict.OK)
-            return Step("token", True, detail), row, token
-        verdict = classify(answer, None)
-        if answer.status in (400, 401, 403) and answer.shaped:
-            verdict = Verdict.OK  # the route answered; it is the credentials that failed
-        row = RouteCheck("create_token", "POST", path, answer.describe(), verdict)
-        why = "credentials refused" if answer.status in (401, 403) else "no token"
-        return Step("token", False, f"{why}: {answer.describe()}"), row, None
+        ok = answer.status == 200 and isinstance(token, str) and bool(token)
+        return answer, data, token if ok else None
 
-    async def baseline(self, token: str) -> tuple[Step, Answer]:
+    async def token(self) -> tuple[Step, RouteCheck, str | None]:
+        """Ask for a token: the credentials step and the token route's line. A token path
+        that answers like the baseline is looked for elsewhere, so the probes can go on."""
+        path = self.target.routes.create_token
+        answer, data, token = await self._ask_token(path)
+        row = RouteCheck("create_token", "POST", path, "200 token", Verdict.OK)
+        if token is None:
+            _, baseline = await self.baseline(None)
+            verdict = classify(answer, baseline)
+            if answer.status in (400, 401, 403) and answer.shaped:
+                verdict = Verdict.OK  # the route answered; it is the credentials that failed
+            row = attrs.evolve(row, answer=answer.describe(), verdict=verdict)
+            if verdict is Verdict.WRONG:
+                row, data, token = await self._find_token(row, baseline)
+        if token is None:
+            why = "credentials refused" if answer.status in (401, 403) else "no token"
+            return Step("token", False, f"{why}: {answer.describe()}"), row, None
+        detail = (
+            f"credentials accepted: token_type {_shown(data, 'token_type')}, "
+            f"expires_in {_shown(data, 'expires_in')}"
+        )
+        return Step("token", True, detail + (f" at {row.found}" if row.found else "")), row, token
+
+    async def _find_token(
+        self, row: RouteCheck, baseline: Answer
+    ) -> tuple[RouteCheck, dict[str, Any] | None, str | None]:
+        for candidate in TOKEN_PATHS:
+            if candidate == row.path:
+                continue
+            answer, data, token = await self._ask_token(candidate)
+            if token is not None or classify(answer, baseline) is Verdict.OK:
+                line = override_line("create_token", candidate)
+                note = f"{candidate} answers {answer.describe() if token is None else '200 token'}"
+                return attrs.evolve(row, override=line, note=note, found=candidate), data, token
+        note = f"none of {len(TOKEN_PATHS)} other likely paths answered; ask Fourthline"
+        return attrs.evolve(row, note=note), None, None
+
+    async def baseline(self, token: str | None) -> tuple[Step, Answer]:
         """The answer to a path no API serves, which a missing route answers too."""
         path = _BASELINE_PATH.format(uuid.uuid4().hex)
         answer, _, _ = await self._send("GET", path, token=token)

@@ -260,3 +260,24 @@ async def test_a_flow_completes_on_the_moved_layout_with_only_the_suggested_rout
     served = {r.route for r in flow_calls if r.processed}
     assert {"upload_mobile_number", "confirm_signature"} <= served
     assert all(r.route is not None for r in flow_calls)  # no call missed a route
+
+
+async def test_a_moved_token_route_is_found_and_the_routes_are_still_probed() -> None:
+    async with SandboxServer(FakeClock(), routes={"create_token": "/oauth2/token"}) as sandbox:
+        report = await _doctor(sandbox)
+    wrong = [r for r in report.routes if r.verdict is not Verdict.OK]
+    assert [(r.operation, r.override) for r in wrong] == [
+        ("create_token", 'create_token = "/oauth2/token"')
+    ]
+    token = next(s for s in report.steps if s.name == "token")
+    assert token.ok is True
+    assert "at /oauth2/token" in token.detail
+
+
+async def test_a_token_route_beyond_guessing_stops_with_the_token_row_wrong() -> None:
+    async with SandboxServer(FakeClock(), routes={"create_token": "/v9/auth"}) as sandbox:
+        report = await _doctor(sandbox)
+    assert (report.routes[0].operation, report.routes[0].verdict) == ("create_token", Verdict.WRONG)
+    assert report.routes[0].override is None
+    assert next(s for s in report.steps if s.name == "token").ok is False
+    assert {r.verdict for r in report.routes[1:]} == {Verdict.NOT_PROBED}
