@@ -72,9 +72,17 @@ def emit_json(args: argparse.Namespace, data: Any) -> None:
         print(json.dumps(data, indent=2, sort_keys=True, default=str), flush=True)
 
 
-def client_from_env() -> Any:
+def routes_from(args: argparse.Namespace | None) -> Any:
+    """The route table in effect: ``--routes FILE``, else ``$QES_ROUTES``, else defaults."""
+    from ._routes import ROUTES_ENV, Routes
+
+    path = getattr(args, "routes", None) or os.environ.get(ROUTES_ENV)
+    return Routes.from_file(path) if path else Routes()
+
+
+def client_from_env(args: argparse.Namespace | None = None) -> Any:
     """A QESClient configured from QES_CLIENT_ID, QES_CLIENT_SECRET and QES_BASE_URL or
-    QES_ENVIRONMENT (sandbox | production)."""
+    QES_ENVIRONMENT (sandbox | production), with the routes of ``--routes``/QES_ROUTES."""
     from ._client import QESClient
 
     client_id = os.environ.get("QES_CLIENT_ID")
@@ -87,7 +95,8 @@ def client_from_env() -> Any:
     environment = None if base_url else os.environ.get("QES_ENVIRONMENT")  # the URL wins
     if not base_url and not environment:
         raise CLIError("set QES_BASE_URL or QES_ENVIRONMENT (sandbox or production)")
-    return QESClient(client_id, secret, base_url=base_url, environment=environment)
+    routes = routes_from(args)
+    return QESClient(client_id, secret, base_url=base_url, environment=environment, routes=routes)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -173,7 +182,7 @@ async def cmd_sign(args: argparse.Namespace) -> int:
     from ._store import SQLiteFlowStore
 
     documents = [Document.from_path(path) for path in args.document]
-    async with client_from_env() as client:
+    async with client_from_env(args) as client:
         store = SQLiteFlowStore(args.store)
         try:
             flow = SignatureFlow(
@@ -184,6 +193,7 @@ async def cmd_sign(args: argparse.Namespace) -> int:
                 signer=TerminalSigner(),
                 store=store,
                 language=args.language,
+                workflow_name=args.workflow_name or os.environ.get("QES_WORKFLOW_NAME") or "qes",
                 **_flow_options(args),
             )
             emit(args, f"flow {flow.flow_id} (resume with: qes-async resume {flow.flow_id})")
@@ -198,7 +208,7 @@ async def cmd_resume(args: argparse.Namespace) -> int:
     from ._signer import TerminalSigner
     from ._store import SQLiteFlowStore
 
-    async with client_from_env() as client:
+    async with client_from_env(args) as client:
         store = SQLiteFlowStore(args.store)
         try:
             flow = await SignatureFlow.resume(
@@ -215,7 +225,7 @@ async def cmd_resume(args: argparse.Namespace) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    async with client_from_env() as client:
+    async with client_from_env(args) as client:
         report = await client.get_signature_status(args.signature_id)
     emit(args, f"{report.signature_id}: {report.status.value} (code {report.status_code})")
     emit_json(
@@ -231,7 +241,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
 
 
 async def cmd_download(args: argparse.Namespace) -> int:
-    async with client_from_env() as client:
+    async with client_from_env(args) as client:
         doc = await client.download_signed_document(
             args.signature_id, args.document_id, args.output
         )
@@ -243,6 +253,58 @@ async def cmd_download(args: argparse.Namespace) -> int:
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug log and tracebacks")
+
+
+def _add_routes_option(*parsers: argparse.ArgumentParser) -> None:
+    for parser in parsers:
+        parser.add_argument(
+            "--routes", metavar="FILE", help="route file (.toml or .json); default $QES_ROUTES"
+        )
+
+
+async def cmd_routes(args: argparse.Namespace) -> int:
+    """Print the route table in effect, as a route file to start from."""
+    from ._routes import ROUTES_ENV
+    from ._routes_file import file_format
+
+    path = args.routes or os.environ.get(ROUTES_ENV)
+    kind = args.format or (file_format(path) if path else "toml")
+    print(routes_from(args).to_text(kind), end="", flush=True)
+    return EXIT_OK
+
+
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the configured environment without changing anything; 0 only if all is right."""
+    from ._doctor_run import run_doctor
+
+    async with client_from_env(args) as client:
+        report = await run_doctor(client, timeout=args.timeout)
+    emit(args, report.render())
+    emit_json(args, report.to_json())
+    return EXIT_OK if report.ok else EXIT_SERVICE_REFUSED
+
+
+def _add_route_commands(sub: Any) -> None:
+    routes = sub.add_parser(
+        "routes", help="print the route table in effect (defaults or --routes) as a file"
+    )
+    routes.add_argument(
+        "--format", choices=["toml", "json"], help="default: the --routes file's, else toml"
+    )
+    _add_common(routes)
+    _add_routes_option(routes)
+    routes.set_defaults(handler=cmd_routes)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check host, TLS, credentials and every route, changing nothing at the service",
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per step and probe (default 10)"
+    )
+    _add_common(doctor)
+    _add_routes_option(doctor)
+    doctor.set_defaults(handler=cmd_doctor)
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -276,6 +338,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sign.add_argument("--output", "-o", default="signed", help="folder (default ./signed)")
     sign.add_argument("--store", default=DEFAULT_STORE, help="SQLite file for checkpoints")
     sign.add_argument("--language", default=None, help="language of the legal conditions")
+    sign.add_argument(
+        "--workflow-name",
+        help="the workflow name agreed with Fourthline, exactly "
+        "(default: $QES_WORKFLOW_NAME, else qes)",
+    )
     _add_common(sign)
     sign.set_defaults(handler=cmd_sign)
 
@@ -306,6 +373,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     download.add_argument("--output", "-o", default="signed", help="folder (default ./signed)")
     _add_common(download)
     download.set_defaults(handler=cmd_download)
+    _add_routes_option(sign, resume, status, download)
+    _add_route_commands(sub)
     return parser
 
 

@@ -24,13 +24,16 @@ from ._retry import RetryPolicy
 from ._routes import ENVIRONMENTS, Routes
 from ._transport import Timeouts, Transport
 from ._validation import (
+    DEFAULT_WORKFLOW_NAME,
     check_file_name,
+    check_language,
     check_mobile_number,
     check_passcode,
     check_pdf_head,
     check_signature_id,
     check_size,
     check_unique_names,
+    check_workflow_name,
 )
 
 __all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "QESClient"]
@@ -149,12 +152,16 @@ class QESClient:
     # ----------------------------------------------------------------------- endpoints
 
     async def create_workflow(
-        self, client_reference: str, *, workflow_name: str = "qes"
+        self, client_reference: str, *, workflow_name: str = DEFAULT_WORKFLOW_NAME
     ) -> Workflow:
         """Create a QES workflow for the client known to you as ``client_reference``.
 
+        ``workflow_name`` is the name agreed with Fourthline for your product, sent exactly
+        as given (it is opaque and case-sensitive: ``QES``, ``IDVandQES``...).
+
         Never replayed: if the answer is lost, :class:`OutcomeUnknownError` is raised.
         """
+        check_workflow_name(workflow_name)
         if not client_reference or not isinstance(client_reference, str):
             raise InvalidInputError(
                 "client_reference", "is empty", advice="Pass your own id for the end client."
@@ -249,6 +256,8 @@ class QESClient:
     ) -> SignatureDetails:
         """The documents, legal conditions and passcode details the signer must see."""
         check_signature_id(signature_id)
+        if language is not None:
+            check_language(language)
         request = proto.build_request(
             self.routes,
             "get_signature_details",
@@ -265,6 +274,8 @@ class QESClient:
         Never replayed: if the answer is lost, :class:`OutcomeUnknownError` is raised.
         """
         check_signature_id(signature_id)
+        if passcode_language is not None:
+            check_language(passcode_language, "passcode_language")
         body = proto.approval_body(details, passcode_language)
         request = proto.build_request(
             self.routes, "approve_documents", signature_id=signature_id, json=body

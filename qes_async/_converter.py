@@ -12,6 +12,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._lenient import read_status_code
 from ._models import Status
 
 __all__ = ["converter", "structure", "to_camel", "unstructure"]
@@ -35,6 +36,10 @@ def _text(value: Any, _: Any = None) -> str:
     raise TypeError(f"expected a string, got {type(value).__name__}")
 
 
+def _status_code(value: Any, _: Any = None) -> int | None:
+    return read_status_code(value)
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=False)
     conv.register_structure_hook(str, _text)
@@ -49,10 +54,14 @@ def _make_converter() -> cattrs.Converter:
     def _overrides(cls: type[Any], *, structuring: bool) -> dict[str, Any]:
         # request_id comes from a header: the protocol layer puts it in the data it
         # structures (always overriding the body), and it never goes on the wire.
+        # statusCode may be an integer, a numeric string or null (see _lenient).
         return {
             a.name: override(omit=True)
             if a.name == "request_id" and not structuring
-            else override(rename=to_camel(a.name))
+            else override(
+                rename=to_camel(a.name),
+                struct_hook=_status_code if a.name == "status_code" and structuring else None,
+            )
             for a in attrs.fields(cls)
         }
 

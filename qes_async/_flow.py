@@ -37,7 +37,12 @@ from ._flow_state import (
 from ._flow_steps import StepRunner
 from ._signer import Signer
 from ._store import FlowStore, Lease, MemoryFlowStore
-from ._validation import check_mobile_number
+from ._validation import (
+    DEFAULT_WORKFLOW_NAME,
+    check_language,
+    check_mobile_number,
+    check_workflow_name,
+)
 
 __all__ = ["FlowEvent", "FlowOutcome", "FlowResult", "RestartPolicy", "SignatureFlow"]
 
@@ -113,7 +118,11 @@ class SignatureFlow:
         expected_signer_name: the client's name the signing certificate must carry.
         require_valid_signature: raise :class:`DocumentCheckError` unless a downloaded PDF
             validates as ``valid`` (default: record the outcome only).
-        language, passcode_language: languages of the legal conditions and the SMS.
+        language, passcode_language: languages of the legal conditions and the SMS
+            (BCP 47 tags; case does not matter).
+        workflow_name: the workflow name agreed with Fourthline for your product (opaque and
+            case-sensitive, such as ``QES`` or ``IDVandQES``; default ``qes``). It is stored
+            with the flow, so a restart or a resumed flow creates the same kind of workflow.
         deadline_warning: seconds before a deadline when ``deadline_approaching`` fires.
         wait_timeout: the longest wait for one status change.
         outcome_grace: after an unknown outcome, how long the status may take to show it.
@@ -147,7 +156,12 @@ class SignatureFlow:
         outcome_grace: float = 60.0,
         lease_ttl: float = 300.0,
         on_event: Callable[[FlowEvent], object] | None = None,
+        workflow_name: str = DEFAULT_WORKFLOW_NAME,
     ) -> None:
+        check_workflow_name(workflow_name)
+        for value, name in ((language, "language"), (passcode_language, "passcode_language")):
+            if value is not None:
+                check_language(value, name)
         self.client = client
         self.clock: Clock = clock or getattr(client, "clock", None) or SystemClock()
         self.signer = signer
@@ -177,7 +191,11 @@ class SignatureFlow:
         self._version = 0
         self._state: FlowState | None = None
         self._new = _NewFlow(
-            flow_id or str(uuid.uuid4()), client_reference, mobile_number, signature_id
+            flow_id or str(uuid.uuid4()),
+            client_reference,
+            mobile_number,
+            signature_id,
+            workflow_name,
         )
 
     # ------------------------------------------------------------------ public surface
@@ -312,7 +330,7 @@ class SignatureFlow:
         await self.client.check_documents(self._documents)
         records = [await _record(doc) for doc in self._documents]
         state = FlowState(new.flow_id, new.client_reference, new.mobile_number, records, now)
-        state.updated_at = now
+        state.updated_at, state.workflow_name = now, new.workflow_name
         state.generations.append(Generation(number=1, started_at=now))
         if new.signature_id:
             state.generation.signature_id = new.signature_id
@@ -348,6 +366,7 @@ class _NewFlow:
     client_reference: str
     mobile_number: str = attrs.field(repr=False)
     signature_id: str | None
+    workflow_name: str
 
 
 @attrs.frozen

@@ -123,6 +123,7 @@ class FlowState:
     outcome: str | None = None
     error: dict[str, Any] | None = None
     updated_at: float = 0.0
+    workflow_name: str = "qes"  # agreed with Fourthline; kept for restarts and resumes
 
     @property
     def generation(self) -> Generation:

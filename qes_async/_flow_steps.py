@@ -235,7 +235,9 @@ class StepRunner:
     async def _create_workflow(self) -> None:
         self.gen.in_flight = "create"
         await self.flow.save()
-        workflow = await self.client.create_workflow(self.state.client_reference)
+        workflow = await self.client.create_workflow(
+            self.state.client_reference, workflow_name=self.state.workflow_name
+        )
         self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
         await self._event(fm.Event.CREATED)
 

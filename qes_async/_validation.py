@@ -10,18 +10,26 @@ import re
 from collections.abc import Iterable
 
 from ._errors import InvalidInputError
+from ._lenient import language_key
 from ._redact import mask_phone
 
 __all__ = [
+    "DEFAULT_WORKFLOW_NAME",
     "PDF_MAGIC",
     "check_file_name",
+    "check_language",
     "check_mobile_number",
     "check_passcode",
     "check_pdf_head",
     "check_signature_id",
     "check_size",
     "check_unique_names",
+    "check_workflow_name",
 ]
+
+#: Our default ``workflowName``; the real one is agreed with Fourthline per product.
+DEFAULT_WORKFLOW_NAME = "qes"
+MAX_WORKFLOW_NAME = 100
 
 PDF_MAGIC = b"%PDF-"
 # ASCII digits only: ``\d`` also matches other scripts' digits (fullwidth, Arabic-Indic),
@@ -52,6 +60,38 @@ def check_passcode(passcode: object) -> str:
             advice="Pass the passcode exactly as the signer received it by SMS, as a string.",
         )
     return passcode
+
+
+def check_language(value: object, field: str = "language") -> str:
+    """A BCP 47 language tag (``en``, ``EN``, ``en-GB``), kept as given: case is not
+    significant in such tags, and the service compares them without it."""
+    try:
+        language_key(value)  # type: ignore[arg-type]  # checked there
+    except ValueError:
+        raise InvalidInputError(
+            field,
+            f"{value!r} is not a BCP 47 language tag",
+            advice="Pass a tag such as en, de or en-GB (any case).",
+        ) from None
+    return str(value)
+
+
+def check_workflow_name(value: object) -> str:
+    """The workflow name agreed with Fourthline: opaque, non-empty and kept as given (its
+    case counts); only control characters and surrounding spaces are refused."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or value != value.strip()
+        or len(value) > MAX_WORKFLOW_NAME
+        or not value.isprintable()
+    ):
+        raise InvalidInputError(
+            "workflow_name",
+            f"{value!r} is not a workflow name",
+            advice="Pass the workflow name agreed with Fourthline, exactly (e.g. QES).",
+        )
+    return value
 
 
 def check_signature_id(value: object, field: str = "signature_id") -> str:

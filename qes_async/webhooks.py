@@ -26,6 +26,7 @@ from aiohttp import web
 from ._clock import Clock, SystemClock
 from ._dispatcher import WebhookDispatcher
 from ._errors import InvalidInputError
+from ._lenient import read_status_code
 from ._models import ErrorDetail, Status, WebhookEvent
 from ._redact import excerpt
 from ._webhook_auth import AuthResult, BasicAuth, BearerAuth
@@ -219,9 +220,14 @@ class WebhookReceiver:
         status = data.get("status")
         if not isinstance(status, str) or not status:
             return _problem(422, "invalid_status", "status must be a non-empty string")
-        code = data.get("statusCode")
-        if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
-            return _problem(422, "invalid_status_code", "statusCode must be an integer")
+        try:
+            code = read_status_code(data.get("statusCode"))
+        except ValueError:
+            return _problem(
+                422,
+                "invalid_status_code",
+                "statusCode must be an integer, a numeric string or null",
+            )
         return WebhookEvent(
             signature_id=signature_id,
             status=Status(status),
@@ -284,16 +290,24 @@ def _errors(raw: Any) -> tuple[ErrorDetail, ...]:
     details = []
     for entry in raw:
         if isinstance(entry, dict):
-            code = entry.get("statusCode")
+            code = _lenient_code(entry.get("statusCode"))
             details.append(
                 ErrorDetail(
                     code=_opt_str(entry.get("code")),
                     message=_opt_str(entry.get("message")),
                     field=_opt_str(entry.get("field")),
-                    status_code=code if isinstance(code, int) else None,
+                    status_code=code,
                 )
             )
     return tuple(details)
+
+
+def _lenient_code(value: object) -> int | None:
+    """An entry's status code; one that cannot be read is dropped (the entry is kept)."""
+    try:
+        return read_status_code(value)
+    except ValueError:
+        return None
 
 
 def _opt_str(value: object) -> str | None:

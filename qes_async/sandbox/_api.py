@@ -114,7 +114,7 @@ class ApiHandlers:
     async def create_workflow(self, request: web.Request) -> web.Response:
         """``POST /v1/workflows``: 201 with the workflow (= signature) id."""
         self._auth(request)
-        reference = parse_workflow(await self._json_body(request))
+        reference = parse_workflow(await self._json_body(request), self.service.workflow_names)
         sig = self.service.create_workflow(reference)
         state = CURRENT_CALL.get(None)
         if state is not None:
@@ -194,7 +194,8 @@ class ApiHandlers:
     async def get_signature_status(self, request: web.Request) -> web.Response:
         """The current status."""
         self._auth(request)
-        return _json(self.service.get(request.match_info["id"]).status_body())
+        sig = self.service.get(request.match_info["id"])
+        return _json(sig.status_body(self.service.string_status_codes))
 
     async def download_signed_document(self, request: web.Request) -> web.Response:
         """multipart/mixed: a text/plain message, then the signed PDF."""

@@ -251,11 +251,16 @@ class Signature:
     spent: bool = False
     error_done: bool = False
 
-    def status_body(self) -> dict[str, Any]:
-        """The answer of the status call (and of a webhook)."""
+    def status_body(self, string_codes: bool = False) -> dict[str, Any]:
+        """The answer of the status call (and of a webhook); ``string_codes`` sends the
+        status code as a numeric string (``"1036"``), as some integrations of the service do.
+        """
+        code: int | str | None = self.status_code
+        if string_codes and code is not None:
+            code = str(code)
         return {
             "signatureId": self.signature_id,
             "status": self.status,
-            "statusCode": self.status_code,
+            "statusCode": code,
             "errors": list(self.errors),
         }

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from .._lenient import LANGUAGE_TAG
 from ._model import bad_request
 
 __all__ = [
@@ -32,7 +33,8 @@ __all__ = [
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
-LANGUAGE = re.compile(r"[a-z]{2}(-[A-Z]{2})?")
+LANGUAGE = LANGUAGE_TAG  # BCP 47, any case: en, EN and en-gb are all accepted
+DEFAULT_WORKFLOW_NAMES = ("qes",)
 DIGITS = re.compile(r"[0-9]{1,16}")
 MAX_REFERENCE = 200
 
@@ -78,10 +80,17 @@ def parse_token_request(body: dict[str, Any]) -> tuple[str, str, str]:
     )
 
 
-def parse_workflow(body: dict[str, Any]) -> str:
-    """The client reference of a create-workflow request (``workflowName`` must be qes)."""
-    if _string(body, "workflowName") != "qes":
-        raise bad_request('workflowName must be "qes"', "workflowName", code="invalid_field")
+def parse_workflow(body: dict[str, Any], names: tuple[str, ...] = DEFAULT_WORKFLOW_NAMES) -> str:
+    """The client reference of a create-workflow request.
+
+    ``workflowName`` must be one of ``names``, compared exactly: it is an opaque name agreed
+    with Fourthline, and case counts.
+    """
+    if _string(body, "workflowName") not in names:
+        allowed = ", ".join(f'"{name}"' for name in names)
+        raise bad_request(
+            f"workflowName must be one of {allowed}", "workflowName", code="invalid_field"
+        )
     reference = _string(body, "clientReference")
     if not reference.strip() or len(reference) > MAX_REFERENCE:
         raise bad_request(
@@ -150,7 +159,7 @@ def parse_language(value: str | None) -> str:
         return "en"
     if not LANGUAGE.fullmatch(value):
         raise bad_request("language must be a code such as en", "language", code="invalid_field")
-    return value
+    return value.lower()  # tags compare without regard to case
 
 
 def parse_documents_metadata(raw: bytes) -> list[tuple[str, str]]:

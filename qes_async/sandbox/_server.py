@@ -57,6 +57,14 @@ class SandboxServer:
         webhook_timeout: real seconds the receiver may take to accept a delivery's
             connection, and between reads of its answer (a slower one fails and is
             redelivered); a delivery queued behind others is not timed.
+        string_status_codes: send ``statusCode`` as a numeric string (``"1036"``) in
+            status answers and webhooks, as some integrations of the service do.
+        workflow_names: the ``workflowName`` values accepted (exactly, case kept).
+
+    ``routes`` makes the sandbox serve another route layout: every operation answers under
+    its path there; a path it does not serve answers 404 ``not_found`` (an unknown id on a
+    served path answers 404 ``signature_not_found``), which is what ``qes-async doctor`` is
+    tested against.
 
     Use ``async with SandboxServer(...) as sandbox:``; ``sandbox.url`` is then set.
     """
@@ -79,6 +87,8 @@ class SandboxServer:
         webhook_bearer: tuple[str, str, str] | None = None,
         webhook_backoff: float = 1.0,
         webhook_timeout: float = 5.0,
+        string_status_codes: bool = False,
+        workflow_names: tuple[str, ...] = ("qes",),
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.host, self._port = host, port
@@ -100,6 +110,8 @@ class SandboxServer:
             self.clock, seed=seed, backoff=webhook_backoff, timeout=webhook_timeout
         )
         self.service.status_listeners.append(self._on_status)
+        self.service.string_status_codes = string_status_codes
+        self.service.workflow_names = tuple(workflow_names)
         for reference, case in (clients or {}).items():
             self.add_client(reference, case)
         if webhook_url is not None:
@@ -219,7 +231,7 @@ class SandboxServer:
             raise ValueError(f"unknown route {route!r}; known: {', '.join(OPERATIONS)}")
 
     def _on_status(self, sig: Signature) -> None:
-        self.webhooks.notify(sig.status_body())
+        self.webhooks.notify(sig.status_body(self.service.string_status_codes))
 
     # -- middleware ---------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import sys
 from typing import TextIO
 
 from .._clock import Clock, FakeClock, SystemClock
+from .._errors import InvalidInputError
 from ._server import SandboxServer
 
 __all__ = ["add_arguments", "main", "run"]
@@ -45,7 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run on a fake clock moved only by POST /_sandbox/clock/advance",
     )
     parser.add_argument("--seed", type=int, help="make ids, passcodes and faults reproducible")
+    _add_layout_arguments(parser)
     parser.add_argument("--serve-for", type=float, help=argparse.SUPPRESS)
+
+
+def _add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that make the sandbox look like another deployment of the API."""
+    parser.add_argument(
+        "--routes", metavar="FILE", help="serve the route layout of this route file"
+    )
+    parser.add_argument(
+        "--string-status-codes",
+        action="store_true",
+        help='send statusCode as a numeric string ("1036") in status answers and webhooks',
+    )
+    parser.add_argument(
+        "--workflow-name",
+        action="append",
+        metavar="NAME",
+        help="a workflowName to accept, exactly (repeatable; default: qes)",
+    )
 
 
 def _webhook_auth(
@@ -61,6 +81,8 @@ def _webhook_auth(
 
 def build_server(args: argparse.Namespace) -> SandboxServer:
     """A :class:`SandboxServer` configured from parsed arguments."""
+    from .._routes import Routes
+
     clock: Clock = FakeClock() if args.fake_clock else SystemClock()
     basic, bearer = _webhook_auth(args)
     return SandboxServer(
@@ -74,6 +96,9 @@ def build_server(args: argparse.Namespace) -> SandboxServer:
         webhook_url=args.webhook_url,
         webhook_basic=basic,
         webhook_bearer=bearer,
+        routes=Routes.from_file(args.routes) if args.routes else None,
+        string_status_codes=args.string_status_codes,
+        workflow_names=tuple(args.workflow_name or ("qes",)),
     )
 
 
@@ -83,6 +108,7 @@ def _banner(sandbox: SandboxServer, out: TextIO) -> None:
         f"  client_id:     {sandbox.client_id}",
         f"  client_secret: {sandbox.client_secret}",
         f"  clock:         {type(sandbox.clock).__name__}",
+        f"  routes:        {', '.join(sorted(sandbox.routes.overrides())) or 'the defaults'}",
         f"  control:       {sandbox.url}/_sandbox/ (sms, clock, clients, faults, webhooks,"
         " requests)",
         "Press Ctrl+C to stop.",
@@ -115,6 +141,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except OSError as exc:
         print(f"cannot serve the sandbox: {exc}", file=sys.stderr)
         return 1
+    except InvalidInputError as exc:  # a bad --routes file
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -80,6 +80,10 @@ class QESService:
         self.signatures: dict[str, Signature] = {}
         self.sms_outbox: list[SmsRecord] = []
         self.status_listeners: list[Callable[[Signature], None]] = []
+        #: Send ``statusCode`` as a numeric string in status answers and webhooks.
+        self.string_status_codes = False
+        #: The ``workflowName`` values a create-workflow call may carry (exact match).
+        self.workflow_names: tuple[str, ...] = ("qes",)
 
     # -- ids and tokens ---------------------------------------------------------------
 
