@@ -137,10 +137,9 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
                     await _be_human(http, conn, pg_prefix, sandbox, ports, f) for f in HUMANS
                 ]
                 await _until_finished(conn, pg_prefix, 3 * FLOWS_PER_WORKER + 2, timeout=45)
-                stats = []
-                for n in (0, 1, 3):  # the live processes
-                    async with http.get(f"http://127.0.0.1:{ports[n]}/stats") as resp:
-                        stats.append(await resp.json())
+                # A flow is finished in the database inside run(); its worker counts it
+                # once run() returns, so read the counters once they have settled.
+                stats = await _settled_stats(http, ports, 3 * FLOWS_PER_WORKER + 2, at_kill)
             rows = await conn.fetch(
                 f"SELECT flow_id, data->>'step' AS step, data->'generations' AS gens"
                 f" FROM {pg_prefix}flows"
@@ -307,3 +306,21 @@ async def _be_human(
     await asked("PasscodeRequest", attempts_left=2)
     answers.append(await submit(f"/passcode/{flow_id}", {"passcode": right}, {"accepted"}))
     return answers
+
+
+async def _settled_stats(
+    http: aiohttp.ClientSession, ports: list[int], flows: int, at_kill: list[Any]
+) -> list[dict[str, Any]]:
+    """The live workers' stats, read again (for up to 10 s) until their completed counts
+    reach what the database says finished on them; the caller still asserts the sum."""
+    wanted = flows - sum(r["count"] for r in at_kill if r["finished"])
+    end = asyncio.get_running_loop().time() + 10
+    while True:
+        stats = []
+        for n in (0, 1, 3):  # the live processes
+            async with http.get(f"http://127.0.0.1:{ports[n]}/stats") as resp:
+                stats.append(await resp.json())
+        done = sum(s["completed"] for s in stats)
+        if done >= wanted or asyncio.get_running_loop().time() > end:
+            return stats
+        await asyncio.sleep(0.05)
