@@ -72,7 +72,7 @@ class DownloadRecord:
     path: str
     sha256: str
     size: int
-    validation: str = "not_checked"  # valid | untrusted | invalid | not_checked
+    validation: str = "not_checked"  # valid | untrusted | invalid | unreadable | not_checked
     validation_detail: str | None = None
     signer: str | None = None  # the name in the signing certificate, when it was read
 

@@ -23,6 +23,7 @@ VALID = "valid"  # intact, and trusted when trust roots were given; names the cl
 UNTRUSTED = "untrusted"  # intact, but no chain to a given trust root (or none given)
 INVALID = "invalid"  # broken, unsigned, or the certificate names someone else
 NOT_CHECKED = "not_checked"  # pyHanko is not installed or validation is off
+UNREADABLE = "unreadable"  # looks like a PDF (%PDF- ... %%EOF) but cannot be parsed
 
 
 @attrs.frozen
@@ -108,28 +109,43 @@ def validate_pdf(
     """
     if not pyhanko_available():
         return PadesResult(NOT_CHECKED, "pyHanko is not installed")
-    from pyhanko.pdf_utils.reader import PdfFileReader
-    from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko_certvalidator import ValidationContext
 
     roots = _load_roots(trust_roots)
     context = ValidationContext(trust_roots=roots, allow_fetching=False)
     with _quiet_pyhanko(), Path(path).open("rb") as handle:
-        reader = PdfFileReader(handle, strict=False)
-        signatures = reader.embedded_signatures
-        if not signatures:
-            return PadesResult(INVALID, "the PDF carries no signature")
-        outcome, detail, signer = VALID, "", None
-        for embedded in signatures:
-            status = validate_pdf_signature(embedded, signer_validation_context=context)
-            # only the name: the subject also holds the ID document number
-            signer = status.signing_cert.subject.native.get("common_name")
-            if not (status.intact and status.valid):
-                return PadesResult(INVALID, "a signature does not match the document", signer)
-            if expected_name and expected_name.casefold() not in _names(status.signing_cert):
-                return PadesResult(INVALID, "the signing certificate names someone else", signer)
-            if not (roots and status.trusted):
-                outcome, detail = UNTRUSTED, "no chain to a given trust root"
+        try:
+            return _check_signatures(handle, context, roots, expected_name)
+        except OSError:
+            raise  # the file itself (gone, unreadable disk): not a verdict on its bytes
+        except Exception as exc:  # any parser failure is a verdict on the bytes
+            # pyHanko raises PdfReadError, and a damaged structure can surface as
+            # KeyError, ValueError and others; none may escape the flow. Only the class
+            # name goes into the detail: the parser's message may quote the document.
+            return PadesResult(UNREADABLE, f"pyHanko cannot read it ({type(exc).__name__})")
+
+
+def _check_signatures(
+    handle: Any, context: Any, roots: Sequence[Any], expected_name: str | None
+) -> PadesResult:
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+
+    reader = PdfFileReader(handle, strict=False)
+    signatures = reader.embedded_signatures
+    if not signatures:
+        return PadesResult(INVALID, "the PDF carries no signature")
+    outcome, detail, signer = VALID, "", None
+    for embedded in signatures:
+        status = validate_pdf_signature(embedded, signer_validation_context=context)
+        # only the name: the subject also holds the ID document number
+        signer = status.signing_cert.subject.native.get("common_name")
+        if not (status.intact and status.valid):
+            return PadesResult(INVALID, "a signature does not match the document", signer)
+        if expected_name and expected_name.casefold() not in _names(status.signing_cert):
+            return PadesResult(INVALID, "the signing certificate names someone else", signer)
+        if not (roots and status.trusted):
+            outcome, detail = UNTRUSTED, "no chain to a given trust root"
     return PadesResult(outcome, detail, signer)
 
 

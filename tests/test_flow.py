@@ -18,6 +18,8 @@ from qes_async import (
     MemoryFlowStore,
     RestartLimitError,
     RestartPolicy,
+    SignatureFlow,
+    make_pdf,
 )
 from qes_async.sandbox import ExtractedDetails, IdentityCase
 
@@ -426,3 +428,21 @@ async def test_a_signer_whose_acknowledge_fails_is_logged_and_the_flow_goes_on(
         result = await w.flow(signer=signer).run()
     assert result.outcome is FlowOutcome.SIGNED
     assert "acknowledge() failed (RuntimeError)" in caplog.text
+
+
+async def test_a_resume_after_a_refused_document_ends_the_same_way(tmp_path: Path) -> None:
+    store = MemoryFlowStore()
+    async with world(tmp_path) as w:
+        flow = w.flow(require_valid_signature=True, store=store)
+        with pytest.raises(DocumentCheckError, match="did not validate \\(untrusted"):
+            await flow.run()
+        again = await SignatureFlow.resume(
+            flow.flow_id,
+            documents=[Document.from_bytes("loan.pdf", make_pdf("Loan"))],
+            **w.resume_kw(store, require_valid_signature=True),
+        )
+        result = await again.run()  # an ended flow reports its stored outcome
+        downloads = sum(1 for r in w.sandbox.request_log if r.route == "download_signed_document")
+    assert result.outcome is FlowOutcome.FAILED
+    assert [d.validation for d in result.documents] == ["untrusted"]
+    assert downloads == 1  # the resume read the stored record; it fetched nothing again
