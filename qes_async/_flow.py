@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -24,7 +26,7 @@ import attrs
 from . import _flow_machine as fm
 from ._clock import Clock, SystemClock
 from ._documents import Document
-from ._errors import DocumentCheckError, FlowError
+from ._errors import DocumentCheckError, FlowError, InvalidInputError
 from ._flow_events import EventHub, FlowEvent, FlowEventKind
 from ._flow_state import (
     DocumentRecord,
@@ -327,6 +329,7 @@ class SignatureFlow:
         # Bad input is refused before anything is stored or sent: a flow never leaves a
         # half-made workflow behind because its number or a document was wrong.
         check_mobile_number(new.mobile_number)
+        await asyncio.to_thread(check_download_dir, self.options.download_dir)
         await self.client.check_documents(self._documents)
         records = [await _record(doc) for doc in self._documents]
         state = FlowState(new.flow_id, new.client_reference, new.mobile_number, records, now)
@@ -404,3 +407,24 @@ async def _documents_back(
             )
         documents.append(doc)
     return documents
+
+
+def check_download_dir(folder: Path) -> None:
+    """The folder for signed PDFs exists (or is created) and takes a file (blocking).
+
+    Checked before anything is created at the service: the signature is legally done once
+    the client types the SMS code, so a folder that cannot take the files must be found
+    first. A real write is tried, since permission bits say nothing when run as root or
+    on a read-only mount.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".qes-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InvalidInputError(
+            "download_dir",
+            f"{str(folder)!r} cannot take the signed documents ({exc.strerror or exc})",
+            advice="Pass a writable folder (it is created if missing).",
+        ) from None
