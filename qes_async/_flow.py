@@ -48,6 +48,9 @@ from ._validation import (
 
 __all__ = ["FlowEvent", "FlowOutcome", "FlowResult", "RestartPolicy", "SignatureFlow"]
 
+# Releases of leases that a cancelled run took after all; kept so they are not collected.
+_GIVING_BACK: set[asyncio.Future[None]] = set()
+
 
 class FlowOutcome(str, enum.Enum):
     """How a flow ended."""
@@ -269,7 +272,7 @@ class SignatureFlow:
                 await self._start()
             state = self._state
             assert state is not None
-            self._lease = await self.store.acquire(state.flow_id, self._owner, self._lease_ttl)
+            self._lease = await self._acquire(state.flow_id)
             runner = StepRunner(self, state, self._documents)
             await runner.resync()
             while not state.step.is_terminal:
@@ -305,7 +308,7 @@ class SignatureFlow:
         now = self.clock.time()
         state.updated_at = now
         if self._lease.expires_at - now < self._lease_ttl / 2:
-            self._lease = await self.store.acquire(state.flow_id, self._owner, self._lease_ttl)
+            self._lease = await self._acquire(state.flow_id)
         self._version = await self.store.save(
             state.flow_id,
             dump_state(state),
@@ -349,6 +352,24 @@ class SignatureFlow:
             contract=state.contract,
             generations=tuple(state.generations),
         )
+
+    async def _acquire(self, flow_id: str) -> Lease:
+        """Take the lease. A store may finish a take it was cancelled in (SQLite runs it on
+        a thread, PostgreSQL on the server): then the lease is given back once the take
+        lands, or a resume in this process would be locked out for the whole lease_ttl."""
+        take = asyncio.ensure_future(self.store.acquire(flow_id, self._owner, self._lease_ttl))
+        try:
+            return await asyncio.shield(take)
+        except asyncio.CancelledError:
+            take.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, take: asyncio.Future[Lease]) -> None:
+        if take.cancelled() or take.exception() is not None:
+            return
+        release = asyncio.ensure_future(self.store.release(take.result()))
+        _GIVING_BACK.add(release)
+        release.add_done_callback(_GIVING_BACK.discard)
 
     async def _release(self) -> None:
         if self._lease is not None:
