@@ -33,7 +33,7 @@ from ._errors import (
 from ._flow_events import FlowEventKind
 from ._flow_state import WINDOW_OF_STEP, DownloadRecord, FlowState, Generation
 from ._logging import logger as log
-from ._models import SignatureDetails, Status, StatusReport
+from ._models import SignatureDetails, Status, StatusReport, Workflow
 from ._redact import mask_phone
 from ._signer import (
     AnswerKind,
@@ -235,9 +235,23 @@ class StepRunner:
     async def _create_workflow(self) -> None:
         self.gen.in_flight = "create"
         await self.flow.save()
-        workflow = await self.client.create_workflow(
-            self.state.client_reference, workflow_name=self.state.workflow_name
+        create = asyncio.ensure_future(
+            self.client.create_workflow(
+                self.state.client_reference, workflow_name=self.state.workflow_name
+            )
         )
+        try:
+            workflow = await asyncio.shield(create)
+        except asyncio.CancelledError:
+            # The request may be at the service already: let its answer land (the
+            # client's timeouts bound the wait) and record the workflow, so that a
+            # resume goes on with it instead of creating a second one.
+            with contextlib.suppress(Exception):
+                await self._created(await create)
+            raise
+        await self._created(workflow)
+
+    async def _created(self, workflow: Workflow) -> None:
         self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
         await self._event(fm.Event.CREATED)
 
