@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from ._errors import (
@@ -175,16 +176,53 @@ async def _finish_flow(args: argparse.Namespace, flow: Any) -> int:
     }[result.outcome]
 
 
+async def _check_output(folder: str) -> None:
+    """The output folder exists or can be made, and takes a file."""
+    from ._flow import check_download_dir
+
+    try:
+        await asyncio.to_thread(check_download_dir, Path(folder))
+    except InvalidInputError as exc:
+        raise CLIError(
+            f"--output {folder!r} cannot take the signed documents. "
+            "Pass a writable folder with --output (it is created if missing)."
+        ) from exc
+
+
+async def _open_store(path: str, *, must_exist: bool) -> Any:
+    """The SQLite flow store, opened (and, for a new flow, created) before any request."""
+    import sqlite3
+
+    from ._store import SQLiteFlowStore
+
+    if must_exist and not await asyncio.to_thread(Path(path).is_file):
+        raise CLIError(
+            f"there is no flow store at {path!r}. Pass the --store file that `qes-async sign` used."
+        )
+    store = SQLiteFlowStore(path)
+    try:
+        await store.__aenter__()
+    except (sqlite3.Error, OSError) as exc:
+        await store.close()
+        raise CLIError(
+            f"--store {path!r} cannot be used as a flow store ({type(exc).__name__}). "
+            "Pass a SQLite file that qes-async created, or a new file name."
+        ) from None
+    return store
+
+
 async def cmd_sign(args: argparse.Namespace) -> int:
     from ._documents import Document
     from ._flow import SignatureFlow
     from ._signer import TerminalSigner
-    from ._store import SQLiteFlowStore
 
     documents = [Document.from_path(path) for path in args.document]
-    async with client_from_env(args) as client:
-        store = SQLiteFlowStore(args.store)
-        try:
+    # Every local precondition before the first request: once the client types the SMS
+    # code the signature is done, far too late to find the output folder unusable.
+    await _check_output(args.output)
+    store = await _open_store(args.store, must_exist=False)
+    try:
+        async with client_from_env(args) as client:
             flow = SignatureFlow(
                 client,
                 documents=documents,
@@ -198,19 +236,19 @@ async def cmd_sign(args: argparse.Namespace) -> int:
             )
             emit(args, f"flow {flow.flow_id} (resume with: qes-async resume {flow.flow_id})")
             return await _finish_flow(args, flow)
-        finally:
-            await store.close()
+    finally:
+        await store.close()
 
 
 async def cmd_resume(args: argparse.Namespace) -> int:
     from ._documents import Document
     from ._flow import SignatureFlow
     from ._signer import TerminalSigner
-    from ._store import SQLiteFlowStore
 
-    async with client_from_env(args) as client:
-        store = SQLiteFlowStore(args.store)
-        try:
+    await _check_output(args.output)
+    store = await _open_store(args.store, must_exist=True)
+    try:
+        async with client_from_env(args) as client:
             flow = await SignatureFlow.resume(
                 args.flow_id,
                 client=client,
@@ -220,8 +258,8 @@ async def cmd_resume(args: argparse.Namespace) -> int:
                 **_flow_options(args),
             )
             return await _finish_flow(args, flow)
-        finally:
-            await store.close()
+    finally:
+        await store.close()
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
