@@ -68,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     "RestartLimitError": "_errors",
     "ServerError": "_errors",
     "ServiceError": "_errors",
+    "SignedNotSavedError": "_errors",
     "StaleStateError": "_errors",
     "TooManyAttemptsError": "_errors",
     "UnprocessableError": "_errors",
@@ -157,6 +158,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._errors import RestartLimitError as RestartLimitError
     from ._errors import ServerError as ServerError
     from ._errors import ServiceError as ServiceError
+    from ._errors import SignedNotSavedError as SignedNotSavedError
     from ._errors import StaleStateError as StaleStateError
     from ._errors import TooManyAttemptsError as TooManyAttemptsError
     from ._errors import UnprocessableError as UnprocessableError

@@ -300,6 +300,27 @@ class FlowError(QESError):
     """Base of the errors raised while waiting for or driving a signature flow."""
 
 
+class SignedNotSavedError(FlowError):
+    """The signature is done, but its documents could not be written on this machine.
+
+    The stored flow is not finished: once the folder is fixed, resuming it downloads the
+    documents again (downloads are reads, nothing is signed twice).
+
+    Attributes:
+        flow_id, folder: the flow to resume, and where its documents go.
+    """
+
+    def __init__(self, flow_id: str, folder: str, reason: str) -> None:
+        self.flow_id, self.folder = flow_id, folder
+        super().__init__(
+            f"The signature is done, but its documents could not be saved in {folder} ({reason}).",
+            advice=(
+                "Fix the folder (space, permissions), then fetch them with: "
+                f"qes-async resume {flow_id} --output {folder}"
+            ),
+        )
+
+
 class WaitTimeoutError(FlowError, TimeoutError):
     """A waiter reached its deadline before the signature reached a target status.
 

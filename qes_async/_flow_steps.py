@@ -26,6 +26,7 @@ from ._errors import (
     PasscodeExpiredError,
     QESError,
     RestartLimitError,
+    SignedNotSavedError,
     TooManyAttemptsError,
     UnreachableStatusError,
     WaitTimeoutError,
@@ -360,6 +361,17 @@ class StepRunner:
         await self._ack(request, AnswerKind.ACCEPTED)
 
     async def _download(self) -> None:
+        try:
+            await self._download_all()
+        except OSError as exc:
+            if isinstance(exc, (QESError, ConnectionError, TimeoutError)):
+                raise  # the network: the flow's own handling applies
+            # This machine's disk, not the service: the signing is done, say how to fetch.
+            folder = self.opts.download_dir
+            reason = exc.strerror or type(exc).__name__
+            raise SignedNotSavedError(self.state.flow_id, str(folder), reason) from None
+
+    async def _download_all(self) -> None:
         if not self.gen.document_ids:
             details = await self.client.get_signature_details(self.sig)
             self.gen.document_ids = [doc.document_id for doc in details.documents]

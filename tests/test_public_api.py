@@ -63,6 +63,7 @@ FROZEN = [
     "SignatureDetails",
     "SignatureFlow",
     "SignedDocument",
+    "SignedNotSavedError",
     "Signer",
     "SignerAnswer",
     "SignerInbox",
