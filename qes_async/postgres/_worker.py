@@ -369,6 +369,10 @@ class Worker:
                 except StaleStateError:
                     if flow_id not in self.store.leases:
                         continue  # its run ended and let go of it while we looked
+                    if await self._finished(flow_id):
+                        # A late renewal (a busy loop) found the lease expired after the
+                        # run had saved the flow's end: the run is returning, not lost.
+                        continue
                     log.warning("lost the lease of flow %s; stopping it here", flow_id)
                     self.leases_lost += 1
                     task = self.running.get(flow_id)
@@ -380,6 +384,12 @@ class Worker:
                     continue
                 if flow_id in self.store.leases:
                     self.store.leases[flow_id] = renewed
+
+    async def _finished(self, flow_id: str) -> bool:
+        try:
+            return (await self.pg.load(flow_id)).finished
+        except Exception:  # unreadable now: treat the lease as lost, as before
+            return False
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, driving={len(self.running)})"

@@ -158,7 +158,7 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
     # of them, w2's unfinished ones by takeover; the receiver drives nothing
     finished_by_w2 = sum(r["count"] for r in at_kill if r["finished"])
     assert [s["worker_id"] for s in stats] == ["w0", "w1", "receiver"]
-    assert sum(s["completed"] for s in stats) == 3 * FLOWS_PER_WORKER + 2 - finished_by_w2
+    assert sum(s["completed"] for s in stats) == 3 * FLOWS_PER_WORKER + 2 - finished_by_w2, stats
     assert sum(s["taken_over"] for s in stats) >= orphans
     assert stats[2]["completed"] == stats[2]["running"] == 0
     assert all(s["running"] == 0 for s in stats)
