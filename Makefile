@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict qes_async
 
 pytest: $(STAMP)
-	$(BIN)/pytest -n 2 --cov=qes_async --cov-report=term:skip-covered
+	$(BIN)/pytest -n 2 --dist loadgroup --cov=qes_async --cov-report=term:skip-covered
 
 chaos: $(STAMP)
 	$(BIN)/python -m chaos --flows $(N)

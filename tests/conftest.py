@@ -214,3 +214,15 @@ async def fake_api() -> AsyncIterator[FakeAPI]:
         yield api
     finally:
         await server.close()
+
+
+# Tests that start worker processes, a PostgreSQL cluster or hundreds of flows with real
+# timeouts share one xdist worker, so that on a 2-core machine two of them never compete
+# for the CPU at once (their waits are real seconds); light tests run on the other worker.
+_HEAVY = ("tests/postgres/", "tests/test_chaos.py", "tests/test_crash_resume.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(part in item.nodeid for part in _HEAVY):
+            item.add_marker(pytest.mark.xdist_group("heavy"))
