@@ -70,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "ServiceError": "_errors",
     "SignedNotSavedError": "_errors",
     "StaleStateError": "_errors",
+    "TLSError": "_errors",
     "TooManyAttemptsError": "_errors",
     "UnprocessableError": "_errors",
     "UnreachableStatusError": "_errors",
@@ -160,6 +161,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._errors import ServiceError as ServiceError
     from ._errors import SignedNotSavedError as SignedNotSavedError
     from ._errors import StaleStateError as StaleStateError
+    from ._errors import TLSError as TLSError
     from ._errors import TooManyAttemptsError as TooManyAttemptsError
     from ._errors import UnprocessableError as UnprocessableError
     from ._errors import UnreachableStatusError as UnreachableStatusError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import ssl as _ssl
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
+from yarl import URL
 
 from . import _protocol as proto
 from ._auth import TokenCache
@@ -20,6 +22,7 @@ from ._download import TAIL, consume_signed_document, pdf_defect
 from ._errors import DecodeError, InvalidInputError
 from ._logging import configure_from_env
 from ._models import Attempt, SignatureDetails, SignedDocument, StatusReport, Workflow
+from ._redact import Secret, hold
 from ._retry import RetryPolicy
 from ._routes import ENVIRONMENTS, Routes
 from ._transport import Timeouts, Transport
@@ -36,11 +39,14 @@ from ._validation import (
     check_workflow_name,
 )
 
-__all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "QESClient"]
+__all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "DEFAULT_MAX_DOWNLOAD_SIZE", "QESClient"]
 
 _STATUS_REQUESTS_KEPT = 16_384  # prepared status reads, oldest dropped first
 
 DEFAULT_MAX_DOCUMENT_SIZE = 50 * 1024 * 1024
+#: The largest signed document accepted (decoded bytes): an upload's largest plus room for
+#: the signature, its certificates and revocation data.
+DEFAULT_MAX_DOWNLOAD_SIZE = 64 * 1024 * 1024
 MAX_SELFIE_SIZE = 10 * 1024 * 1024
 
 
@@ -57,8 +63,16 @@ class QESClient:
         clock: the time source (token expiry, ``Retry-After`` dates).
         sleep: the coroutine used to wait between retries (default ``clock.sleep``).
         trace_configs: aiohttp trace configs for the client's own session.
-        ssl: an ``ssl.SSLContext`` (for a private CA); verification is always on otherwise.
+        ssl: an ``ssl.SSLContext`` (for a private CA:
+            ``ssl.create_default_context(cafile=...)``). Verification is always on: the
+            context goes with every request, so a session's connector cannot weaken it, and
+            ``ssl=False`` is refused.
+        allow_insecure_http: accept an ``http://`` base URL for a host that is not
+            loopback (a test server you trust). Without it only ``https://`` is accepted,
+            and ``http://`` only for ``localhost``, ``127.0.0.0/8`` and ``::1``.
         max_document_size: the largest document accepted for upload, in bytes.
+        max_download_size: the largest signed document accepted, in decoded bytes (64 MiB
+            by default); a larger one is refused with :class:`DecodeError` and no file.
 
     Use it as ``async with QESClient(...) as client:`` or call :meth:`aclose`.
     """
@@ -78,14 +92,34 @@ class QESClient:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         trace_configs: Iterable[aiohttp.TraceConfig] = (),
         ssl: _ssl.SSLContext | None = None,
+        allow_insecure_http: bool = False,
         max_document_size: int = DEFAULT_MAX_DOCUMENT_SIZE,
+        max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE,
     ) -> None:
-        if not client_id or not client_secret:
+        # Held masked from the first line: a traceback's frame locals show Secret('***').
+        secret = hold(client_secret)
+        del client_secret
+        if not client_id or not isinstance(secret.reveal(), str) or not secret:
             raise InvalidInputError(
                 "client_id" if not client_id else "client_secret",
                 "is empty",
                 advice="Pass the API credentials Fourthline issued for this environment.",
             )
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise InvalidInputError(
+                "ssl",
+                f"must be an ssl.SSLContext, not {ssl!r}",
+                advice=(
+                    "Verification cannot be turned off. For a server with a private CA, pass "
+                    "ssl=ssl.create_default_context(cafile='/path/to/ca.pem')."
+                ),
+            )
+        for name, limit in (
+            ("max_document_size", max_document_size),
+            ("max_download_size", max_download_size),
+        ):
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise InvalidInputError(name, "must be a positive number of bytes")
         trace_configs = list(trace_configs)
         if session is not None and trace_configs:
             raise InvalidInputError(
@@ -95,12 +129,14 @@ class QESClient:
             )
         configure_from_env()
         self.client_id = client_id
-        self._secret = client_secret
+        self._secret = secret
         self.base_url = _base_url(base_url, environment)
+        check_scheme(self.base_url, allow_insecure_http)
         self.routes = Routes.coerce(routes)
         self._status_requests: dict[str, proto.Request] = {}
         self.clock: Clock = clock or SystemClock()
         self.max_document_size = max_document_size
+        self.max_download_size = max_download_size
         self._transport = Transport(
             self.base_url,
             session=session,
@@ -113,6 +149,7 @@ class QESClient:
         )
         self._tokens = TokenCache(self._fetch_token, self.clock.time)
         self._transport.auth = self._tokens
+        self._transport.scrubber.add(secret)
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -145,9 +182,11 @@ class QESClient:
         return self._transport.timeouts
 
     async def _fetch_token(self) -> proto.Token:
-        request = proto.token_request(self.routes, self.client_id, self._secret)
+        request = proto.token_request(self.routes, self.client_id, self._secret.reveal())
         response = await self._transport.send(request)
-        return proto.parse_token(response, self.clock.time())
+        token = proto.parse_token(response, self.clock.time())
+        self._transport.scrubber.add(token.value)  # a later error echoing it is cut
+        return token
 
     # ----------------------------------------------------------------------- endpoints
 
@@ -220,15 +259,18 @@ class QESClient:
         )
         await self._transport.send(request)
 
-    async def upload_mobile_number(self, signature_id: str, mobile_number: str) -> None:
+    async def upload_mobile_number(self, signature_id: str, mobile_number: str | Secret) -> None:
         """Set the signer's mobile number (E.164, e.g. ``+31612345678``) for the SMS."""
+        number = hold(mobile_number)
+        del mobile_number  # no plain copy in this frame while the request is in flight
         check_signature_id(signature_id)
-        check_mobile_number(mobile_number)
+        check_mobile_number(number)
+        self._transport.scrubber.add(number)
         request = proto.build_request(
             self.routes,
             "upload_mobile_number",
             signature_id=signature_id,
-            json={"mobileNumber": mobile_number},
+            json={"mobileNumber": number.reveal()},
         )
         await self._transport.send(request)
 
@@ -282,20 +324,23 @@ class QESClient:
         )
         return proto.parse_attempt(await self._transport.send(request), "approve_documents")
 
-    async def confirm_signature(self, signature_id: str, passcode: str) -> Attempt:
+    async def confirm_signature(self, signature_id: str, passcode: str | Secret) -> Attempt:
         """Confirm with the SMS passcode. Never replayed.
 
         Raises:
             InvalidPasscodeError: a wrong passcode (``attempts_left`` tells how many remain).
             TooManyAttemptsError: the tries are spent; a new workflow is needed.
         """
+        code = hold(passcode)
+        del passcode  # no plain copy in this frame while the request is in flight
         check_signature_id(signature_id)
-        check_passcode(passcode)
+        check_passcode(code)
+        self._transport.scrubber.add(code)
         request = proto.build_request(
             self.routes,
             "confirm_signature",
             signature_id=signature_id,
-            json={"passcode": passcode},
+            json={"passcode": code.reveal()},
         )
         return proto.parse_attempt(await self._transport.send(request), "confirm_signature")
 
@@ -352,7 +397,9 @@ class QESClient:
         )
 
         async def consume(resp: aiohttp.ClientResponse) -> SignedDocument:
-            return await consume_signed_document(resp, folder, document_id, keep)
+            return await consume_signed_document(
+                resp, folder, document_id, keep, limit=self.max_download_size
+            )
 
         document: SignedDocument
         _, document = await self._transport.exchange(request, consume)
@@ -380,6 +427,42 @@ class QESClient:
                 operation="get_infocert_contract",
             )
         return response.body
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_scheme(base_url: str, allow_insecure_http: bool) -> None:
+    """Only ``https://``; ``http://`` for loopback hosts or with the explicit opt-in."""
+    try:
+        url = URL(base_url)
+    except (TypeError, ValueError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise InvalidInputError(
+            "base_url",
+            f"{base_url!r} is not an http(s) URL with a host",
+            advice="Pass the API's base URL, such as https://api.fourthline.com.",
+        )
+    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+        raise InvalidInputError(
+            "base_url",
+            f"uses http:// for {url.host}: the client secret, the tokens and the signer's "
+            "data would cross the network unencrypted",
+            advice=(
+                "Use https://. For a test server you trust on another host, pass "
+                "allow_insecure_http=True (http:// to loopback hosts is always accepted)."
+            ),
+        )
 
 
 def _base_url(base_url: str | None, environment: str | None) -> str:

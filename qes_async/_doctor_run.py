@@ -58,9 +58,9 @@ async def run_doctor(client: Any, *, timeout: float = 10.0) -> DoctorReport:
     target = _Target(
         client.base_url,
         client.client_id,
-        client._secret,  # the doctor is part of the client's package: same credentials
+        client._secret.reveal(),  # the doctor is part of the client's package
         client.routes,
-        getattr(client._transport, "_ssl", True),
+        client._transport._ssl if client._transport.custom_ssl else True,
         timeout,
     )
     steps = await reach(URL(target.base_url), target.ssl, timeout)

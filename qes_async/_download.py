@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 MAX_MESSAGE = 64 * 1024
+#: Multipart framing, part headers and skipped parts allowed beyond the document's bound.
+MAX_FRAMING = 1024 * 1024
 READ_CHUNK = 256 * 1024
 TAIL = 1024  # where a PDF's %%EOF must be
 _PREFIX, _SUFFIX = ".qes-", ".part"  # temp files not yet renamed into place
@@ -104,6 +106,7 @@ class _Sink:
     directory: Path
     operation: str
     request_id: str | None
+    limit: int  # the largest document accepted, decoded bytes
     path: Path | None = None
     handle: int | None = None
     # The document's own bytes never go into a repr (error trackers record locals).
@@ -124,6 +127,11 @@ class _Sink:
             self.head += chunk[: len(PDF_MAGIC) - len(self.head)]
             if not PDF_MAGIC.startswith(self.head[: len(PDF_MAGIC)]):
                 self._bad("the document does not start with %PDF-")  # no bytes of it
+        if self.size + len(chunk) > self.limit:
+            self._bad(
+                f"the signed document is larger than max_download_size ({self.limit} bytes); "
+                "if the documents really are this large, raise QESClient(max_download_size=...)"
+            )
         self.digest.update(chunk)
         self.size += len(chunk)
         self.tail = (self.tail + chunk[-TAIL:])[-TAIL:]
@@ -256,7 +264,11 @@ async def _read_multipart(resp: aiohttp.ClientResponse, sink: _Sink) -> tuple[st
     name: str | None = None
     message = bytearray()
     target: str | None = None  # "pdf", "text" or None (skipped part)
+    received, bound = 0, sink.limit + MAX_MESSAGE + MAX_FRAMING
     async for chunk in _iter(resp.content):
+        received += len(chunk)
+        if received > bound:  # skipped parts and framing count too, not only the PDF
+            sink._bad(f"the multipart answer is larger than {bound} bytes")
         try:
             events = parser.feed(chunk)
         except ValueError as exc:
@@ -312,10 +324,16 @@ async def consume_signed_document(
     destination: Path,
     document_id: str,
     keep: Collection[str] | None = None,
+    *,
+    limit: int,
 ) -> SignedDocument:
-    """Write the answer's PDF into ``destination``; the :class:`SignedDocument` it became."""
+    """Write the answer's PDF into ``destination``; the :class:`SignedDocument` it became.
+
+    At most ``limit`` decoded bytes of document are accepted (aiohttp inflates a
+    compressed answer before it reaches here, so the count is of what lands on disk).
+    """
     request_id = resp.headers.get("X-Request-Id")
-    sink = _Sink(destination, "download_signed_document", request_id)
+    sink = _Sink(destination, "download_signed_document", request_id, limit)
     # Our own parsing: aiohttp's content_type goes through the email package, and every
     # multipart answer has a new boundary, so its cache never helps (a costly parse each).
     kind = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -325,6 +343,13 @@ async def consume_signed_document(
         if kind == "multipart/mixed":
             name, message = await _read_multipart(resp, sink)
         elif kind == "application/pdf":
+            declared = resp.content_length
+            if declared is not None and declared > limit and "Content-Encoding" not in resp.headers:
+                sink._bad(  # refused before a byte is written
+                    f"the signed document is larger than max_download_size ({limit} bytes); "
+                    "if the documents really are this large, raise "
+                    "QESClient(max_download_size=...)"
+                )
             name = _filename(resp.headers.get("Content-Disposition", ""))
             await sink.open()
             async for chunk in _iter(resp.content):

@@ -47,6 +47,7 @@ __all__ = [
     "ServerError",
     "ServiceError",
     "StaleStateError",
+    "TLSError",
     "TooManyAttemptsError",
     "UnprocessableError",
     "UnreachableStatusError",
@@ -93,6 +94,21 @@ class RequestNotSentError(QESError, ConnectionError):
     def __init__(self, message: str, *, operation: str = "", advice: str | None = None) -> None:
         self.operation = operation
         super().__init__(message, advice=advice)
+
+
+class TLSError(RequestNotSentError):
+    """The server's TLS certificate was refused, or the TLS handshake failed.
+
+    Nothing was sent. It is never retried: a certificate does not fix itself between two
+    attempts.
+    """
+
+    advice = (
+        "If the server uses a private CA, pass "
+        "ssl=ssl.create_default_context(cafile='/path/to/ca.pem') to QESClient; check the "
+        "base URL and the system clock. Never turn verification off: the client secret and "
+        "the signer's data cross this connection."
+    )
 
 
 class OutcomeUnknownError(QESError):

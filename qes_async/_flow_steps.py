@@ -35,7 +35,7 @@ from ._flow_events import FlowEventKind
 from ._flow_state import WINDOW_OF_STEP, DownloadRecord, FlowState, Generation
 from ._logging import logger as log
 from ._models import SignatureDetails, Status, StatusReport, Workflow
-from ._redact import mask_phone
+from ._redact import Secret, mask_phone
 from ._signer import (
     AnswerKind,
     ConsentRequest,
@@ -330,7 +330,8 @@ class StepRunner:
             attempts_left=self._attempts_left,
             retry=self._attempts_left is not None,
         )
-        passcode = await self._ask(self.flow.signer.passcode(request), request, "passcode")
+        # Held masked while the confirmation is in flight (frame locals reach error trackers).
+        passcode = Secret(await self._ask(self.flow.signer.passcode(request), request, "passcode"))
         try:
             await self._unsafe("confirm", request, self._send_confirmation(passcode))
         except InvalidPasscodeError as exc:
@@ -341,7 +342,7 @@ class StepRunner:
             return
         await self._event(fm.Event.CONFIRMED)
 
-    async def _send_confirmation(self, passcode: str) -> None:
+    async def _send_confirmation(self, passcode: Secret) -> None:
         self.gen.confirmations_sent += 1
         await self.client.confirm_signature(self.sig, passcode)
 

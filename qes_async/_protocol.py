@@ -22,6 +22,7 @@ from ._models import (
     StatusReport,
     Workflow,
 )
+from ._redact import Scrubber
 from ._routes import Routes
 
 __all__ = [
@@ -90,11 +91,17 @@ class Response:
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = attrs.field(default=b"", repr=False)
+    #: The literal secrets of the client that received it, cut from any excerpt.
+    scrubber: Scrubber | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def request_id(self) -> str | None:
         """The answer's ``X-Request-Id`` when present."""
         return self.headers.get("x-request-id")
+
+    def shown_body(self) -> bytes:
+        """The body as an error may show it: the client's own secrets cut out."""
+        return self.scrubber.body(self.body) if self.scrubber is not None else self.body
 
 
 @attrs.frozen
@@ -185,7 +192,7 @@ def _undecodable(message: str, response: Response, operation: str) -> DecodeErro
     return DecodeError(
         message,
         status=response.status,
-        body=response.body,
+        body=response.shown_body(),
         request_id=response.request_id,
         operation=operation,
     )
@@ -195,7 +202,7 @@ def decode_json(response: Response, operation: str) -> Any:
     """The body as JSON, or :class:`DecodeError` with an excerpt of what came instead."""
     try:
         return json.loads(response.body)  # bytes: UTF-8 (or -16/-32) is detected
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a deep nest
         raise _undecodable("the answer is not valid JSON", response, operation) from None
 
 
@@ -320,7 +327,7 @@ def parse_token(response: Response, now: float) -> Token:
 def _error_fields(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # a nest too deep to read
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -341,8 +348,13 @@ def _error_details(raw: Any) -> list[ErrorDetail]:
 def error_from_response(
     response: Response, operation: str, retry_after: float | None = None
 ) -> ServiceError:
-    """The typed :class:`ServiceError` for an error answer (lenient about the body)."""
-    data = _error_fields(response.body)
+    """The typed :class:`ServiceError` for an error answer (lenient about the body).
+
+    What the error shows of the body (its excerpt, ``service_message``, ``errors`` and
+    ``raw``) is scrubbed: secret fields masked, the client's own secrets cut out.
+    """
+    scrubber = response.scrubber if response.scrubber is not None else Scrubber()
+    data = scrubber.value(_error_fields(response.body))
     code = data.get("code") if isinstance(data.get("code"), str) else None
     message = data.get("message") if isinstance(data.get("message"), str) else None
     left = data.get("attemptsLeft")
@@ -353,7 +365,7 @@ def error_from_response(
         attempts_left=left if isinstance(left, int) and not isinstance(left, bool) else None,
         service_message=message,
         request_id=response.request_id,
-        body=response.body,
+        body=response.shown_body(),
         errors=_error_details(data.get("errors")),
         operation=operation,
         raw=data,

@@ -9,6 +9,7 @@ the SDK's own errors. No aiohttp type leaves it, except to a download consumer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import ssl as _ssl
@@ -23,9 +24,10 @@ from yarl import URL
 
 from ._auth import TokenCache
 from ._clock import Clock
-from ._errors import DecodeError, OutcomeUnknownError, RequestNotSentError
+from ._errors import DecodeError, OutcomeUnknownError, RequestNotSentError, TLSError
 from ._logging import log_attempt, logger
 from ._protocol import Request, Response, error_from_response
+from ._redact import Scrubber
 from ._retry import Decision, Failure, RetryPolicy, Verdict, decide, parse_retry_after
 
 __all__ = ["Consumer", "Timeouts", "Transport", "classify_exception"]
@@ -83,6 +85,25 @@ def classify_exception(exc: BaseException) -> Failure | None:
     return None
 
 
+@functools.cache
+def default_ssl_context() -> _ssl.SSLContext:
+    """The verifying context of the system trust store, made once per process."""
+    return _ssl.create_default_context()
+
+
+def tls_error(request: Request, exc: aiohttp.ClientSSLError) -> TLSError:
+    """A certificate or handshake failure: never transient, so never retried."""
+    host = getattr(exc, "host", "") or "the server"
+    cause = getattr(exc, "certificate_error", None) or (exc.args[1] if len(exc.args) > 1 else None)
+    reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
+    what = type(exc).__name__ + (f": {reason}" if reason else "")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        message = f"{request.operation}: the TLS certificate of {host} was refused ({what})."
+    else:
+        message = f"{request.operation}: the TLS handshake with {host} failed ({what})."
+    return TLSError(message, operation=request.operation)
+
+
 class _Failed(Exception):
     def __init__(self, failure: Failure, cause: BaseException) -> None:
         self.failure = failure
@@ -106,14 +127,22 @@ class Transport:
         clock: Clock,
         sleep: Callable[[float], Awaitable[None]],
         trace_configs: Iterable[aiohttp.TraceConfig] = (),
-        ssl: _ssl.SSLContext | bool | None = None,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.base_url = URL(base_url.rstrip("/"))
         self._base = str(self.base_url)  # paths from Routes are already quoted
         self._session = session
         self._owns_session = session is None
         self._trace_configs = list(trace_configs)
-        self._ssl: _ssl.SSLContext | bool = True if ssl is None else ssl
+        #: True when the caller chose the trust (a private CA), False for the system's.
+        self.custom_ssl = ssl is not None
+        # A real context on every request: ``ssl=True`` would defer to the session's
+        # connector, and a caller's connector made with ``ssl=False`` would silently turn
+        # verification off.
+        self._ssl: _ssl.SSLContext | bool = ssl if ssl is not None else True
+        if ssl is None and self.base_url.scheme == "https":
+            self._ssl = default_ssl_context()
+        self.scrubber = Scrubber()  # the client's literal secrets, cut from error excerpts
         self.retry = retry
         self.timeouts = timeouts
         self._client_timeouts = (timeouts.for_request(False), timeouts.for_request(True))
@@ -257,11 +286,6 @@ class Transport:
     async def _attempt(
         self, request: Request, token: Any, consume: Consumer[Any] | None
     ) -> tuple[Response, Any]:
-        headers = dict(request.headers)
-        if token is not None:
-            scheme = "Bearer" if token.token_type.lower() == "bearer" else token.token_type
-            headers["Authorization"] = f"{scheme} {token.value}"
-        data = _body(request, headers)
         url = self._urls.get(request.path)
         if url is None:
             if len(self._urls) >= _URLS_KEPT:
@@ -272,8 +296,10 @@ class Transport:
                 request.method,
                 url,
                 params=request.params or None,
-                headers=headers,
-                data=data,
+                # Headers (the bearer token) and body (the client secret, a passcode) are
+                # built in the call, never held in a local of this frame: error trackers
+                # record the locals of every frame of a traceback.
+                **_payload(request, token),
                 timeout=self._client_timeouts[request.transfer],
                 ssl=self._ssl,
                 allow_redirects=False,
@@ -281,13 +307,19 @@ class Transport:
                 head = resp.headers  # case-insensitive; kept as is, copying costs per call
                 if consume is not None and 200 <= resp.status < 300:
                     result = await consume(resp)
-                    return Response(resp.status, head), result
+                    return Response(resp.status, head, scrubber=self.scrubber), result
                 declared = resp.content_length
-                if declared is not None and declared <= MAX_ANSWER_BYTES:
+                if (
+                    declared is not None
+                    and declared <= MAX_ANSWER_BYTES
+                    and "Content-Encoding" not in head  # a compressed length says nothing
+                ):
                     body = await resp.read()  # the usual case: a small answer of known length
                 else:
                     body = await _read_capped(resp, request.operation)
-                return Response(resp.status, head, body), None
+                return Response(resp.status, head, body, self.scrubber), None
+        except aiohttp.ClientSSLError as exc:
+            raise tls_error(request, exc) from exc
         except Exception as exc:
             failure = classify_exception(exc)
             if failure is None:
@@ -324,14 +356,15 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024  # JSON, error bodies, the InfoCert contract
 async def _read_capped(resp: aiohttp.ClientResponse, operation: str) -> bytes:
     """Read an ordinary answer whole, up to more than this API ever sends.
 
-    An oversized error answer keeps its first bytes (the status says what went wrong; the
-    body only adds an excerpt); an oversized success answer is refused. Signed documents
-    stream to disk instead and are not bound by this.
+    The bound is on the decoded bytes: a compressed answer is read as it inflates, and
+    reading stops once it passes the bound. An oversized error answer keeps its first
+    bytes (the status says what went wrong; the body only adds an excerpt); an oversized
+    success answer is refused. Signed documents stream to disk under their own bound.
     """
     declared = resp.content_length
     chunks: list[bytes] = []
     size = 0
-    if declared is None:
+    if declared is None or "Content-Encoding" in resp.headers:
         async for chunk in resp.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > MAX_ANSWER_BYTES:
@@ -384,6 +417,15 @@ def _unknown(request: Request, what: str) -> OutcomeUnknownError:
         operation=request.operation,
         advice=advice,
     )
+
+
+def _payload(request: Request, token: Any) -> dict[str, Any]:
+    """The ``headers`` and ``data`` of one attempt (the token goes in here, per attempt)."""
+    headers = dict(request.headers)
+    if token is not None:
+        scheme = "Bearer" if token.token_type.lower() == "bearer" else token.token_type
+        headers["Authorization"] = f"{scheme} {token.value}"
+    return {"data": _body(request, headers), "headers": headers}
 
 
 def _body(request: Request, headers: dict[str, str]) -> Any:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from ._errors import InvalidInputError
 from ._lenient import language_key
-from ._redact import mask_phone
+from ._redact import Secret, mask_phone
 
 __all__ = [
     "DEFAULT_WORKFLOW_NAME",
@@ -39,27 +40,38 @@ _DIGITS = re.compile(r"[0-9]{4,12}")
 _ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
 
-def check_mobile_number(number: object) -> str:
-    """An E.164 number such as ``+31612345678``: a plus, a country code, no spaces."""
-    if not isinstance(number, str) or not _E164.fullmatch(number):
-        shown = mask_phone(number) if isinstance(number, str) else type(number).__name__
+def check_mobile_number(number: object) -> None:
+    """An E.164 number such as ``+31612345678``: a plus, a country code, no spaces.
+
+    ``number`` may be a :class:`~qes_async._redact.Secret`; the plain value is never bound
+    to a local here (error trackers record the locals of a traceback's frames).
+    """
+    if not isinstance(_plain(number), str) or not _E164.fullmatch(_plain(number)):
+        shown = (
+            mask_phone(_plain(number)) if isinstance(_plain(number), str) else type(number).__name__
+        )
         raise InvalidInputError(
             "mobile_number",
             f"{shown!r} is not an E.164 number",
             advice="Pass '+', the country code and the number, digits only (+31612345678).",
         )
-    return number
 
 
-def check_passcode(passcode: object) -> str:
-    """The SMS passcode: digits only (4 to 12 of them); never echoed back."""
-    if not isinstance(passcode, str) or not _DIGITS.fullmatch(passcode):
+def check_passcode(passcode: object) -> None:
+    """The SMS passcode: digits only (4 to 12 of them); never echoed back.
+
+    ``passcode`` may be a :class:`~qes_async._redact.Secret` (see :func:`check_mobile_number`).
+    """
+    if not isinstance(_plain(passcode), str) or not _DIGITS.fullmatch(_plain(passcode)):
         raise InvalidInputError(
             "passcode",
             "must be the digits of the SMS passcode (4 to 12 digits, nothing else)",
             advice="Pass the passcode exactly as the signer received it by SMS, as a string.",
         )
-    return passcode
+
+
+def _plain(value: object) -> Any:
+    return value.reveal() if isinstance(value, Secret) else value
 
 
 def check_language(value: object, field: str = "language") -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from conftest import register_secret
-from test_tls import _make_pki
+from test_threat_tls import _make_pki
 
 from qes_async import FakeClock, QESClient, Routes
 from qes_async._doctor import (

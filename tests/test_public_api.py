@@ -76,6 +76,7 @@ FROZEN = [
     "StatusWaiter",
     "StoredFlow",
     "SystemClock",
+    "TLSError",
     "TerminalSigner",
     "Timeouts",
     "TooManyAttemptsError",

@@ -1,4 +1,14 @@
-"""The SQLite store's files hold mobile numbers: they are created readable by the owner only."""
+"""Threat model: what the stores keep at rest.
+
+Flow checkpoints hold mobile numbers, and the PostgreSQL signer relay briefly holds
+passcodes. This module defends against:
+
+- the SQLite store and its ``-wal``/``-shm`` files created world-readable (0644 under the
+  usual umask): they are created 0600.
+
+Damaged rows (not JSON, too deep, invalid UTF-8) raising something other than
+``StateFormatError`` are covered in ``tests/test_store_corrupt.py``.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,19 @@
-"""TLS verification is on by default: a self-signed loopback server is refused with a typed
-error until the user hands its CA to the client as an ``ssl.SSLContext``."""
+"""Threat model: the network between the client and the service.
+
+The client secret, the tokens and the signer's data must never cross a connection an
+attacker can read or impersonate. This module defends against:
+
+- a self-signed or foreign certificate (refused with :class:`TLSError` until the caller
+  hands the server's CA to the client as an ``ssl.SSLContext``);
+- a certificate error retried as if it were transient (it is raised at once, and says how
+  to trust a private CA);
+- ``ssl=False`` (or any other non-context) turning verification off: refused with advice;
+- a caller's session whose connector was made with ``ssl=False``: the client passes a
+  verifying context with every request, so the connector cannot weaken it;
+- an ``http://`` base URL for a host on the network, which would send the client secret in
+  cleartext: refused unless the caller opts in with ``allow_insecure_http=True``;
+  loopback hosts (the sandbox) are accepted.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +23,7 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from conftest import register_secret
@@ -17,7 +32,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from qes_async import QESClient, RequestNotSentError, RetryPolicy, Status
+from qes_async import (
+    InvalidInputError,
+    QESClient,
+    RequestNotSentError,
+    RetryPolicy,
+    Status,
+    TLSError,
+)
 
 SECRET = "tls-client-secret-XYZ"
 TOKEN = "tls-access-token-0001"
@@ -121,10 +143,12 @@ async def test_a_self_signed_server_is_refused_by_default(
 ) -> None:
     url, _, served = https_server
     async with QESClient("cid", SECRET, base_url=url, retry=RetryPolicy(attempts=1)) as client:
-        with pytest.raises(RequestNotSentError) as info:
+        with pytest.raises(TLSError) as info:
             await client.get_signature_status("sig-1")
+    assert isinstance(info.value, RequestNotSentError)  # nothing was sent
     assert info.value.operation == "create_token"
     assert "ClientConnectorCertificateError" in str(info.value)
+    assert "cafile" in str(info.value)  # says how to trust a private CA
     assert SECRET not in str(info.value)
     assert SECRET not in repr(info.value)
     assert served == []  # the handshake failed: no request reached the server
@@ -154,3 +178,89 @@ async def test_an_ssl_context_with_another_ca_is_still_refused(
         with pytest.raises(RequestNotSentError):
             await client.get_signature_status("sig-1")
     assert served == []
+
+
+async def test_a_certificate_error_is_not_retried(
+    https_server: tuple[str, Path, list[str]],
+) -> None:
+    url, _, served = https_server
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    retry = RetryPolicy(attempts=5, jitter=None)
+    async with QESClient("cid", SECRET, base_url=url, retry=retry, sleep=sleep) as client:
+        with pytest.raises(TLSError):
+            await client.get_signature_status("sig-1")
+    assert waits == []  # the old code slept and tried 4 more handshakes
+    assert served == []
+
+
+async def test_a_session_whose_connector_turns_verification_off_is_still_verified(
+    https_server: tuple[str, Path, list[str]],
+) -> None:
+    url, _, served = https_server
+    connector = aiohttp.TCPConnector(ssl=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        client = QESClient(
+            "cid", SECRET, base_url=url, session=session, retry=RetryPolicy(attempts=1)
+        )
+        with pytest.raises(TLSError):
+            await client.get_signature_status("sig-1")
+    assert served == []  # the old code sent the client secret to the unverified server
+
+
+async def test_a_session_with_its_ca_in_the_context_works_with_such_a_connector(
+    https_server: tuple[str, Path, list[str]],
+) -> None:
+    url, ca, _ = https_server
+    context = ssl.create_default_context(cafile=str(ca))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+        client = QESClient("cid", SECRET, base_url=url, session=session, ssl=context)
+        report = await client.get_signature_status("sig-1")
+    assert report.status == Status.PENDING
+
+
+@pytest.mark.parametrize("value", [False, True, "none", 0])
+def test_ssl_that_is_not_a_context_is_refused_with_advice(value: object) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        QESClient("cid", SECRET, base_url="https://api.example.com", ssl=value)  # type: ignore[arg-type]
+    assert info.value.field == "ssl"
+    assert "create_default_context(cafile=" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.example.com", "http://10.0.0.5:8080", "http://[2001:db8::1]/"]
+)
+def test_cleartext_http_to_a_network_host_is_refused(url: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        QESClient("cid", SECRET, base_url=url)
+    assert info.value.field == "base_url"
+    assert "allow_insecure_http=True" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_cleartext_http_to_a_network_host_is_accepted_with_the_opt_in() -> None:
+    client = QESClient("cid", SECRET, base_url="http://api.example.com", allow_insecure_http=True)
+    assert client.base_url == "http://api.example.com"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080",
+        "http://127.5.6.7",
+        "http://localhost:9000",
+        "http://[::1]:8080",
+        "https://api.example.com",
+    ],
+)
+def test_loopback_http_and_any_https_are_accepted(url: str) -> None:
+    QESClient("cid", SECRET, base_url=url)
+
+
+@pytest.mark.parametrize("url", ["ftp://api.example.com", "api.example.com", "https://"])
+def test_a_base_url_that_is_not_http_is_refused(url: str) -> None:
+    with pytest.raises(InvalidInputError, match="base_url"):
+        QESClient("cid", SECRET, base_url=url)
