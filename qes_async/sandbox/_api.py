@@ -38,11 +38,13 @@ __all__ = ["CURRENT_CALL", "ApiHandlers", "CallState"]
 class CallState:
     """What a handler reports about its call to the middleware (for the request log)."""
 
-    __slots__ = ("processed", "signature_id")
+    __slots__ = ("client_reference", "fault", "processed", "signature_id")
 
-    def __init__(self) -> None:
+    def __init__(self, fault: str | None = None) -> None:
         self.processed = False
         self.signature_id: str | None = None
+        self.client_reference: str | None = None
+        self.fault = fault  # the injected fault's kind, for handlers that shape their answer
 
 
 #: Set by the middleware for each request; handlers mark it (a context variable rather
@@ -63,6 +65,19 @@ OPERATIONS: dict[str, str] = {
     "get_infocert_contract": "GET",
 }
 MAX_DOCUMENTS = 20
+#: What an ``unreadable_pdf`` fault sends: it passes a ``%PDF-``/``%%EOF`` check, and no
+#: PDF reader can parse it (no objects, no cross-reference table).
+UNREADABLE_PDF = b"%PDF-1.7\n% this is no PDF: no objects, no xref\n" + b"\x00" * 64 + b"\n%%EOF\n"
+#: The names a ``hostile_name`` fault gives a download, in turn.
+HOSTILE_NAMES = (
+    "A" * 300 + ".pdf",  # over the 255 bytes a file system allows
+    "../../../../etc/cron.d/contract.pdf",  # climbs out of the folder
+    "..\\..\\windows\\contract.pdf",
+    "\u202egnp.pdf",  # a right-to-left override
+    "contract.pdf",  # the same name as another document's
+    "\u00e9" * 150 + ".pdf",  # 300 bytes of UTF-8 in 150 characters
+    ".hidden.pdf",
+)
 SIGNED_MESSAGE = "The document was signed with a qualified electronic signature (sandbox)."
 
 
@@ -81,6 +96,7 @@ class ApiHandlers:
     def __init__(self, service: QESService) -> None:
         self.service = service
         self._signed: dict[tuple[str, SignerIdentity], asyncio.Task[bytes]] = {}
+        self._hostile = 0  # cycles through HOSTILE_NAMES
 
     def add_routes(self, app: web.Application, routes: Routes) -> None:
         """Register every operation under its path, named after the operation."""
@@ -115,8 +131,10 @@ class ApiHandlers:
         """``POST /v1/workflows``: 201 with the workflow (= signature) id."""
         self._auth(request)
         reference = parse_workflow(await self._json_body(request), self.service.workflow_names)
-        sig = self.service.create_workflow(reference)
         state = CURRENT_CALL.get(None)
+        if state is not None:
+            state.client_reference = reference
+        sig = self.service.create_workflow(reference)
         if state is not None:
             state.signature_id = sig.signature_id
         self._done(request)
@@ -207,6 +225,14 @@ class ApiHandlers:
             pdf = await self._sign(sig, doc)
         except MissingExtraError as exc:
             raise ServiceError(501, "signing_unavailable", str(exc)) from None
+        state = CURRENT_CALL.get(None)
+        fault = state.fault if state is not None else None
+        name = doc.file_name
+        if fault == "unreadable_pdf":
+            pdf = UNREADABLE_PDF
+        elif fault == "hostile_name":
+            name = HOSTILE_NAMES[self._hostile % len(HOSTILE_NAMES)]
+            self._hostile += 1
         boundary = uuid.uuid4().hex
         body = b"".join(
             [
@@ -214,7 +240,7 @@ class ApiHandlers:
                 SIGNED_MESSAGE.encode(),
                 f"\r\n--{boundary}\r\nContent-Type: application/pdf\r\n".encode(),
                 b'Content-Disposition: attachment; filename="%s"\r\n\r\n'
-                % _safe_filename(doc.file_name).encode("utf-8"),
+                % _safe_filename(name).encode("utf-8"),
                 pdf,
                 f"\r\n--{boundary}--\r\n".encode(),
             ]

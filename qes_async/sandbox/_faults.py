@@ -10,8 +10,18 @@ HTTP fault kinds:
 ``rate_limit``     answer 429 with ``Retry-After: retry_after``; nothing is processed
 ``drop_before``    close the connection without processing the call
 ``drop_after``     process the call, then close the connection: the answer is lost
-``slow``           wait ``delay`` real seconds before answering
+``slow``           wait ``delay`` real seconds before processing and answering
+``slow_answer``    process the call, then wait ``delay`` real seconds before answering (a
+                   client that gives up first has lost the answer of a processed call)
 ``revoke_token``   revoke the presented token, so the call is refused with 401
+``unreadable_pdf`` (downloads only) send a signed document that starts with ``%PDF-`` and
+                   ends with ``%%EOF`` but that no PDF reader can parse
+``hostile_name``   (downloads only) name the file in the answer with a hostile name: over
+                   255 bytes, a path that climbs out (``../../``), control and bidi
+                   characters, or one that reduces to another document's name
+
+A request with the header ``X-Sandbox-Faults: off`` is never faulted (a test's side door:
+calls it plants beside a faulted run must reach the service as sent).
 
 Webhook fault kinds: ``drop`` (never sent), ``duplicate`` (sent twice), ``delay`` (sent
 ``delay`` seconds of the sandbox clock later), ``reorder`` (held back and sent after the
@@ -25,9 +35,21 @@ from collections import deque
 
 import attrs
 
-__all__ = ["HTTP_FAULTS", "WEBHOOK_FAULTS", "Fault", "FaultPlan"]
+__all__ = ["DOWNLOAD_FAULTS", "HTTP_FAULTS", "WEBHOOK_FAULTS", "Fault", "FaultPlan"]
 
-HTTP_FAULTS = ("server_error", "rate_limit", "drop_before", "drop_after", "slow", "revoke_token")
+HTTP_FAULTS = (
+    "server_error",
+    "rate_limit",
+    "drop_before",
+    "drop_after",
+    "slow",
+    "slow_answer",
+    "revoke_token",
+    "unreadable_pdf",
+    "hostile_name",
+)
+#: Fault kinds that change what a download sends; on other routes they do nothing.
+DOWNLOAD_FAULTS = ("unreadable_pdf", "hostile_name")
 WEBHOOK_FAULTS = ("drop", "duplicate", "delay", "reorder")
 OK = ("ok", "none", None)
 

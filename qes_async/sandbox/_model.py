@@ -135,7 +135,8 @@ class RequestRecord:
 
     ``route`` is the operation name (as in :class:`qes_async.Routes`) or ``None`` for a path
     that matches none; ``processed`` says whether the call changed the service's state;
-    ``fault`` names the injected fault, if any.
+    ``fault`` names the injected fault, if any; ``client_reference`` is what a
+    ``create_workflow`` call asked for, read before the service judged it.
     """
 
     method: str
@@ -147,6 +148,8 @@ class RequestRecord:
     processed: bool
     fault: str | None
     request_id: str
+    #: The ``clientReference`` a ``create_workflow`` call carried (whatever its outcome).
+    client_reference: str | None = None
 
 
 class ServiceError(Exception):

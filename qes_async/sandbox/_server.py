@@ -241,9 +241,11 @@ class SandboxServer:
         route = request.match_info.route.name
         if route not in OPERATIONS:
             route = None
-        state = CallState()
-        CURRENT_CALL.set(state)
         fault = self.faults.pick(route) if route else None
+        if fault is not None and request.headers.get("X-Sandbox-Faults", "").lower() == "off":
+            fault = None  # a planted call: it reaches the service as sent
+        state = CallState(fault.kind if fault else None)
+        CURRENT_CALL.set(state)
         try:
             response = await self._handle(request, handler, fault)
         except _Dropped:
@@ -265,6 +267,8 @@ class SandboxServer:
             response = await handler(request)
             if fault is not None and fault.kind == "drop_after":
                 self._drop(request)
+            if fault is not None and fault.kind == "slow_answer":
+                await asyncio.sleep(fault.delay)  # processed: only the answer is late
             return response
         except ServiceError as exc:
             return _error_response(exc)
@@ -325,6 +329,7 @@ class SandboxServer:
             processed=state.processed,
             fault=fault.kind if fault else None,
             request_id=request_id,
+            client_reference=state.client_reference,
         )
         self.request_log.append(record)
         log.debug("%s %s -> %s (%s)", request.method, request.path, status, record.fault)

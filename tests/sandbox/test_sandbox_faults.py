@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import aiohttp
@@ -171,3 +172,83 @@ async def test_revoke_token_fault_on_a_call_without_a_token_revokes_no_other_tok
     sandbox.script_faults(["revoke_token"], route="create_token")
     assert await api.new_token()  # the fault hits a call that presents no token
     assert (await api.call("GET", f"/v1/signatures/{sid}/status")).status == 200
+
+
+# ------------------------------------------------- faults of the wider chaos plan
+
+
+async def test_slow_answer_processes_first_then_holds_the_answer(
+    api: Api, sandbox: SandboxServer
+) -> None:
+    await api.new_token()
+    sandbox.script_faults([Fault("slow_answer", delay=0.05)], route="create_workflow")
+    started = time.monotonic()
+    sid = await api.create("client-slow")
+    assert time.monotonic() - started >= 0.05
+    last = sandbox.request_log[-1]
+    assert (last.route, last.processed, last.fault, last.signature_id) == (
+        "create_workflow",
+        True,
+        "slow_answer",
+        sid,
+    )
+
+
+async def test_a_create_logs_the_client_reference_it_carried(
+    api: Api, sandbox: SandboxServer
+) -> None:
+    await api.create("client-77")
+    assert sandbox.request_log[-1].client_reference == "client-77"
+
+
+async def test_the_side_door_header_is_never_faulted(api: Api, sandbox: SandboxServer) -> None:
+    await api.new_token()
+    sandbox.script_faults(["server_error", "server_error"], route="create_workflow")
+    body = {"workflowName": "qes", "clientReference": "c"}
+    planted = await api.call(
+        "POST", "/v1/workflows", json=body, headers={"X-Sandbox-Faults": "off"}
+    )
+    assert planted.status == 201
+    assert sandbox.request_log[-1].fault is None
+    assert (await api.call("POST", "/v1/workflows", json=body)).status == 503
+
+
+async def _download(api: Api, sid: str) -> tuple[str, bytes]:
+    details = (await api.details(sid)).json
+    doc = details["documents"][0]["documentId"]
+    async with api.session.get(
+        f"{api.sandbox.url}/v1/signatures/{sid}/documents/{doc}",
+        headers={"Authorization": f"Bearer {api.token}"},
+    ) as response:
+        assert response.status == 200
+        raw = await response.read()
+    disposition = raw.split(b"filename=", 1)[1].split(b"\r\n", 1)[0].strip(b'"')
+    pdf = raw.rsplit(b"\r\n\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
+    return disposition.decode("utf-8"), pdf
+
+
+async def test_unreadable_pdf_passes_the_envelope_check_but_not_a_parser(
+    api: Api, sandbox: SandboxServer
+) -> None:
+    pytest.importorskip("pyhanko")
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    sid = await api.to_signed()
+    sandbox.script_faults(["unreadable_pdf"], route="download_signed_document")
+    _, pdf = await _download(api, sid)
+    assert pdf.startswith(b"%PDF-")
+    assert b"%%EOF" in pdf[-16:]
+
+    with pytest.raises(Exception):  # noqa: B017,PT011 - any parse failure will do
+        PdfFileReader(io.BytesIO(pdf)).root  # noqa: B018
+    assert sandbox.request_log[-1].fault == "unreadable_pdf"
+
+
+async def test_hostile_names_come_in_turn(api: Api, sandbox: SandboxServer) -> None:
+    from qes_async.sandbox._api import HOSTILE_NAMES, _safe_filename
+
+    sid = await api.to_signed()
+    sandbox.script_faults(["hostile_name"] * 3, route="download_signed_document")
+    names = [(await _download(api, sid))[0] for _ in range(3)]
+    assert names == [_safe_filename(n) for n in HOSTILE_NAMES[:3]]
+    assert len(names[0].encode()) > 255
