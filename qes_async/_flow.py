@@ -88,6 +88,9 @@ class FlowResult:
             validation outcome (``valid``, ``untrusted``, ``invalid`` or ``not_checked``).
         contract: the InfoCert contract when the flow went to InfoCert, else None.
         generations: every workflow the flow used, oldest first, with why each ended.
+        unconfirmed_creates: how many ``create_workflow`` calls got no answer. Each may
+            have left a workflow at the service that the flow never used (its id cannot
+            be known; see README "What can go wrong"). 0 in the usual case.
     """
 
     flow_id: str
@@ -95,6 +98,11 @@ class FlowResult:
     documents: tuple[DownloadRecord, ...]
     contract: DownloadRecord | None
     generations: tuple[Generation, ...]
+
+    @property
+    def unconfirmed_creates(self) -> int:
+        """``create_workflow`` calls without an answer, over every generation."""
+        return sum(g.unconfirmed_creates for g in self.generations)
 
     @property
     def signature_id(self) -> str | None:

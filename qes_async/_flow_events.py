@@ -26,6 +26,9 @@ class FlowEventKind(str, enum.Enum):
     DEADLINE_APPROACHING = "deadline_approaching"  # `deadline`, `waiting_for`
     RESTARTED = "restarted"  # `reason`; `generation` is the new one
     DOCUMENT_DOWNLOADED = "document_downloaded"  # `document_id`, `path`, `sha256`, `validation`
+    # A create_workflow whose answer never came: a workflow may exist at the service that
+    # the flow cannot know or use (an orphan); `reason` says how the answer was lost.
+    CREATE_UNCONFIRMED = "create_unconfirmed"
     FINISHED = "finished"  # `outcome`; the last event of a run
 
 

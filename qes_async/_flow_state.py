@@ -96,6 +96,9 @@ class Generation:
     document_ids: list[str] = attrs.Factory(list)  # from the details, for the downloads
     approvals_sent: int = 0
     confirmations_sent: int = 0
+    # create_workflow calls whose answer never came: each may have left a workflow at the
+    # service that this flow cannot know (the contract has no idempotency key, no listing).
+    unconfirmed_creates: int = 0
     deadlines: dict[str, float] = attrs.Factory(dict)
     last_status: str | None = None
     last_status_code: int | None = None

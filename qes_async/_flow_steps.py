@@ -234,6 +234,10 @@ class StepRunner:
     # --------------------------------------------------------------------------- actions
 
     async def _create_workflow(self) -> None:
+        if self.gen.in_flight == "create":
+            # An earlier run sent a create and stopped before its answer (a crash): it may
+            # have made a workflow this flow will never know.
+            await self._unconfirmed_create("the run that sent it stopped before its answer")
         self.gen.in_flight = "create"
         await self.flow.save()
         create = asyncio.ensure_future(
@@ -250,7 +254,22 @@ class StepRunner:
             with contextlib.suppress(Exception):
                 await self._created(await create)
             raise
+        except OutcomeUnknownError:
+            self.gen.in_flight = None  # the next create is a new call, counted apart
+            await self._unconfirmed_create("its answer was lost")
+            raise
         await self._created(workflow)
+
+    async def _unconfirmed_create(self, why: str) -> None:
+        self.gen.unconfirmed_creates += 1
+        await self.flow.save()
+        log.warning(
+            "flow %s: a create_workflow got no answer (%s); a workflow may exist at the "
+            "service that this flow will not use",
+            self.state.flow_id,
+            why,
+        )
+        self.flow.emit(FlowEventKind.CREATE_UNCONFIRMED, reason=why)
 
     async def _created(self, workflow: Workflow) -> None:
         self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
