@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 N      ?= 2000
 
-.PHONY: demo test lint typecheck pytest chaos bench clean
+.PHONY: demo test lint typecheck pytest chaos chaos-control bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "qes-async needs Python 3.10 or newer")'
@@ -31,6 +31,10 @@ pytest: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m chaos --flows $(N)
+
+# The duplicate count's negative control: passes only if it finds exactly the 4 planted.
+chaos-control: $(STAMP)
+	$(BIN)/python -m chaos --flows 200 --seed 2 --plant-duplicates 4
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -1,4 +1,5 @@
-"""The after-run checks: duplicates in the request log, and secrets in captured text."""
+"""The after-run checks: duplicate unsafe calls in the request log, and secrets in
+captured text."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import traceback
 from collections import Counter
 from typing import Any
 
-__all__ = ["Capture", "count_duplicates", "find_leaks"]
+import attrs
+
+__all__ = ["Capture", "DuplicateCount", "count_duplicates", "find_leaks", "reached_logic"]
 
 # Secrets are looked up as whole words of the captured text: long ones (tokens, the client
 # secret) as runs of URL-safe characters, short ones (passcodes, phone digits) as runs of
@@ -71,34 +74,109 @@ def _contains(words: set[str], secret: str) -> bool:
     return any(secret in word for word in words if len(word) > len(secret))
 
 
-def count_duplicates(sandbox: Any, flows: list[Any]) -> tuple[int, list[str]]:
-    """Calls done more than once that must be done once, from the sandbox's own records.
+UNSAFE = (
+    "create_workflow",
+    "upload_documents",
+    "upload_selfie",
+    "approve_documents",
+    "confirm_signature",
+)
+# Faults answered before the service's logic runs: the call never reached it.
+BEFORE_LOGIC = frozenset({"server_error", "rate_limit", "drop_before", "revoke_token"})
+# Faults after which the service did the work but the client never read the answer.
+ANSWER_LOST = frozenset({"drop_after", "slow_answer", "slow"})
 
-    * workflows: per flow, the workflows the service created for its client reference,
-      beyond one per generation of the flow;
-    * approvals: per signature, processed approvals beyond one (a refused approval is not
-      processed);
-    * confirmations: per signature, processed confirmations that were not wrong passcodes,
-      beyond one.
+
+@attrs.define
+class DuplicateCount:
+    """What the independent count found.
+
+    ``total`` counts unsafe calls beyond what the ceremony needs; ``orphans`` are unused
+    workflows whose create answer the fault plan lost (the contract leaves no way to know
+    their ids: expected, and each must be reported by its flow); ``upload_repeats`` are
+    uploads sent again after a lost upload answer, which the contract forces (its status
+    does not show whether documents arrived) and the service refuses with 409.
     """
-    signatures = sandbox.service.signatures
-    created = Counter(sig.client_reference for sig in signatures.values())
-    details = []
-    total = 0
-    for flow in flows:
-        extra = created[flow.reference] - flow.generations
-        if extra > 0:
-            total += extra
-            details.append(f"{flow.flow_id}: {extra} extra workflow(s)")
-    processed: Counter[tuple[str, str]] = Counter(
-        (r.route, r.signature_id)
-        for r in sandbox.request_log
-        if r.processed and r.route in ("approve_documents", "confirm_signature")
+
+    total: int = 0
+    details: list[str] = attrs.Factory(list)
+    by_route: Counter[str] = attrs.Factory(Counter)
+    orphans: Counter[str] = attrs.Factory(Counter)  # client reference -> orphans
+    upload_repeats: int = 0  # after a lost answer or a cancel
+    reached: Counter[str] = attrs.Factory(Counter)  # unsafe calls that reached the logic
+
+    def add(self, route: str, extra: int, detail: str) -> None:
+        self.total += extra
+        self.by_route[route] += extra
+        self.details.append(detail)
+
+
+def reached_logic(record: Any) -> bool:
+    """An unsafe call that got past authentication and every fault answered before the
+    service's logic, whatever the service then answered (409 included)."""
+    return record.route in UNSAFE and record.fault not in BEFORE_LOGIC and record.status != 401
+
+
+def count_duplicates(
+    sandbox: Any, typed: Counter[str], cancelled: set[str] | frozenset[str] = frozenset()
+) -> DuplicateCount:
+    """Unsafe calls that reached the service beyond what one ceremony per generation needs,
+    counted from the sandbox's request log alone (what arrived, and when), never from its
+    ``processed`` judgement or its 409s, nor from what the flows say of themselves.
+
+    Needed, per signature (one generation): one upload of documents (plus one repeat per
+    earlier upload whose answer was lost, and one for a flow the run cancelled: both
+    leave the upload's outcome unknown, and the contract's status cannot tell), one
+    selfie, one approval, and one confirmation per passcode the simulated signer really
+    typed for it (``typed``). Per client
+    reference: every workflow it creates must be used by a later call; an unused one is a
+    duplicate, unless its create answer was lost (an orphan), and at most one of its
+    workflows may end signed.
+    """
+    log = sandbox.request_log
+    count = DuplicateCount()
+    calls = [r for r in log if reached_logic(r)]
+    count.reached = Counter(r.route for r in calls)
+    used = {r.signature_id for r in log if r.route != "create_workflow" and r.signature_id}
+    for r in calls:
+        if r.route != "create_workflow" or r.signature_id is None or r.signature_id in used:
+            continue
+        if r.fault in ANSWER_LOST:
+            count.orphans[r.client_reference or "?"] += 1
+        else:
+            count.add(
+                "create_workflow",
+                1,
+                f"{r.client_reference}: workflow {r.signature_id} created and never used",
+            )
+    signed = Counter(
+        sig.client_reference
+        for sig in sandbox.service.signatures.values()
+        if getattr(sig.status, "value", sig.status) == "signed"
     )
-    for (route, sid), count in processed.items():
-        if route == "confirm_signature":
-            count -= signatures[sid].wrong_passcodes
-        if count > 1:
-            total += count - 1
-            details.append(f"{sid}: {route} processed {count} times")
-    return total, details
+    for reference, n in signed.items():
+        if n > 1:
+            count.add("create_workflow", n - 1, f"{reference}: {n} workflows signed")
+    per = Counter((r.route, r.signature_id) for r in calls if r.route != "create_workflow")
+    lost = Counter(
+        (r.route, r.signature_id)
+        for r in calls
+        if r.route == "upload_documents" and r.fault in ANSWER_LOST
+    )
+    owner = {r.signature_id: r.client_reference for r in log if r.route == "create_workflow"}
+    for r in calls:
+        if r.route == "upload_documents" and owner.get(r.signature_id) in cancelled:
+            lost[(r.route, r.signature_id)] = max(1, lost[(r.route, r.signature_id)])
+    for (route, sid), n in sorted(per.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        allowed = typed[sid] if route == "confirm_signature" else 1
+        if route == "upload_documents":
+            repeats = min(n - 1, lost[(route, sid)])
+            count.upload_repeats += max(0, repeats)
+            allowed += max(0, repeats)
+        if n > allowed:
+            count.add(
+                route,
+                n - allowed,
+                f"{sid}: {route} reached the service {n} times, {allowed} needed",
+            )
+    return count

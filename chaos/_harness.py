@@ -29,9 +29,9 @@ import attrs
 from qes_async import (
     Document,
     FakeClock,
+    FlowNotFoundError,
     HybridWaiter,
     KYCRequiredError,
-    MemoryFlowStore,
     OutcomeUnknownError,
     QESClient,
     RateLimitedError,
@@ -39,6 +39,7 @@ from qes_async import (
     RetryPolicy,
     ServerError,
     SignatureFlow,
+    SQLiteFlowStore,
     StaleStateError,
     Timeouts,
     WebhookDispatcher,
@@ -47,8 +48,9 @@ from qes_async import (
 from qes_async._flow_state import parse_state
 from qes_async.sandbox import SandboxServer, sandbox_ca
 
-from ._checks import Capture, count_duplicates, find_leaks
-from ._scenarios import Scenario, make_signer, pick
+from ._checks import UNSAFE, Capture, DuplicateCount, count_duplicates, find_leaks
+from ._plant import plant_duplicates
+from ._scenarios import NAME_SETS, Scenario, make_signer, pick
 
 __all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]
 
@@ -76,10 +78,13 @@ class ChaosConfig:
     # runs this beside other tests on 2 cores): a create_workflow timed out by a stall is
     # a lost create answer, which the plan keeps out on purpose (see _turn_faults_on).
     # A slow fault still outlasts it, so slow answers still end as timeouts.
-    read_timeout: float = 3.0
-    slow_delay: float = 4.0
+    read_timeout: float = 5.0
+    slow_delay: float = 6.0
     revoke_every: int = 500  # requests between two mass token revocations
     max_resumes: int = 20
+    cancel_rate: float = 0.05  # flows cancelled once at a random moment, then resumed
+    cancel_within: float = 1.5  # real seconds: the cancel comes within this of the start
+    plant: int = 0  # duplicate unsafe calls sent through a side door (negative control)
 
 
 @attrs.define
@@ -96,6 +101,12 @@ class FlowRecord:
     generations: int = 0
     ended: tuple[str | None, ...] = ()
     documents: int = 0
+    names: tuple[str, ...] = ("contract.pdf",)
+    cancelled: bool = False
+    unconfirmed_creates: int = 0
+    unreadable: int = 0  # documents whose validation was expected `unreadable`
+    downloads: list[dict[str, Any]] = attrs.Factory(list)
+    contract: bool = False
     problems: list[str] = attrs.Factory(list)
 
     @property
@@ -120,6 +131,8 @@ class ChaosReport:
     documents_checked: int = 0
     duplicates: int = 0
     duplicate_details: list[str] = attrs.Factory(list)
+    count: DuplicateCount = attrs.Factory(DuplicateCount)
+    planted: list[str] = attrs.Factory(list)
     leaks: int = 0
     leak_kinds: list[str] = attrs.Factory(list)
     secrets_checked: int = 0
@@ -131,7 +144,12 @@ class ChaosReport:
 
     @property
     def ok(self) -> bool:
-        return not self.misses and self.duplicates == 0 and self.leaks == 0
+        """No miss, no leak, and exactly the planted duplicates (none in a normal run)."""
+        return (
+            not self.misses
+            and self.duplicates == len(self.planted) == self.config.plant
+            and self.leaks == 0
+        )
 
     def table(self) -> str:
         """The summary table printed by ``python -m chaos``."""
@@ -175,11 +193,14 @@ async def _run(config: ChaosConfig, capture: Capture, tmp: Path) -> ChaosReport:
             f"chaos-{i:05d}",
             f"client-{i:05d}",
             f"+3161{rng.randrange(10**7):07d}",
+            names=NAME_SETS[i % len(NAME_SETS)] if i < len(NAME_SETS) else rng.choice(NAME_SETS),
+            cancelled=rng.random() < config.cancel_rate,
         )
         for i in range(config.flows)
     ]
+    cancel_at = {r.flow_id: rng.uniform(0.0, config.cancel_within) for r in records}
     clients = {r.reference: r.scenario.case for r in records}
-    given: list[str] = []
+    given: list[tuple[str, str]] = []  # (signature id, passcode) the signers typed
     async with SandboxServer(clock=clock, seed=config.seed, clients=clients) as sandbox:
         _turn_faults_on(sandbox, config)
         async with (
@@ -200,7 +221,7 @@ async def _run(config: ChaosConfig, capture: Capture, tmp: Path) -> ChaosReport:
             _background(clock, sandbox, config) as revocations,
         ):
             waiter = HybridWaiter(client, dispatcher, clock=clock)
-            store = MemoryFlowStore(clock=clock)
+            store = SQLiteFlowStore(tmp / "flows.db", clock=clock)
             gate = asyncio.Semaphore(config.concurrency)
             kw: dict[str, Any] = {
                 "client": client,
@@ -209,18 +230,34 @@ async def _run(config: ChaosConfig, capture: Capture, tmp: Path) -> ChaosReport:
                 "clock": clock,
                 "tmp": tmp,
                 "max_resumes": config.max_resumes,
+                "cancel_at": cancel_at,
             }
-            await asyncio.gather(*(_one(r, sandbox, gate, capture, given, **kw) for r in records))
+            done = asyncio.Event()
+            planter = asyncio.create_task(plant_duplicates(sandbox, records, config.plant, done))
+            try:
+                await asyncio.gather(
+                    *(_one(r, sandbox, gate, capture, given, **kw) for r in records)
+                )
+            finally:
+                done.set()
+                planted = await planter
             for record in records:
                 stored = parse_state((await store.load(record.flow_id)).data)
                 record.generations = len(stored.generations)
                 record.ended = tuple(g.ended for g in stored.generations)
+                record.unconfirmed_creates = sum(g.unconfirmed_creates for g in stored.generations)
                 _check_outcome(record)
-            report = ChaosReport(config, records, revocations=revocations[0])
+            await store.close()
+            report = ChaosReport(config, records, revocations=revocations[0], planted=planted)
         report.sim_seconds = clock.time() - start
         _figures(report, sandbox, tmp)
-        report.duplicates, report.duplicate_details = count_duplicates(sandbox, records)
-        secrets_ = _secrets(sandbox, records, given, password)
+        typed = Counter(sid for sid, _ in given)
+        cancelled = {r.reference for r in records if r.cancelled}
+        report.count = count_duplicates(sandbox, typed, cancelled)
+        report.duplicates, report.duplicate_details = report.count.total, report.count.details
+        _check_orphans(report)
+        _check_downloads(report, sandbox, tmp)
+        secrets_ = _secrets(sandbox, records, [code for _, code in given], password)
         report.secrets_checked = len(secrets_)
         report.texts_scanned = capture.count
         report.leak_kinds = find_leaks(capture, secrets_)
@@ -233,13 +270,19 @@ def _turn_faults_on(sandbox: SandboxServer, config: ChaosConfig) -> None:
     add("server_error", rate=0.10, status=503)
     add("rate_limit", rate=0.05 / 0.90, retry_after=2)
     add("drop_before", rate=0.01 / 0.85)
-    # A lost answer to create_workflow cannot be settled: the contract has no idempotency
-    # key and no way to list a client's workflows, so a retry makes a second workflow.
-    # Every other route also loses answers after processing them, and answers too slowly.
-    for route in _ROUTES_AFTER_CREATE:
+    # Every route loses answers after processing them, and answers too slowly. A lost
+    # create answer cannot be settled (no idempotency key, no listing): the flow creates
+    # again and reports it, and the count expects the orphan. Unsafe calls are slowed
+    # after processing (slow_answer): a call processed later than the client gave up on
+    # it is a different fault, whose outcome no status read can settle in time.
+    for route in ("create_workflow", *_ROUTES_AFTER_CREATE):
         add("drop_after", route=route, rate=0.01)
-        add("slow", route=route, rate=0.005, delay=config.slow_delay)
-        add("revoke_token", route=route, rate=0.002)
+        slow = "slow_answer" if route in UNSAFE else "slow"
+        add(slow, route=route, rate=0.005, delay=config.slow_delay)
+        if route != "create_workflow":
+            add("revoke_token", route=route, rate=0.002)
+    add("unreadable_pdf", route="download_signed_document", rate=0.005)
+    add("hostile_name", route="download_signed_document", rate=0.03)
     faults = sandbox.webhook_faults
     faults.add("drop", rate=0.30)
     faults.add("duplicate", rate=0.20 / 0.70)
@@ -333,18 +376,26 @@ async def _one(
     sandbox: SandboxServer,
     gate: asyncio.Semaphore,
     capture: Capture,
-    given: list[str],
+    given: list[tuple[str, str]],
     *,
     client: QESClient,
-    store: MemoryFlowStore,
+    store: SQLiteFlowStore,
     waiter: HybridWaiter,
     clock: FakeClock,
     tmp: Path,
     max_resumes: int,
+    cancel_at: dict[str, float],
 ) -> None:
-    document = Document.from_bytes(
-        "contract.pdf", make_pdf(f"Contract {record.index}"), display_name="Contract"
-    )
+    documents = [
+        Document.from_bytes(
+            name,
+            # The first document is the flow's own; the others are shared annexes, so
+            # the sandbox signs them once (its signing is keyed by content and signer).
+            make_pdf(f"Contract {record.index}" if j == 0 else f"Annex {j}"),
+            display_name=f"Document {j + 1}",
+        )
+        for j, name in enumerate(record.names)
+    ]
     signer = make_signer(record.scenario, sandbox.latest_passcode, clock, given)
     options: dict[str, Any] = {
         "waiter": waiter,
@@ -354,10 +405,11 @@ async def _one(
         "expected_signer_name": "Jane Doe",
         "lease_ttl": 60.0,
     }
-    async with gate:
-        flow = SignatureFlow(
+
+    def new_flow() -> SignatureFlow:
+        return SignatureFlow(
             client,
-            documents=[document],
+            documents=documents,
             mobile_number=record.mobile,
             client_reference=record.reference,
             signer=signer,
@@ -365,8 +417,29 @@ async def _one(
             flow_id=record.flow_id,
             **options,
         )
+
+    async with gate:
+        flow = new_flow()
+        cancel = record.cancelled
         while True:
             try:
+                if cancel:
+                    cancel = False
+                    if await _cancelled(flow, cancel_at[record.flow_id]):
+                        try:
+                            flow = await SignatureFlow.resume(
+                                record.flow_id,
+                                client=client,
+                                store=store,
+                                signer=signer,
+                                documents=documents,
+                                **options,
+                            )
+                        except FlowNotFoundError:
+                            # Cancelled before its first checkpoint: nothing was created
+                            # (the checkpoint comes first), so it starts again.
+                            flow = new_flow()
+                        continue
                 result = await flow.run()
             except KYCRequiredError as exc:
                 capture.add_exception(exc)
@@ -385,7 +458,7 @@ async def _one(
                     client=client,
                     store=store,
                     signer=signer,
-                    documents=[document],
+                    documents=documents,
                     **options,
                 )
                 continue
@@ -397,24 +470,92 @@ async def _one(
             capture.add_text(repr(result))
             record.outcome = result.outcome.value
             record.documents = len(result.documents)
-            record.problems += _check_documents(result, record)
+            record.contract = result.contract is not None
+            record.downloads = [
+                {
+                    "signature_id": result.signature_id,
+                    "document_id": doc.document_id,
+                    "validation": doc.validation,
+                }
+                for doc in result.documents
+            ]
+            record.problems += _check_documents(result, record, options["download_dir"])
             break
 
 
-def _check_documents(result: Any, record: FlowRecord) -> list[str]:
+async def _cancelled(flow: SignatureFlow, after: float) -> bool:
+    """Run ``flow`` and cancel it after ``after`` real seconds; True if it was cancelled
+    (the caller resumes it from the store), False if it ended first (then its outcome
+    is read by running it again: a finished flow returns its stored result)."""
+    task = asyncio.ensure_future(flow.run())
+    done, _ = await asyncio.wait({task}, timeout=after)
+    if done:
+        with contextlib.suppress(Exception):
+            task.result()
+        return False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return True
+
+
+def _check_documents(result: Any, record: FlowRecord, folder: Path) -> list[str]:
+    """What is on disk against the result: one file per document, each where it belongs,
+    under its own name, holding the bytes its record's sha256 names."""
     problems = []
-    if record.outcome == "signed" and not result.documents:
-        problems.append("signed but no document downloaded")
-    for doc in result.documents:
-        path = Path(doc.path)
+    if record.outcome == "signed" and len(result.documents) != len(record.names):
+        problems.append(f"signed with {len(result.documents)} of {len(record.names)} documents")
+    paths = [Path(doc.path) for doc in result.documents]
+    if len(set(paths)) != len(paths):
+        problems.append("two documents saved to one path")
+    for doc, path in zip(result.documents, paths, strict=True):
         if not path.is_file():
             problems.append(f"{path.name}: missing")
             continue
+        if not path.resolve().is_relative_to(folder.resolve()):
+            problems.append(f"{path}: outside the flow's download folder")
+        if len(path.name.encode()) > 200 or not path.name.endswith(".pdf"):
+            problems.append(f"{path.name[:40]}...: a name over 200 bytes or without .pdf")
         if hashlib.sha256(path.read_bytes()).hexdigest() != doc.sha256:
             problems.append(f"{path.name}: sha256 differs from the record")
-        if doc.validation != "valid":
-            problems.append(f"{path.name}: PAdES {doc.validation} ({doc.validation_detail})")
     return problems
+
+
+def _check_orphans(report: ChaosReport) -> None:
+    """Each orphan the service holds is reported by its flow. A flow may report more: a
+    5xx answer to a create leaves its outcome unknown to the client, though the plan's
+    server errors are answered before the service's logic."""
+    for record in report.flows:
+        orphans = report.count.orphans.get(record.reference, 0)
+        if record.unconfirmed_creates < orphans:
+            record.problems.append(
+                f"reported {record.unconfirmed_creates} unconfirmed create(s); the service "
+                f"holds {orphans} orphan workflow(s) of its client reference"
+            )
+
+
+def _check_downloads(report: ChaosReport, sandbox: SandboxServer, tmp: Path) -> None:
+    """Each signed document's validation against what the sandbox last sent for it: an
+    unreadable PDF must say `unreadable`, every other one `valid`."""
+    last: dict[tuple[str, str], str | None] = {}
+    for r in sandbox.request_log:
+        if r.route == "download_signed_document" and r.status == 200 and r.signature_id:
+            last[(r.signature_id, r.path.rsplit("/", 1)[1])] = r.fault
+    for record in report.flows:
+        if record.outcome != "signed":
+            continue
+        files = sorted(p.name for p in (tmp / record.flow_id).rglob("*.pdf"))
+        for doc in record.downloads:
+            sent = last.get((doc["signature_id"], doc["document_id"]))
+            expected = "unreadable" if sent == "unreadable_pdf" else "valid"
+            record.unreadable += expected == "unreadable"
+            if doc["validation"] != expected:
+                record.problems.append(
+                    f"{doc['document_id'][:8]}: PAdES {doc['validation']}, expected {expected}"
+                )
+        expected_files = record.documents + (1 if record.contract else 0)
+        if len(files) != expected_files:
+            record.problems.append(f"{len(files)} PDF files on disk, {expected_files} expected")
 
 
 def _check_outcome(record: FlowRecord) -> None:

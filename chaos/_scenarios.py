@@ -15,6 +15,18 @@ SELFIE_JPEG = bytes.fromhex("ffd8ffe000104a46494600010100000100010000ffd9")
 # The signer of the expiry scenario comes back after the 2 h consent window.
 LATE_BY = 2 * 3600.0 + 60.0
 
+#: The documents of a flow: one to three, some with names that reduce to the same file
+#: (``contract`` and ``contract.pdf``, ``.loan.pdf`` and ``loan.pdf``).
+NAME_SETS: tuple[tuple[str, ...], ...] = (
+    ("contract.pdf",),
+    ("contract.pdf", "contract"),
+    (".loan.pdf", "loan.pdf"),
+    ("loan.pdf", "annex.pdf", "annex"),
+    ("contract.pdf",),
+    ("terms.pdf", "privacy.pdf"),
+    ("contract.pdf",),
+)
+
 
 @attrs.frozen
 class Scenario:
@@ -85,18 +97,25 @@ def make_signer(
     scenario: Scenario,
     passcode_of: Callable[[str], str],
     clock: FakeClock,
-    given: list[str],
+    given: list[tuple[str, str]],
 ) -> CallbackSigner:
-    """The simulated human; every passcode it types is appended to ``given``."""
+    """The simulated human; every passcode it types is appended to ``given`` with the
+    signature it was typed for (the duplicate count's evidence of a legitimate retry)."""
     state: dict[str, Any] = {
         "late": scenario.late_consent_first,
+        "back_at": None,
         "wrong": scenario.wrong_passcode_first,
     }
 
     async def consent(request: ConsentRequest) -> bool:
         if state["late"]:
+            # Late once, until a fixed instant: a flow cancelled during the wait and
+            # resumed finds the signer still away; a new generation after the deadline
+            # finds them back a minute later.
+            if state["back_at"] is None:
+                state["back_at"] = clock.time() + LATE_BY
+            await clock.sleep_until(state["back_at"], passive=True)
             state["late"] = False
-            await clock.sleep_until(clock.time() + LATE_BY, passive=True)
         return not scenario.decline
 
     def passcode(request: PasscodeRequest) -> str:
@@ -104,7 +123,7 @@ def make_signer(
         if state["wrong"]:
             state["wrong"] = False
             right = "".join("1" if c != "1" else "2" for c in right)
-        given.append(right)
+        given.append((request.signature_id, right))
         return right
 
     def selfie(request: SelfieRequest) -> bytes:

@@ -309,7 +309,22 @@ class SignatureFlow:
         )
 
     async def save(self) -> None:
-        """Checkpoint the state (renewing the lease when it runs short)."""
+        """Checkpoint the state (renewing the lease when it runs short).
+
+        A checkpoint that has begun completes even if the run is cancelled meanwhile (the
+        cancellation is raised once it is written): the state may record what the service
+        has just done, such as the workflow it created, and losing that would make a
+        resume do it again.
+        """
+        checkpoint = asyncio.ensure_future(self._checkpoint())
+        try:
+            await asyncio.shield(checkpoint)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await checkpoint
+            raise
+
+    async def _checkpoint(self) -> None:
         state = self._state
         assert state is not None
         assert self._lease is not None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import getpass
 import inspect
 import sys
 from collections import OrderedDict
@@ -377,14 +376,17 @@ class SignerInbox:
 
 
 class TerminalSigner:
-    """Prompts on a terminal, for the CLI.  Blocking reads run in a worker thread.
+    """Prompts on a terminal, for the CLI.
 
     Args:
-        input: reads one line after printing a prompt (default: :func:`input`).
-        read_secret: reads a passcode without echo (default: :func:`getpass.getpass`).
-        output: where prompts and answers are written (default: stdout).
+        input: reads one line after printing a prompt. By default standard input is read
+            from the event loop itself (no thread), so Ctrl+C ends a waiting prompt at once.
+        read_secret: reads a passcode without echo (by default as ``input``, with echo
+            off and always restored).
+        output: where prompts and answers are written (default: standard error, so that
+            standard output stays machine-readable).
 
-    A read that is waiting when the flow is cancelled keeps its thread until a line arrives.
+    A blocking ``input`` or ``read_secret`` of your own runs in a worker thread.
     """
 
     def __init__(
@@ -394,14 +396,27 @@ class TerminalSigner:
         read_secret: Callable[[str], str] | None = None,
         output: IO[str] | None = None,
     ) -> None:
-        self._input = input or _builtin_input
-        self._read_secret = read_secret or getpass.getpass
+        from ._prompt import LineReader
+
+        self._input = input
+        self._read_secret = read_secret
         self._output = output
+        self._reader = LineReader(prompts=output)
 
     def _write(self, text: str) -> None:
-        out = self._output or sys.stdout
+        out = self._output or sys.stderr
         out.write(text + "\n")
         out.flush()
+
+    async def _ask(self, prompt: str) -> str:
+        if self._input is not None:
+            return await asyncio.to_thread(self._input, prompt)
+        return await self._reader.read(prompt)
+
+    async def _ask_secret(self, prompt: str) -> str:
+        if self._read_secret is not None:
+            return await asyncio.to_thread(self._read_secret, prompt)
+        return await self._reader.read(prompt, echo=False)
 
     async def consent(self, request: ConsentRequest) -> bool:
         self._write(f"Documents to sign (signature {request.signature_id}):")
@@ -411,19 +426,17 @@ class TerminalSigner:
             where = f" {cond.url}" if cond.url else ""
             self._write(f"  * accept: {cond.title or cond.id} v{cond.version}{where}")
         while True:
-            line = await asyncio.to_thread(self._input, "Approve and sign? [yes/no] ")
-            answer = line.strip().lower()
+            answer = (await self._ask("Approve and sign? [yes/no] ")).strip().lower()
             if answer in ("y", "yes", "n", "no"):
                 return answer.startswith("y")
             self._write("Please answer yes or no.")
 
     async def passcode(self, request: PasscodeRequest) -> str:
         where = f" sent to {request.masked_mobile_number}" if request.masked_mobile_number else ""
-        prompt = f"Passcode{where}: "
-        return (await asyncio.to_thread(self._read_secret, prompt)).strip()
+        return (await self._ask_secret(f"Passcode{where}: ")).strip()
 
     async def selfie(self, request: SelfieRequest) -> bytes:
-        line = await asyncio.to_thread(self._input, "Path to a JPEG selfie: ")
+        line = await self._ask("Path to a JPEG selfie: ")
         return await asyncio.to_thread(_read_file, line.strip())
 
     async def acknowledge(self, request: SignerRequest, answer: SignerAnswer) -> None:
@@ -431,10 +444,6 @@ class TerminalSigner:
 
     def __repr__(self) -> str:
         return "TerminalSigner()"
-
-
-def _builtin_input(prompt: str) -> str:
-    return input(prompt)
 
 
 def _read_file(path: str) -> bytes:

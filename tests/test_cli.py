@@ -234,7 +234,7 @@ def test_sign_and_resume_commands_drive_a_flow_at_the_terminal(
     assert outbox, "no passcode was sent"
     out, err = proc.communicate(outbox[-1]["passcode"] + "\n", timeout=60)
     assert proc.returncode == 0, err
-    assert "Please answer yes or no." in out
+    assert "Please answer yes or no." in err  # prompts go to stderr
     assert "loan.pdf" in out
     assert ": signed" in out
     assert outbox[-1]["passcode"] not in out + err
