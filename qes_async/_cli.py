@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import (
+    FlowNotFoundError,
     InvalidInputError,
     KYCRequiredError,
     OutcomeUnknownError,
@@ -40,15 +41,25 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success (for flows: signed)",
-    EXIT_UNEXPECTED: "unexpected error (rerun with --verbose for the traceback)",
-    EXIT_USAGE: "bad command line or missing configuration",
+    EXIT_UNEXPECTED: "unexpected error: a bug (rerun with --verbose for the traceback)",
+    EXIT_USAGE: "bad command line, configuration or local precondition (store, output "
+    "folder, terminal, trust roots, an extra to install); nothing was sent",
     EXIT_DECLINED: "the signer declined",
     EXIT_KYC_REQUIRED: "kyc_required: a workflow with identity verification is needed",
     EXIT_SERVICE_REFUSED: "the service refused, or the flow failed for good",
     EXIT_NETWORK: "the service could not be reached, or the outcome is unknown",
     EXIT_INVALID_INPUT: "invalid input (phone number, document, passcode...)",
-    EXIT_INTERRUPTED: "interrupted",
+    EXIT_INTERRUPTED: "interrupted (Ctrl+C); a started flow can be resumed",
 }
+
+#: Environment variables and what they configure (their names in error messages).
+_ENV_OF_FIELD = {
+    "client_id": "QES_CLIENT_ID",
+    "client_secret": "QES_CLIENT_SECRET",
+    "base_url": "QES_BASE_URL",
+    "environment": "QES_ENVIRONMENT",
+}
+TRUST_ROOTS_ENV = "QES_TRUST_ROOTS"
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -96,8 +107,18 @@ def client_from_env(args: argparse.Namespace | None = None) -> Any:
     environment = None if base_url else os.environ.get("QES_ENVIRONMENT")  # the URL wins
     if not base_url and not environment:
         raise CLIError("set QES_BASE_URL or QES_ENVIRONMENT (sandbox or production)")
-    routes = routes_from(args)
-    return QESClient(client_id, secret, base_url=base_url, environment=environment, routes=routes)
+    try:
+        routes = routes_from(args)
+    except InvalidInputError as exc:
+        raise CLIError(f"the route file cannot be used: {exc}") from None
+    try:
+        return QESClient(
+            client_id, secret, base_url=base_url, environment=environment, routes=routes
+        )
+    except InvalidInputError as exc:
+        name = _ENV_OF_FIELD.get(exc.field, exc.field)
+        what = exc.message.removeprefix(exc.field + ":").strip().rstrip(".")
+        raise CLIError(f"{name} {what}. {exc.advice}".strip()) from None
 
 
 # ---------------------------------------------------------------------------- commands
@@ -112,6 +133,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
     from ._flow import FlowOutcome
 
+    _need_extra("pyhanko", "sandbox", "the demo signs with the sandbox")
     quiet = bool(args.json)
     outcome, _, summary = await run_demo(
         args.scenario,
@@ -127,46 +149,113 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             f"\nsignature {summary['signature_id']}: {outcome.value} "
             f"after {summary['generations']} workflow(s), {summary['requests']} requests"
         )
-        for item in summary["files"]:
-            print(f"  {item['path']}\n    sha256 {item['sha256']}  {item['size']} bytes")
-            if item["signer"]:
-                print(f"    signed by {item['signer']}: signature {item['validation']}")
+        _print_files(summary)
     return EXIT_OK if outcome is FlowOutcome.SIGNED else EXIT_DECLINED
 
 
+def _print_files(summary: dict[str, Any]) -> None:
+    for item in summary["documents"]:
+        print(f"  {item['path']}\n    sha256 {item['sha256']}  {_mb(item['size'])}")
+        if item["signer"]:
+            print(f"    signed by {item['signer']}: signature {item['validation']}")
+        else:
+            print(f"    signature {item['validation']}")
+    contract = summary.get("contract")
+    if contract:
+        print(f"  {contract['path']}  (InfoCert contract)\n    sha256 {contract['sha256']}")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.1f} kB"
+
+
+def _need_extra(module: str, extra: str, why: str) -> None:
+    """Refuse before anything starts when an optional dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise CLIError(
+            f"{why}, which needs the {extra} extra. "
+            f"Install it with: pip install 'qes-async[{extra}]'"
+        )
+
+
 def _flow_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"download_dir": args.output, "on_event": _print_event(args)}
+    from ._clock import SystemClock
+    from ._demo import Progress
+
+    progress = Progress(SystemClock(), print, simulated=False)
+    options: dict[str, Any] = {"download_dir": args.output}
+    if not args.json:
+        options["on_event"] = progress
+    roots = _trust_roots(args)
+    if roots:
+        options["trust_roots"] = roots
+    return options
 
 
-def _print_event(args: argparse.Namespace) -> Any:
-    def show(event: Any) -> None:
-        if args.json:
-            return
-        detail = event.status or event.waiting_for or event.reason or event.path or event.outcome
-        print(f"{event.kind.value}: {detail}", flush=True)
+def _trust_roots(args: argparse.Namespace) -> list[bytes]:
+    """The CA certificates of ``--trust-roots`` (or $QES_TRUST_ROOTS), checked now."""
+    path = getattr(args, "trust_roots", None) or os.environ.get(TRUST_ROOTS_ENV)
+    if not path:
+        return []
+    _need_extra("pyhanko", "pdf", "checking the signed documents against --trust-roots")
+    try:
+        data = Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise CLIError(
+            f"--trust-roots {path!r} cannot be read ({exc.strerror or type(exc).__name__}). "
+            "Pass a PEM file of CA certificates."
+        ) from None
+    marker = b"-----BEGIN CERTIFICATE-----"
+    blocks = [marker + part for part in data.split(marker)[1:]]
+    if not blocks and data[:1] == b"\x30":
+        blocks = [data]  # one DER certificate
+    try:
+        from cryptography import x509
 
-    return show
+        for block in blocks:
+            if block.startswith(marker):
+                x509.load_pem_x509_certificate(block)
+            else:
+                x509.load_der_x509_certificate(block)
+    except ImportError:
+        pass
+    except ValueError:
+        blocks = []
+    if not blocks:
+        raise CLIError(
+            f"--trust-roots {path!r} holds no certificate. "
+            "Pass a PEM file of CA certificates (for the sandbox: its /_sandbox/ca.pem)."
+        )
+    return blocks
 
 
 async def _finish_flow(args: argparse.Namespace, flow: Any) -> int:
     from ._flow import FlowOutcome
 
-    result = await flow.run()
-    files = [
-        {"path": d.path, "sha256": d.sha256, "validation": d.validation} for d in result.documents
-    ]
-    emit(args, f"flow {result.flow_id}: {result.outcome.value}")
-    for item in files:
-        emit(args, f"  {item['path']}  sha256 {item['sha256']}  ({item['validation']})")
-    emit_json(
-        args,
-        {
-            "flowId": result.flow_id,
-            "outcome": result.outcome.value,
-            "signatureId": result.signature_id,
-            "files": files,
-        },
-    )
+    args.started_flow = flow.flow_id  # for the resume command printed on Ctrl+C
+    try:
+        result = await flow.run()
+    except (KYCRequiredError, QESError) as exc:
+        outcome = "kyc_required" if isinstance(exc, KYCRequiredError) else "failed"
+        emit_json(
+            args,
+            {
+                "flow_id": flow.flow_id,
+                "outcome": outcome,
+                "signature_id": getattr(getattr(exc, "report", None), "signature_id", None),
+                "documents": [],
+                "contract": None,
+                "error": str(exc),
+            },
+        )
+        raise
+    summary = result.as_json()
+    emit(args, f"\nflow {result.flow_id}: {result.outcome.value} (signature {result.signature_id})")
+    if not args.json and (summary["documents"] or summary["contract"]):
+        _print_files(summary)
+    emit_json(args, summary)
     # A resumed flow that had already ended returns its stored outcome instead of raising.
     return {
         FlowOutcome.SIGNED: EXIT_OK,
@@ -211,15 +300,101 @@ async def _open_store(path: str, *, must_exist: bool) -> Any:
     return store
 
 
+def _resume_command(args: argparse.Namespace, flow_id: str) -> str:
+    return f"qes-async resume {flow_id} --store {args.store} --output {args.output}"
+
+
+class _AnswersSigner:
+    """The signer of the command line: the terminal, or the answers given as options
+    (``--consent``, ``--passcode-from``, ``--selfie``) where there is no terminal."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from ._prompt import LineReader
+        from ._signer import TerminalSigner
+
+        self._terminal = TerminalSigner()
+        self._consent: str | None = args.consent
+        self._passcode_from: str | None = args.passcode_from
+        self._selfie: str | None = args.selfie
+        self._stdin = LineReader()
+        self._last: str | None = None
+
+    async def consent(self, request: Any) -> bool:
+        if self._consent is None:
+            return await self._terminal.consent(request)
+        names = ", ".join(d.display_name or d.file_name for d in request.documents)
+        print(f"consent given by --consent {self._consent}: {names}", file=sys.stderr)
+        return self._consent == "yes"
+
+    async def passcode(self, request: Any) -> str:
+        if self._passcode_from is None:
+            return await self._terminal.passcode(request)
+        if self._passcode_from == "-":
+            return (await self._stdin.read("")).strip()
+        return await self._from_file(self._passcode_from, request.deadline)
+
+    async def _from_file(self, path: str, deadline: float) -> str:
+        """Wait for the file to hold a passcode other than the one last tried."""
+        import time
+
+        print(f"waiting for the passcode in {path}", file=sys.stderr)
+        while True:
+            try:
+                text = (await asyncio.to_thread(Path(path).read_text)).strip()
+            except OSError:
+                text = ""
+            if text and text != self._last:
+                self._last = text
+                return text
+            if time.time() > deadline:
+                raise CLIError(f"no new passcode appeared in {path} before the deadline.")
+            await asyncio.sleep(0.5)
+
+    async def selfie(self, request: Any) -> bytes:
+        if self._selfie is None:
+            return await self._terminal.selfie(request)
+        return await asyncio.to_thread(Path(self._selfie).read_bytes)
+
+    async def acknowledge(self, request: Any, answer: Any) -> None:
+        await self._terminal.acknowledge(request, answer)
+
+
+def _signer(args: argparse.Namespace) -> _AnswersSigner:
+    """The answer sources, checked before anything is sent."""
+    from ._prompt import has_terminal
+
+    if not has_terminal() and (args.consent is None or args.passcode_from is None):
+        raise CLIError(
+            "there is no terminal to ask the signer on. Pass --consent yes and "
+            "--passcode-from FILE (or - to read standard input), or run it in a terminal."
+        )
+    if args.passcode_from not in (None, "-"):
+        folder = Path(args.passcode_from).expanduser().parent
+        if not folder.is_dir():
+            raise CLIError(
+                f"--passcode-from {args.passcode_from!r}: its folder does not exist. "
+                "Pass a file in an existing folder, or - for standard input."
+            )
+    if args.selfie is not None:
+        try:
+            head = Path(args.selfie).expanduser().read_bytes()[:3]
+        except OSError:
+            head = b""
+        if head != b"\xff\xd8\xff":
+            raise CLIError(f"--selfie {args.selfie!r} is not a readable JPEG. Pass a JPEG file.")
+    return _AnswersSigner(args)
+
+
 async def cmd_sign(args: argparse.Namespace) -> int:
     from ._documents import Document
     from ._flow import SignatureFlow
-    from ._signer import TerminalSigner
 
     documents = [Document.from_path(path) for path in args.document]
     # Every local precondition before the first request: once the client types the SMS
     # code the signature is done, far too late to find the output folder unusable.
     await _check_output(args.output)
+    options = _flow_options(args)
+    signer = _signer(args)
     store = await _open_store(args.store, must_exist=False)
     try:
         async with client_from_env(args) as client:
@@ -228,13 +403,17 @@ async def cmd_sign(args: argparse.Namespace) -> int:
                 documents=documents,
                 mobile_number=args.mobile,
                 client_reference=args.client_reference,
-                signer=TerminalSigner(),
+                signer=signer,
                 store=store,
                 language=args.language,
                 workflow_name=args.workflow_name or os.environ.get("QES_WORKFLOW_NAME") or "qes",
-                **_flow_options(args),
+                **options,
             )
-            emit(args, f"flow {flow.flow_id} (resume with: qes-async resume {flow.flow_id})")
+            emit(
+                args,
+                f"flow {flow.flow_id}: documents go to {Path(args.output) / flow.flow_id}; "
+                f"resume with: {_resume_command(args, flow.flow_id)}",
+            )
             return await _finish_flow(args, flow)
     finally:
         await store.close()
@@ -243,19 +422,32 @@ async def cmd_sign(args: argparse.Namespace) -> int:
 async def cmd_resume(args: argparse.Namespace) -> int:
     from ._documents import Document
     from ._flow import SignatureFlow
-    from ._signer import TerminalSigner
 
     await _check_output(args.output)
+    options = _flow_options(args)
     store = await _open_store(args.store, must_exist=True)
     try:
+        signer = _signer(args)
+    except CLIError:
+        await store.close()
+        raise
+    try:
+        try:
+            await store.load(args.flow_id)
+        except FlowNotFoundError:
+            raise CLIError(
+                f"there is no flow {args.flow_id!r} in {args.store!r}. "
+                f"List the stored flows with: qes-async flows --store {args.store}"
+            ) from None
+        documents = [Document.from_path(path) for path in args.document]
         async with client_from_env(args) as client:
             flow = await SignatureFlow.resume(
                 args.flow_id,
                 client=client,
                 store=store,
-                signer=TerminalSigner(),
-                documents=[Document.from_path(path) for path in args.document],
-                **_flow_options(args),
+                signer=signer,
+                documents=documents,
+                **options,
             )
             return await _finish_flow(args, flow)
     finally:
@@ -265,26 +457,107 @@ async def cmd_resume(args: argparse.Namespace) -> int:
 async def cmd_status(args: argparse.Namespace) -> int:
     async with client_from_env(args) as client:
         report = await client.get_signature_status(args.signature_id)
-    emit(args, f"{report.signature_id}: {report.status.value} (code {report.status_code})")
+        try:
+            details = await client.get_signature_details(args.signature_id)
+            documents = [
+                {
+                    "document_id": d.document_id,
+                    "file_name": d.file_name,
+                    "display_name": d.display_name,
+                }
+                for d in details.documents
+            ]
+        except ServiceError:
+            documents = []  # the details are not available in every status
+    code = f" (status code {report.status_code})" if report.status_code is not None else ""
+    emit(args, f"{report.signature_id}: {report.status.value}{code}")
+    for doc in documents:
+        emit(args, f"  document {doc['document_id']}  {doc['file_name']}")
+    if documents and report.status.value == "signed":
+        emit(args, f"download one with: qes-async download {report.signature_id} DOCUMENT_ID")
     emit_json(
         args,
         {
-            "signatureId": report.signature_id,
+            "signature_id": report.signature_id,
             "status": report.status.value,
-            "statusCode": report.status_code,
-            "requestId": report.request_id,
+            "status_code": report.status_code,
+            "request_id": report.request_id,
+            "documents": documents,
         },
     )
     return EXIT_OK
 
 
 async def cmd_download(args: argparse.Namespace) -> int:
+    await _check_output(args.output)
     async with client_from_env(args) as client:
         doc = await client.download_signed_document(
             args.signature_id, args.document_id, args.output
         )
-    emit(args, f"saved {doc.path} ({doc.size} bytes, sha256 {doc.sha256})")
-    emit_json(args, {"path": str(doc.path), "sha256": doc.sha256, "size": doc.size})
+    emit(args, f"saved {doc.path} ({_mb(doc.size)}, sha256 {doc.sha256})")
+    emit_json(
+        args,
+        {
+            "signature_id": args.signature_id,
+            "document_id": doc.document_id,
+            "path": str(doc.path),
+            "sha256": doc.sha256,
+            "size": doc.size,
+        },
+    )
+    return EXIT_OK
+
+
+async def cmd_flows(args: argparse.Namespace) -> int:
+    """List the stored flows: where each stands and what it waits for."""
+    import datetime
+
+    from ._flow_state import parse_state
+
+    store = await _open_store(args.store, must_exist=True)
+    try:
+        rows = await store.list_flows(limit=args.limit)
+    finally:
+        await store.close()
+
+    def when(instant: float | None) -> str | None:
+        if instant is None:
+            return None
+        moment = datetime.datetime.fromtimestamp(instant, tz=datetime.timezone.utc)
+        return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+    flows = []
+    for row in rows:
+        state = parse_state(row.data)
+        gen = state.generations[-1] if state.generations else None
+        flows.append(
+            {
+                "flow_id": state.flow_id,
+                "signature_id": gen.signature_id if gen else None,
+                "step": state.step.value,
+                "status": gen.last_status if gen else None,
+                "next_deadline": when(state.next_deadline()),
+                "outcome": state.outcome,
+                "updated": when(row.updated_at),
+            }
+        )
+    if not args.json:
+        if not flows:
+            print(f"no flows in {args.store}")
+        columns = ("flow_id", "signature_id", "step", "status", "next_deadline", "outcome")
+        widths = [max([len(c), *(len(str(f[c] or "-")) for f in flows)]) for c in columns]
+        if flows:
+            print(
+                "  ".join(
+                    c.upper().replace("_", " ").ljust(w)
+                    for c, w in zip(columns, widths, strict=True)
+                )
+            )
+        for f in flows:
+            print(
+                "  ".join(str(f[c] or "-").ljust(w) for c, w in zip(columns, widths, strict=True))
+            )
+    emit_json(args, {"store": args.store, "flows": flows})
     return EXIT_OK
 
 
@@ -355,7 +628,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         epilog=f"exit codes:\n{codes}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"qes-async {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="sign a PDF against the embedded sandbox, in seconds")
     demo.add_argument(
@@ -391,6 +667,30 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     resume.add_argument("--store", default=DEFAULT_STORE, help="SQLite file for checkpoints")
     _add_common(resume)
     resume.set_defaults(handler=cmd_resume)
+    for parser_ in (sign, resume):
+        parser_.add_argument(
+            "--trust-roots",
+            metavar="PEM",
+            help=f"CA certificates to check the signatures against (default ${TRUST_ROOTS_ENV})",
+        )
+        parser_.add_argument(
+            "--consent",
+            choices=["yes", "no"],
+            help="the signer's answer, given in advance (needed without a terminal)",
+        )
+        parser_.add_argument(
+            "--passcode-from",
+            metavar="FILE",
+            help="read the SMS passcode from FILE when it appears, or - for standard input "
+            "(needed without a terminal)",
+        )
+        parser_.add_argument("--selfie", metavar="JPEG", help="the selfie, if one is asked for")
+
+    flows = sub.add_parser("flows", help="list the stored flows: where each stands")
+    flows.add_argument("--store", default=DEFAULT_STORE, help="SQLite file for checkpoints")
+    flows.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    _add_common(flows)
+    flows.set_defaults(handler=cmd_flows)
 
     sandbox = sub.add_parser("sandbox", help="serve the sandbox for your own tests and curl")
     if "sandbox" in argv:
@@ -435,6 +735,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        print("\nStart with `qes-async demo`: a whole signature against the embedded sandbox.")
+        return EXIT_OK
     if args.verbose:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
         logging.getLogger("qes_async").setLevel(logging.DEBUG)
@@ -446,7 +750,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args)
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        flow_id = getattr(args, "started_flow", None) or getattr(args, "flow_id", None)
+        if flow_id and getattr(args, "store", None):
+            print(
+                f"\ninterrupted. The flow is saved; continue it with: "
+                f"{_resume_command(args, flow_id)}",
+                file=sys.stderr,
+            )
+        else:
+            print("\ninterrupted.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (QESError, CLIError) as error:
         if args.verbose:

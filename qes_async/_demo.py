@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from ._clock import FakeClock
+from ._clock import Clock, FakeClock
 from ._flow import FlowOutcome, FlowResult, SignatureFlow
 from ._flow_events import FlowEvent, FlowEventKind
 from ._pdf import make_pdf
@@ -67,16 +67,23 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 class Progress:
-    """Prints one line per flow event: wall time, simulated time, what happened."""
+    """Prints one line per flow event: wall time, simulated time, what happened.
 
-    def __init__(self, clock: FakeClock, out: Callable[[str], None]) -> None:
+    The demo and ``qes-async sign`` share it; with ``simulated=False`` (a real clock) the
+    simulated time is left out.
+    """
+
+    def __init__(self, clock: Clock, out: Callable[[str], None], *, simulated: bool = True) -> None:
         self.clock = clock
         self.out = out
+        self.simulated = simulated
         self.wall0 = time.perf_counter()
         self.sim0 = clock.time()
 
     def stamp(self) -> str:
         wall = time.perf_counter() - self.wall0
+        if not self.simulated:
+            return f"[{wall:7.1f}s]"
         sim = int(self.clock.time() - self.sim0)
         return f"[{wall:6.2f}s | T+{sim // 3600:02d}:{sim % 3600 // 60:02d}:{sim % 60:02d}]"
 
@@ -100,7 +107,10 @@ class Progress:
         elif kind is FlowEventKind.RESTARTED:
             self.say(f"restarted as generation {event.generation}: {event.reason}")
         elif kind is FlowEventKind.DOCUMENT_DOWNLOADED:
-            self.say(f"downloaded {event.path} ({event.validation})")
+            what = "the InfoCert contract" if event.document_id == "infocert-contract" else ""
+            self.say(f"downloaded {what or event.path} ({event.validation})")
+        elif kind is FlowEventKind.CREATE_UNCONFIRMED:
+            self.say(f"a workflow was asked for and no answer came ({event.reason})")
         elif kind is FlowEventKind.FINISHED:
             self.say(f"finished: {event.outcome}")
 
@@ -228,7 +238,19 @@ async def run_demo(
             except KYCRequiredError as refusal:
                 codes = ", ".join(str(c) for c in refusal.status_codes) or "none"
                 progress.say(f"refused: kyc_required (status codes {codes}). {refusal.advice}")
-                return FlowOutcome.KYC_REQUIRED, None, {"status_codes": list(refusal.status_codes)}
+                return (
+                    FlowOutcome.KYC_REQUIRED,
+                    None,
+                    {
+                        "flow_id": flow.flow_id,
+                        "outcome": "kyc_required",
+                        "signature_id": refusal.report.signature_id,
+                        "documents": [],
+                        "contract": None,
+                        "status_codes": list(refusal.status_codes),
+                        "requests": len(sandbox.request_log),
+                    },
+                )
         summary = _summary(result, sandbox)
     return result.outcome, result, summary
 
@@ -241,33 +263,7 @@ def _contract(reference: str) -> Any:
 
 
 def _summary(result: FlowResult, sandbox: Any) -> dict[str, Any]:
-    files = [
-        {
-            "path": d.path,
-            "sha256": d.sha256,
-            "size": d.size,
-            "validation": d.validation,
-            "signer": d.signer,  # as read from the signing certificate
-        }
-        for d in result.documents
-    ]
-    if result.contract is not None:
-        files.append(
-            {
-                "path": result.contract.path,
-                "sha256": result.contract.sha256,
-                "size": result.contract.size,
-                "validation": "n/a (contract)",
-                "signer": None,
-            }
-        )
-    return {
-        "outcome": result.outcome.value,
-        "signature_id": result.signature_id,
-        "generations": len(result.generations),
-        "requests": len(sandbox.request_log),
-        "files": files,
-    }
+    return {**result.as_json(), "requests": len(sandbox.request_log)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

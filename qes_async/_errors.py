@@ -68,7 +68,10 @@ class QESError(Exception):
         super().__init__(self._render())
 
     def _render(self) -> str:
-        return f"{self.message} {self.advice}".strip()
+        message = self.message.rstrip()
+        if self.advice and message and message[-1] not in ".!?":
+            message += "."  # what is wrong and what to do stay two sentences
+        return f"{message} {self.advice}".strip()
 
 
 class InvalidInputError(QESError, ValueError):
@@ -196,9 +199,28 @@ class PermissionDeniedError(ServiceError):
 
 
 class NotFoundError(ServiceError):
-    """404: unknown signature id (or document id)."""
+    """404: unknown signature id or document id, or a path the service does not serve.
+
+    The advice tells them apart: an answer in the service's error shape (with a ``code``)
+    names an unknown id; one without is a path that does not exist at this base URL.
+    """
 
     advice = "Check the signature id; it equals the workflow id returned by create_workflow."
+
+    def __init__(self, status: int, **kw: Any) -> None:
+        if "advice" not in kw or kw["advice"] is None:
+            code = kw.get("code") or ""
+            if not code:
+                kw["advice"] = (
+                    "The service does not serve this path: check the base URL (without "
+                    "/v1 at its end) and the routes; `qes-async doctor` checks both."
+                )
+            elif "document" in code:
+                kw["advice"] = (
+                    "Check the document id: get_signature_details (on the command line, "
+                    "`qes-async status SIGNATURE_ID`) lists the signature's documents."
+                )
+        super().__init__(status, **kw)
 
 
 class ConflictError(ServiceError):

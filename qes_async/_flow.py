@@ -99,6 +99,31 @@ class FlowResult:
     contract: DownloadRecord | None
     generations: tuple[Generation, ...]
 
+    def as_json(self) -> dict[str, Any]:
+        """The result as plain JSON data (snake_case), as ``qes-async --json`` prints it."""
+        contract = self.contract
+        return {
+            "flow_id": self.flow_id,
+            "outcome": self.outcome.value,
+            "signature_id": self.signature_id,
+            "generations": len(self.generations),
+            "unconfirmed_creates": self.unconfirmed_creates,
+            "documents": [
+                {
+                    "document_id": d.document_id,
+                    "path": d.path,
+                    "sha256": d.sha256,
+                    "size": d.size,
+                    "validation": d.validation,
+                    "signer": d.signer,
+                }
+                for d in self.documents
+            ],
+            "contract": None
+            if contract is None
+            else {"path": contract.path, "sha256": contract.sha256, "size": contract.size},
+        }
+
     @property
     def unconfirmed_creates(self) -> int:
         """``create_workflow`` calls without an answer, over every generation."""

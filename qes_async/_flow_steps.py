@@ -404,11 +404,23 @@ class StepRunner:
         if self.state.contract is None:
             contract = await self.client.get_infocert_contract(self.sig)
             if contract is not None:
-                path = folder / f"{self.sig}-infocert-contract.pdf"
+                taken = {Path(record.path).name for record in self.state.downloads}
+                name, n = f"{self.sig}-infocert-contract.pdf", 1
+                while name in taken:  # never over a signed document (a server names those)
+                    n += 1
+                    name = f"{self.sig}-infocert-contract-{n}.pdf"
+                path = folder / name
                 await asyncio.to_thread(write_file, path, contract)
                 digest = hashlib.sha256(contract).hexdigest()
                 self.state.contract = DownloadRecord(
                     "infocert-contract", str(path), digest, len(contract)
+                )
+                self.flow.emit(
+                    FlowEventKind.DOCUMENT_DOWNLOADED,
+                    document_id="infocert-contract",
+                    path=str(path),
+                    sha256=digest,
+                    validation="not_checked",
                 )
         self.state.outcome = "signed"
         self._end_generation("signed")

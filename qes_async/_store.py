@@ -425,5 +425,21 @@ class SQLiteFlowStore:
 
         return await self._run(select)
 
+    async def list_flows(self, *, limit: int = 1000) -> list[StoredFlow]:
+        """Every stored flow, finished or not, the most recently updated first (for
+        ``qes-async flows``). Damaged rows raise :class:`StateFormatError`."""
+
+        def select(conn: sqlite3.Connection) -> list[StoredFlow]:
+            rows = conn.execute(
+                "SELECT flow_id, version, CAST(data AS BLOB), finished, due_at, updated_at"
+                " FROM qes_flows ORDER BY updated_at DESC, flow_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [
+                StoredFlow(r[0], r[1], _decode(r[0], r[2]), bool(r[3]), r[4], r[5]) for r in rows
+            ]
+
+        return await self._run(select)
+
     def __repr__(self) -> str:
         return f"SQLiteFlowStore({str(self.path)!r})"

@@ -273,15 +273,21 @@ class Transport:
         await self.sleep(delay)
         return True
 
-    @staticmethod
-    def _give_up(request: Request, failed: _Failed) -> Exception:
+    def _give_up(self, request: Request, failed: _Failed) -> Exception:
         what = type(failed.cause).__name__
+        where = f"{self.base_url.host}:{self.base_url.port}"
         if failed.failure is Failure.NOT_SENT:
             return RequestNotSentError(
-                f"{request.operation}: could not reach the service ({what}).",
+                f"{request.operation}: could not reach the service at {where} ({what}).",
                 operation=request.operation,
             )
-        return _unknown(request, what)
+        advice = None
+        if self.base_url.scheme == "http" and _protocol_error(failed.cause):
+            advice = (
+                f"The answer from {where} was not HTTP: if the server speaks TLS, use "
+                "https:// in the base URL."
+            )
+        return _unknown(request, f"{what} from {where}", advice)
 
     async def _attempt(
         self, request: Request, token: Any, consume: Consumer[Any] | None
@@ -407,15 +413,22 @@ def _refusal(request: Request, response: Response, retries: _Retries) -> Excepti
     return error
 
 
-def _unknown(request: Request, what: str) -> OutcomeUnknownError:
-    advice = None
+def _protocol_error(exc: BaseException) -> bool:
+    """An answer that is no HTTP at all (a TLS server's bytes read as HTTP)."""
+    return isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError)) or (
+        "BadStatusLine" in type(exc).__name__ or "BadStatusLine" in repr(exc)
+    )
+
+
+def _unknown(request: Request, what: str, hint: str | None = None) -> OutcomeUnknownError:
+    advice = OutcomeUnknownError.advice
     if request.idempotent:
         advice = "This call has no side effect that repeats; it is safe to try it again later."
     return OutcomeUnknownError(
         f"{request.operation}: the request may have reached the service but no clear answer "
         f"came back ({what}).",
         operation=request.operation,
-        advice=advice,
+        advice=f"{hint} {advice}" if hint else advice,
     )
 
 

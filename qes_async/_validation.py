@@ -156,9 +156,15 @@ def check_size(name: str, size: int, limit: int) -> None:
     if size > limit:
         raise InvalidInputError(
             "documents",
-            f"{name!r} is {size} bytes, more than the limit of {limit}",
-            advice="Shrink the PDF or raise QESClient(max_document_size=...).",
+            f"{name!r} is {_mb(size)}, more than the limit of {_mb(limit)}",
+            advice="Make the PDF smaller (compress its images, or split it into documents); "
+            "in code, QESClient(max_document_size=...) raises the limit.",
         )
+
+
+def _mb(size: int) -> str:
+    """A size as people read it: 52.4 MB, or 4.1 kB below 100 kB (decimal units)."""
+    return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{size / 1000:.1f} kB"
 
 
 def check_pdf_head(name: str, head: bytes) -> None:

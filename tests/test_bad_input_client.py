@@ -92,7 +92,7 @@ async def test_passcodes_with_letters_or_wrong_types_are_refused_unsent(
         ([Document.from_bytes("a.pdf", b"PK\x03\x04 a zip file")], "is not a PDF"),
         ([Document.from_bytes("a.pdf", b"<html>%PDF-</html>")], "is not a PDF"),
         ([Document.from_bytes("a.pdf", PDF), Document.from_bytes("a.pdf", PDF)], "appears twice"),
-        ([Document.from_bytes("a.pdf", make_pdf(padding=5000))], "more than the limit of 4096"),
+        ([Document.from_bytes("a.pdf", make_pdf(padding=5000))], "more than the limit of 4.1 kB"),
         (["a.pdf"], "non-empty sequence"),
         ([PDF], "non-empty sequence"),
         (None, "non-empty sequence"),

@@ -3,6 +3,7 @@ their configuration from the environment (run against a standalone sandbox proce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_demo_json_is_one_machine_readable_document(
     data = json.loads(capsys.readouterr().out)
     assert data["outcome"] == "signed"
     assert data["scenario"] == "happy"
-    signed = [f for f in data["files"] if f["path"].endswith("loan-contract.pdf")]
+    signed = [f for f in data["documents"] if f["path"].endswith("loan-contract.pdf")]
     assert signed[0]["validation"] == "valid"
     assert len(signed[0]["sha256"]) == 64
 
@@ -116,6 +117,96 @@ def standalone_sandbox() -> Iterator[dict[str, str]]:
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+#: The answers a command takes where there is no terminal to ask on.
+NO_TERMINAL = ("--consent", "yes", "--passcode-from", "-")
+
+
+def _latest_passcode(env: dict[str, str]) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{env['QES_BASE_URL']}/_sandbox/sms") as answer:
+        outbox = json.loads(answer.read())
+    assert outbox, "no passcode was sent"
+    return str(outbox[-1]["passcode"])
+
+
+def _requests(env: dict[str, str]) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{env['QES_BASE_URL']}/_sandbox/requests") as answer:
+        return len(json.loads(answer.read()))
+
+
+class Terminal:
+    """A command run in a pseudo-terminal: its standard input and error are the terminal
+    (what a person sees and types), its standard output a pipe."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        import os
+        import pty
+
+        self.master, self.slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "qes_async._cli", *args],
+            env={**os.environ, **env},
+            stdin=self.slave,
+            stdout=subprocess.PIPE,
+            stderr=self.slave,
+            start_new_session=True,
+        )
+        self.screen = ""
+
+    def _pump(self, wait: float) -> None:
+        import os
+        import select
+
+        ready, _, _ = select.select([self.master], [], [], wait)
+        if ready:
+            with contextlib.suppress(OSError):
+                self.screen += os.read(self.master, 65536).decode("utf-8", "replace")
+
+    def expect(self, text: str, timeout: float = 30.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while text not in self.screen and time.monotonic() < deadline:
+            self._pump(0.05)
+        assert text in self.screen, self.screen
+
+    def send(self, line: str) -> None:
+        import os
+
+        os.write(self.master, (line + "\n").encode())
+
+    def finish(self, timeout: float = 60.0) -> tuple[str, int]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self._pump(0.05)
+        self._pump(0.1)
+        assert self.proc.stdout is not None
+        code = self.proc.wait(max(0.1, deadline - time.monotonic()))
+        return self.proc.stdout.read().decode("utf-8", "replace"), code
+
+    def echo_is_on(self) -> bool:
+        import termios
+
+        return bool(termios.tcgetattr(self.slave)[3] & termios.ECHO)
+
+    def close(self) -> None:
+        import os
+
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -187,74 +278,188 @@ def test_status_and_download_against_a_running_sandbox(
 def test_sign_and_resume_commands_drive_a_flow_at_the_terminal(
     standalone_sandbox: dict[str, str], tmp_path: Path
 ) -> None:
-    """``qes-async sign`` as a person uses it: consent typed at the prompt, then the passcode
-    from the SMS (read here from the sandbox's control endpoint)."""
-    import os
-    import time
-    import urllib.request
+    """``qes-async sign`` as a person uses it, in a pseudo-terminal: consent typed at the
+    prompt, then the passcode from the SMS (read here from the sandbox's control
+    endpoint), typed without echo."""
 
     from qes_async import make_pdf
 
     pdf = tmp_path / "loan.pdf"
     pdf.write_bytes(make_pdf("Loan"))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qes_async._cli",
-            "sign",
-            "--document",
-            str(pdf),
-            "--mobile",
-            "+31612345678",
-            "--client-reference",
-            "cli-signer",
-            "--output",
-            str(tmp_path / "out"),
-            "--store",
-            str(tmp_path / "flows.db"),
-        ],
-        env={**os.environ, **standalone_sandbox},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # no controlling terminal: prompts read from stdin
+    out_dir, store = str(tmp_path / "out"), str(tmp_path / "flows.db")
+    term = Terminal(
+        standalone_sandbox,
+        "sign",
+        "--document",
+        str(pdf),
+        "--mobile",
+        "+31612345678",
+        "--client-reference",
+        "cli-signer",
+        "--output",
+        out_dir,
+        "--store",
+        store,
     )
-    assert proc.stdin is not None
-    proc.stdin.write("maybe\nyes\n")  # an unclear answer is asked again
-    proc.stdin.flush()
-    sms_url = f"{standalone_sandbox['QES_BASE_URL']}/_sandbox/sms"
-    deadline = time.monotonic() + 30
-    outbox: list[dict[str, str]] = []
-    while not outbox and time.monotonic() < deadline:
-        time.sleep(0.05)
-        with urllib.request.urlopen(sms_url) as answer:  # loopback control endpoint
-            outbox = json.loads(answer.read())
-    assert outbox, "no passcode was sent"
-    out, err = proc.communicate(outbox[-1]["passcode"] + "\n", timeout=60)
-    assert proc.returncode == 0, err
-    assert "Please answer yes or no." in err  # prompts go to stderr
+    try:
+        term.expect("Approve and sign? [yes/no]")
+        term.send("maybe")  # an unclear answer is asked again
+        term.expect("Please answer yes or no.")
+        term.send("yes")
+        term.expect("Passcode sent to")
+        passcode = _latest_passcode(standalone_sandbox)
+        term.send(passcode)
+        out, code = term.finish()
+        echo = term.echo_is_on()  # turned back on after the passcode
+    finally:
+        term.close()
+    assert code == 0, term.screen
     assert "loan.pdf" in out
     assert ": signed" in out
-    assert outbox[-1]["passcode"] not in out + err
+    assert passcode not in term.screen  # typed with echo off
+    assert passcode not in out
+    assert echo
     signed = list((tmp_path / "out").rglob("loan.pdf"))
     assert len(signed) == 1
     assert signed[0].read_bytes().startswith(b"%PDF-")
-    flow_id = out.split("flow ", 1)[1].split(" ", 1)[0]
+    flow_id = out.split("flow ", 1)[1].split(":", 1)[0]
     again = _cli(
         standalone_sandbox,
         "resume",
         flow_id,
         "--store",
-        str(tmp_path / "flows.db"),
+        store,
         "--output",
-        str(tmp_path / "out"),
+        out_dir,
         "--document",
         str(pdf),
+        *NO_TERMINAL,
     )
     assert again.returncode == 0, again.stderr
     assert f"flow {flow_id}: signed" in again.stdout
+
+
+@pytest.mark.parametrize("prompt", ["Approve and sign? [yes/no]", "Passcode sent to"])
+def test_ctrl_c_at_a_prompt_ends_at_once_with_130_and_the_resume_command(
+    standalone_sandbox: dict[str, str], tmp_path: Path, prompt: str
+) -> None:
+    import signal
+    import time
+
+    from qes_async import make_pdf
+
+    pdf = tmp_path / "loan.pdf"
+    pdf.write_bytes(make_pdf("Loan"))
+    out_dir, store = str(tmp_path / "out"), str(tmp_path / "flows.db")
+    term = Terminal(
+        standalone_sandbox,
+        "sign",
+        "--document",
+        str(pdf),
+        "--mobile",
+        "+31612345678",
+        "--client-reference",
+        "cli-ctrl-c",
+        "--output",
+        out_dir,
+        "--store",
+        store,
+    )
+    try:
+        term.expect("Approve and sign? [yes/no]")
+        if prompt != "Approve and sign? [yes/no]":
+            term.send("yes")
+            term.expect(prompt)
+        started = time.monotonic()
+        term.proc.send_signal(signal.SIGINT)
+        out, code = term.finish(timeout=10)
+        took = time.monotonic() - started
+        echo = term.echo_is_on()
+    finally:
+        term.close()
+    assert code == 130, term.screen
+    assert took < 5  # the old prompt thread kept it waiting for Enter
+    flow_id = out.split("flow ", 1)[1].split(":", 1)[0]
+    assert f"qes-async resume {flow_id} --store {store} --output {out_dir}" in term.screen
+    assert echo
+
+
+def test_sign_without_a_terminal_refuses_before_any_request(
+    standalone_sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    from qes_async import make_pdf
+
+    pdf = tmp_path / "loan.pdf"
+    pdf.write_bytes(make_pdf("Loan"))
+    before = _requests(standalone_sandbox)
+    result = _cli(
+        standalone_sandbox,
+        "sign",
+        "-d",
+        str(pdf),
+        "--mobile",
+        "+31612345678",
+        "--client-reference",
+        "c-1",
+        "-o",
+        str(tmp_path / "o"),
+        "--store",
+        str(tmp_path / "f.db"),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no terminal" in result.stderr
+    assert "--passcode-from" in result.stderr
+    assert _requests(standalone_sandbox) == before  # nothing was sent, nothing created
+
+
+def test_sign_without_a_terminal_takes_its_answers_from_options(
+    standalone_sandbox: dict[str, str], tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    from qes_async import make_pdf
+
+    pdf = tmp_path / "loan.pdf"
+    pdf.write_bytes(make_pdf("Loan"))
+    code_file = tmp_path / "passcode.txt"
+
+    def type_the_sms() -> None:
+        for _ in range(400):
+            time.sleep(0.05)
+            try:
+                code_file.write_text(_latest_passcode(standalone_sandbox) + "\n")
+                return
+            except (AssertionError, KeyError, IndexError):
+                continue
+
+    helper = threading.Thread(target=type_the_sms, daemon=True)
+    helper.start()
+    result = _cli(
+        standalone_sandbox,
+        "sign",
+        "-d",
+        str(pdf),
+        "--mobile",
+        "+31612345678",
+        "--client-reference",
+        "c-answers",
+        "-o",
+        str(tmp_path / "o"),
+        "--store",
+        str(tmp_path / "f.db"),
+        "--consent",
+        "yes",
+        "--passcode-from",
+        str(code_file),
+        "--json",
+    )
+    helper.join(1)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)  # prompts and notes went to stderr
+    assert data["outcome"] == "signed"
+    assert data["signature_id"]
+    assert data["documents"][0]["validation"] in ("untrusted", "valid")
 
 
 def test_commands_other_than_sandbox_do_not_load_the_sandbox() -> None:
@@ -297,12 +502,15 @@ def test_resuming_a_flow_that_ended_in_kyc_required_exits_4_again(
         "cli-kyc",
         *store,
         "--json",
+        *NO_TERMINAL,
     )
     assert sign.returncode == 4, sign.stderr
     import sqlite3
 
     with sqlite3.connect(tmp_path / "flows.db") as db:
         (flow_id,) = db.execute("SELECT flow_id FROM qes_flows").fetchone()
-    again = _cli(standalone_sandbox, "resume", flow_id, *store, "--document", str(pdf))
+    again = _cli(
+        standalone_sandbox, "resume", flow_id, *store, "--document", str(pdf), *NO_TERMINAL
+    )
     assert again.returncode == 4, (again.stdout, again.stderr)  # not 3, "declined"
     assert "kyc_required" in again.stdout

@@ -80,7 +80,8 @@ def test_sign_with_an_unusable_store_stops_before_any_request(
     tmp_path: Path, listener: list[int], capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
     store = _bad_paths(tmp_path)[kind]
-    code = _sign(tmp_path, "--output", str(tmp_path / "out"), "--store", str(store))
+    no_terminal = ("--consent", "yes", "--passcode-from", "-")
+    code = _sign(tmp_path, "--output", str(tmp_path / "out"), "--store", str(store), *no_terminal)
     err = capsys.readouterr().err
     assert (code, listener) == (2, [])
     assert "--store" in err

@@ -177,6 +177,7 @@ def test_sign_sends_the_workflow_name_given_on_the_command_line(
     env = sandbox("--workflow-name", "IDVandQES")
     sign = ("sign", "-d", str(pdf), "--mobile", "+31612345678", "--client-reference", "c-1")
     store = ("--store", str(tmp_path / "flows.sqlite3"), "-o", str(tmp_path / "out"))
+    store += ("--consent", "yes", "--passcode-from", "-")  # no terminal here
     refused = _cli(env, *sign, *store)  # the default name, qes, is not agreed here
     assert refused.returncode == 5
     assert "workflowName" in refused.stderr

@@ -38,7 +38,7 @@ def big_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
             [Document.from_bytes("a.pdf", make_pdf()), Document.from_bytes("a.pdf", make_pdf())],
             "appears twice",
         ),
-        ([Document.from_bytes("a.pdf", make_pdf(padding=2000))], "more than the limit of 1000"),
+        ([Document.from_bytes("a.pdf", make_pdf(padding=2000))], "more than the limit of 1.0 kB"),
     ],
 )
 async def test_bad_documents_are_refused_before_any_request(

@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 
 from qes_async import (
     InvalidInputError,
+    OutcomeUnknownError,
     QESClient,
     RequestNotSentError,
     RetryPolicy,
@@ -264,3 +265,15 @@ def test_loopback_http_and_any_https_are_accepted(url: str) -> None:
 def test_a_base_url_that_is_not_http_is_refused(url: str) -> None:
     with pytest.raises(InvalidInputError, match="base_url"):
         QESClient("cid", SECRET, base_url=url)
+
+
+async def test_http_to_a_tls_port_hints_at_https(
+    https_server: tuple[str, Path, list[str]],
+) -> None:
+    url, _, _ = https_server
+    plain = url.replace("https://", "http://")
+    async with QESClient("cid", SECRET, base_url=plain, retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises((RequestNotSentError, OutcomeUnknownError)) as info:
+            await client.get_signature_status("sig-1")
+    assert "https://" in str(info.value)
+    assert plain.split("//", 1)[1] in str(info.value)  # names the host and port
