@@ -467,3 +467,31 @@ def test_refusals_are_counted_by_reason_and_warned_once_each(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 3
     assert PASSWORD not in caplog.text
+
+
+def test_an_unexpected_failure_logs_its_traceback_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver, dispatcher = make()
+
+    def broken(event: WebhookEvent) -> None:
+        raise RuntimeError("a bug")
+
+    dispatcher.publish = broken  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="qes_async")
+    body = json.dumps({"status": "signed"}).encode()
+    answers = [receiver.handle("POST", PATH, {**BASIC, **JSON}, body) for _ in range(3)]
+    assert [a.status for a in answers] == [400, 400, 400]
+    assert receiver.refusals == {"bad_request": 3}
+    records = [r for r in caplog.records if r.name.startswith("qes_async")]
+    assert len([r for r in records if r.levelno >= logging.ERROR]) == 1
+    assert len([r for r in records if r.levelno == logging.WARNING]) == 1
+
+
+async def test_the_relay_refuses_an_event_id_outside_the_syntax_before_any_sql() -> None:
+    pool = RefusingPool()
+    relay = PostgresRelay(pool, NoListener(), WebhookDispatcher())  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError) as caught:
+        await relay.record(WebhookEvent(signature_id="a\x00b", status=Status.SIGNED))
+    assert caught.value.field == "signature_id"
+    assert pool.rows == []
