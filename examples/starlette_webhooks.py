@@ -1,7 +1,9 @@
 """Receive Fourthline's QES webhooks, and the signer's answers, in a Starlette (or FastAPI) app.
 
-The receiver's framework-neutral core takes method, path, headers and body and returns a
-status, headers and body; wiring it into any ASGI framework is one small route function.
+The receiver's framework-neutral core (``receiver.serve``) takes method, path, headers and
+the body as a stream and returns a status, headers and body; it checks the credentials
+before reading any body byte and bounds the read in size and time (408 after
+``body_timeout``), so wiring it into any ASGI framework is one small route function.
 With a :class:`~qes_async.SignerInbox` (the signer of your flows) the app also serves a JSON
 API for a front end: ``GET /flows/{id}/pending`` (what the flow waits for),
 ``POST /flows/{id}/consent`` (``{"approve": true}``) and ``POST /flows/{id}/passcode``
@@ -19,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from qes_async import ConsentRequest, PasscodeRequest, SignerInbox, WebhookDispatcher
-from qes_async.webhooks import BasicAuth, WebhookReceiver
+from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver
 
 
 def create_app(receiver: WebhookReceiver, inbox: SignerInbox | None = None) -> Starlette:
@@ -27,17 +29,21 @@ def create_app(receiver: WebhookReceiver, inbox: SignerInbox | None = None) -> S
     with ``inbox`` the signer's JSON endpoints (see the module docstring)."""
 
     async def webhook(request: Request) -> Response:
-        answer = receiver.precheck(request.method, request.url.path, request.headers)
-        if answer is None:  # credentials fine: read at most max_body + 1 bytes
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > receiver.max_body:
-                    break
-            answer = receiver.handle(request.method, request.url.path, request.headers, body)
+        # serve() checks method, path and credentials before reading any body byte, then
+        # reads at most the route's size limit within receiver.body_timeout (else 413/408).
+        raw_path = request.scope.get("raw_path")
+        answer = await receiver.serve(
+            request.method,
+            request.url.path,
+            request.headers,
+            request.stream(),
+            raw_path=raw_path.decode("latin-1") if raw_path else None,
+        )
         return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
     routes = [Route(f"{receiver.prefix}/{{signature_id}}", webhook, methods=["POST"])]
+    if isinstance(receiver.auth, BearerAuth):  # the AuthUrl to configure at Fourthline
+        routes.insert(0, Route(receiver.token_path, webhook, methods=["POST"]))
     if inbox is not None:
         routes += signer_routes(inbox)
     return Starlette(routes=routes)

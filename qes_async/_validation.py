@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from ._errors import InvalidInputError
 from ._lenient import language_key
@@ -26,6 +26,7 @@ __all__ = [
     "check_size",
     "check_unique_names",
     "check_workflow_name",
+    "is_valid_id",
 ]
 
 #: Our default ``workflowName``; the real one is agreed with Fourthline per product.
@@ -37,7 +38,18 @@ PDF_MAGIC = b"%PDF-"
 # which would pass here and then be refused by the service after a request was sent.
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _DIGITS = re.compile(r"[0-9]{4,12}")
+# URL-safe characters only, and never a dot segment ("." or ".."): an id goes into a URL
+# path, where those would name another resource.
 _ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_DOT_SEGMENTS = (".", "..")
+
+
+def is_valid_id(value: object) -> TypeGuard[str]:
+    """True for an id of 1 to 128 URL-safe characters that is not ``.`` or ``..``.
+
+    The client checks ids it sends with it, the webhook receiver ids it is sent.
+    """
+    return isinstance(value, str) and bool(_ID.fullmatch(value)) and value not in _DOT_SEGMENTS
 
 
 def check_mobile_number(number: object) -> None:
@@ -108,10 +120,10 @@ def check_workflow_name(value: object) -> str:
 
 def check_signature_id(value: object, field: str = "signature_id") -> str:
     """A non-empty id made of URL-safe characters (it goes into the path)."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
+    if not is_valid_id(value):
         raise InvalidInputError(
             field,
-            "must be a non-empty id of letters, digits, '.', '_', '~' or '-'",
+            "must be 1 to 128 letters, digits, '.', '_', '~' or '-' (not '.' or '..')",
             advice="Pass the id the service returned (create_workflow's workflow_id).",
         )
     return value

@@ -27,6 +27,7 @@ from ._errors import InvalidInputError
 __all__ = ["AuthResult", "BasicAuth", "BearerAuth", "TokenAnswer", "parse_basic"]
 
 REALM = "fourthline-webhooks"
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def parse_basic(authorization: str | None) -> tuple[str, str] | None:
@@ -147,11 +148,25 @@ class BearerAuth:
 
     def issue(self, headers: Mapping[str, str], body: bytes) -> TokenAnswer:
         """Answer a call to the token endpoint (HTTP Basic + client-credentials grant)."""
-        no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        refused = self.check_client(headers)
+        return refused if refused is not None else self.grant(headers, body)
+
+    def check_client(self, headers: Mapping[str, str]) -> TokenAnswer | None:
+        """The 401 for a token request without the right HTTP Basic credentials, else None.
+
+        The credentials come only in the ``Authorization`` header (never in the body), so
+        they are checked before any body byte is read.
+        """
         given = parse_basic(headers.get("authorization"))
-        if not _check_pair(given, self.username, self._password):
-            challenge = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
-            return TokenAnswer(401, {"error": "invalid_client"}, {**no_store, **challenge})
+        if _check_pair(given, self.username, self._password):
+            return None
+        challenge = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
+        return TokenAnswer(401, {"error": "invalid_client"}, {**_NO_STORE, **challenge})
+
+    def grant(self, headers: Mapping[str, str], body: bytes) -> TokenAnswer:
+        """Issue a token for a client-credentials grant; call only once
+        :meth:`check_client` passed (as :meth:`issue` does)."""
+        no_store = dict(_NO_STORE)
         grant = _grant_type(headers.get("content-type", ""), body)
         if grant is None:
             return TokenAnswer(400, {"error": "invalid_request"}, no_store)
@@ -219,7 +234,7 @@ def _grant_type(content_type: str, body: bytes) -> str | None:
     if media == "application/json":
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             return None
         value = data.get("grant_type") if isinstance(data, dict) else None
         return value if isinstance(value, str) else None

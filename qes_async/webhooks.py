@@ -1,11 +1,23 @@
 """Receive Fourthline's QES webhooks and hand them to the waiters.
 
-:class:`WebhookReceiver` has a framework-neutral core, :meth:`WebhookReceiver.handle`
-(method, path, headers and body in; a :class:`WebhookResponse` out), plus ready aiohttp
-routes. It authenticates the call (:class:`BasicAuth` or :class:`BearerAuth`, whose token
-endpoint it also serves), validates the body, publishes a :class:`~qes_async.WebhookEvent`
-to a :class:`~qes_async.WebhookDispatcher` and answers at once; the waiters re-read the
-status afterwards, as the service asks. Bad input gets the right 4xx, never a 500::
+:class:`WebhookReceiver` has a framework-neutral core, :meth:`WebhookReceiver.serve`
+(method, path, headers and the body as an async iterable of chunks in; a
+:class:`WebhookResponse` out; :meth:`~WebhookReceiver.handle` takes a body read already),
+plus ready aiohttp routes. It authenticates the call (:class:`BasicAuth` or
+:class:`BearerAuth`, whose token endpoint it also serves), validates the body, publishes a
+:class:`~qes_async.WebhookEvent` to a :class:`~qes_async.WebhookDispatcher` and answers at
+once; the waiters re-read the status afterwards, as the service asks. Bad input gets the
+right 4xx, never a 500.
+
+Limits: the method, path and credentials are checked before any body byte is read (on the
+token endpoint too); a body is at most ``max_body`` bytes (64 KiB; 4 KiB on the token
+endpoint) and must arrive whole within ``body_timeout`` seconds (10 s; else 408); a
+signature id has the client's id syntax (1 to 128 of ``A-Z a-z 0-9 . _ ~ -``, not ``.`` or
+``..``) in both the decoded and the raw path (else 404); a status is at most 64 printable
+characters (else 422); an ``errors`` list keeps at most 10 entries of bounded strings; JSON
+nested deeper than 32 levels is 400. Refusals are counted in
+:attr:`WebhookReceiver.refusals`; the first of each reason is logged at WARNING, the rest
+at DEBUG::
 
     dispatcher = WebhookDispatcher()
     receiver = WebhookReceiver(dispatcher, BasicAuth("fourthline", password))
@@ -15,9 +27,11 @@ status afterwards, as the service asks. Bad input gets the right 4xx, never a 50
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import AsyncIterable, Mapping
 from typing import Any
 
 import attrs
@@ -28,8 +42,8 @@ from ._dispatcher import WebhookDispatcher
 from ._errors import InvalidInputError
 from ._lenient import read_status_code
 from ._models import ErrorDetail, Status, WebhookEvent
-from ._redact import excerpt
-from ._webhook_auth import AuthResult, BasicAuth, BearerAuth
+from ._validation import is_valid_id
+from ._webhook_auth import AuthResult, BasicAuth, BearerAuth, TokenAnswer
 
 __all__ = [
     "BasicAuth",
@@ -44,24 +58,46 @@ log = logging.getLogger("qes_async.webhooks")
 
 DEFAULT_PREFIX = "/fourthline/qes"
 DEFAULT_MAX_BODY = 64 * 1024
+#: Seconds a whole request body may take to arrive (else 408).
+DEFAULT_BODY_TIMEOUT = 10.0
+#: The token endpoint's largest body: a form holding ``grant_type=client_credentials``.
+MAX_TOKEN_BODY = 4 * 1024
+MAX_STATUS_LENGTH = 64
+MAX_JSON_DEPTH = 32
+#: An ``errors`` list keeps at most this many entries; their strings are cut to these sizes.
+MAX_ERRORS = 10
+MAX_ERROR_CODE = 64
+MAX_ERROR_FIELD = 64
+MAX_ERROR_MESSAGE = 256
 
 
 @attrs.frozen
 class WebhookResponse:
-    """What to answer: an HTTP status, headers and a (JSON or empty) body."""
+    """What to answer: an HTTP status, headers and a (JSON or empty) body.
+
+    ``reason`` names a refusal (the problem's ``error``, e.g. ``unauthorized``); empty on
+    success.
+    """
 
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = attrs.field(default=b"", repr=False)
+    reason: str = ""
 
 
 def _json(status: int, data: Mapping[str, object], **headers: str) -> WebhookResponse:
     hdrs = {"Content-Type": "application/json", **headers}
-    return WebhookResponse(status, hdrs, json.dumps(data).encode("utf-8"))
+    reason = str(data.get("error", "")) if status >= 300 else ""
+    return WebhookResponse(status, hdrs, json.dumps(data).encode("utf-8"), reason)
 
 
 def _problem(status: int, error: str, detail: str, **headers: str) -> WebhookResponse:
     return _json(status, {"error": error, "detail": detail}, **headers)
+
+
+def _closing(answer: WebhookResponse) -> WebhookResponse:
+    """``answer`` with ``Connection: close``: the rest of an unread body is not wanted."""
+    return attrs.evolve(answer, headers={**answer.headers, "Connection": "close"})
 
 
 class WebhookReceiver:
@@ -73,7 +109,10 @@ class WebhookReceiver:
         prefix: the path the signature id is appended to (``POST {prefix}/{signatureId}``).
         token_path: the Bearer token endpoint, the AuthUrl to configure at Fourthline
             (default ``{prefix}/oauth2/token``); served only with :class:`BearerAuth`.
-        max_body: the largest accepted body in bytes; larger gets 413.
+        max_body: the largest accepted body in bytes; larger gets 413 (the token endpoint
+            takes at most :data:`MAX_TOKEN_BODY`).
+        body_timeout: seconds a whole body may take to arrive once the request was
+            prechecked; slower gets 408 (:meth:`serve` and the aiohttp routes).
         clock: the clock stamping ``received_at`` (default: the dispatcher's); a
             :class:`BearerAuth` without a clock of its own is given this one.
     """
@@ -86,61 +125,161 @@ class WebhookReceiver:
         prefix: str = DEFAULT_PREFIX,
         token_path: str | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(auth, (BasicAuth, BearerAuth)):
             raise InvalidInputError("auth", "give BasicAuth(...) or BearerAuth(...)")
         if max_body < 1:
             raise InvalidInputError("max_body", "must be >= 1 byte")
+        if not (isinstance(body_timeout, (int, float)) and 0 < body_timeout < math.inf):
+            raise InvalidInputError("body_timeout", "must be a finite number of seconds > 0")
         self.dispatcher = dispatcher
         self.auth = auth
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.token_path = token_path or f"{self.prefix}/oauth2/token"
         self.max_body = max_body
+        self.body_timeout = float(body_timeout)
         self.clock: Clock = clock if clock is not None else dispatcher.clock
         if isinstance(auth, BearerAuth) and isinstance(auth.clock, SystemClock):
             auth.clock = self.clock
         self.accepted = 0
         self.refused = 0
+        #: How many requests were refused, by reason (``unauthorized``, ``not_found``...).
+        self.refusals: dict[str, int] = {}
+        self._failed_before = False
 
     # ------------------------------------------------------------------ the neutral core
 
     def handle(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        raw_path: str | None = None,
     ) -> WebhookResponse:
-        """Answer one HTTP request (synchronous, never raises for any input).
+        """Answer one HTTP request whose body was read already (never raises for any input).
+
+        An adapter that reads the body itself must first call :meth:`precheck` and bound
+        the read in size and time; :meth:`serve` does all of that.
 
         Args:
             method: the HTTP method.
-            path: the request path, without query string.
+            path: the (percent-decoded) request path, without query string.
             headers: the request headers (any case).
             body: the raw body; pass at most ``max_body + 1`` bytes of a larger one.
+            raw_path: the path as sent, still percent-encoded; when given, the signature
+                id must read the same in it.
         """
-        return self._answer(method.upper(), path, _lower(headers), body, prechecked=False)
+        return self._answer(
+            method.upper(), path, _lower(headers), body, raw_path=raw_path, prechecked=False
+        )
+
+    async def serve(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: AsyncIterable[bytes],
+        *,
+        raw_path: str | None = None,
+    ) -> WebhookResponse:
+        """Answer one HTTP request, reading its body from ``body`` only once the method,
+        path and credentials passed, at most the route's size limit of it and within
+        :attr:`body_timeout` seconds in all (else 413 or 408). For any framework's adapter.
+        """
+        method, hdrs = method.upper(), _lower(headers)
+        refusal = self.precheck(method, path, hdrs, raw_path=raw_path)
+        if refusal is not None:
+            return self._count(_closing(refusal))
+        read = await self._read(self._body_limit(path), body)
+        if isinstance(read, WebhookResponse):
+            return self._count(_closing(read))
+        # Checked above already: authentication and the rest are not done twice.
+        return self._answer(method, path, hdrs, read, raw_path=raw_path, prechecked=True)
+
+    async def _read(self, limit: int, chunks: AsyncIterable[bytes]) -> bytes | WebhookResponse:
+        body = bytearray()
+
+        async def collect() -> bool:
+            async for chunk in chunks:
+                body.extend(chunk)
+                if len(body) > limit:
+                    return False  # the rest is never read
+            return True
+
+        try:
+            whole = await asyncio.wait_for(collect(), self.body_timeout)
+        except asyncio.TimeoutError:
+            detail = f"the body did not arrive within {self.body_timeout:g} s"
+            return _problem(408, "body_timeout", detail)
+        return bytes(body) if whole else _too_large(limit)
 
     def _answer(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, *, prechecked: bool
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        raw_path: str | None,
+        prechecked: bool,
     ) -> WebhookResponse:
         try:
-            response = self._dispatch(method, path, headers, body, prechecked)
+            response = self._dispatch(method, path, headers, body, raw_path, prechecked)
         except Exception:  # a bug must not become a 500 loop of retries with a traceback
-            log.exception("webhook handling failed unexpectedly")
+            # The traceback once; a caller who found the bug must not flood the log with it.
+            level = logging.DEBUG if self._failed_before else logging.ERROR
+            self._failed_before = True
+            log.log(level, "webhook handling failed unexpectedly", exc_info=True)
             response = _problem(400, "bad_request", "the webhook could not be processed")
+        return self._count(response)
+
+    def _count(self, response: WebhookResponse) -> WebhookResponse:
         if response.status < 300:
             self.accepted += 1
+            return response
+        self.refused += 1
+        reason = response.reason or f"http_{response.status}"
+        seen = self.refusals.get(reason, 0)
+        self.refusals[reason] = seen + 1
+        if seen:
+            log.debug("webhook refused (%s, HTTP %d)", reason, response.status)
         else:
-            self.refused += 1
+            log.warning(
+                "webhook refused (%s, HTTP %d); further refusals for this reason are logged"
+                " at DEBUG and counted in WebhookReceiver.refusals",
+                reason,
+                response.status,
+            )
         return response
 
     def precheck(
-        self, method: str, path: str, headers: Mapping[str, str]
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        raw_path: str | None = None,
     ) -> WebhookResponse | None:
-        """The refusal decided by method, path, headers alone (before reading a body)."""
+        """The refusal decided by method, path, headers alone (before reading a body).
+
+        None means: read the body (bounded) and pass it to :meth:`handle`. A refusal here
+        is not counted in :attr:`refusals` (:meth:`serve` and :meth:`handle` count).
+        """
         hdrs = _lower(headers)
         method = method.upper()
-        if path == self.token_path and isinstance(self.auth, BearerAuth):
-            return None if method == "POST" else _not_allowed()
-        signature_id = self._signature_id(path)
+        if self._is_token_path(path):
+            if method != "POST":
+                return _not_allowed()
+            assert isinstance(self.auth, BearerAuth)
+            refused = self.auth.check_client(hdrs)
+            if refused is not None:
+                return _from_token_answer(refused)
+            return self._declared_too_large(hdrs, self._body_limit(path))
+        signature_id = self._signature_id(path, raw_path)
         if signature_id is None:
             return _problem(404, "not_found", "no webhook route here")
         if method != "POST":
@@ -148,26 +287,50 @@ class WebhookReceiver:
         refusal = self._refuse_credentials(self.auth.check(hdrs))
         if refusal is not None:
             return refusal
-        declared = hdrs.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body:
-            return _too_large(self.max_body)
+        too_large = self._declared_too_large(hdrs, self.max_body)
+        if too_large is not None:
+            return too_large
+        media = hdrs.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            return _problem(415, "unsupported_media_type", "send application/json")
+        return None
+
+    def _is_token_path(self, path: str) -> bool:
+        return path == self.token_path and isinstance(self.auth, BearerAuth)
+
+    def _body_limit(self, path: str) -> int:
+        """The largest body the route takes."""
+        if self._is_token_path(path):
+            return min(self.max_body, MAX_TOKEN_BODY)
+        return self.max_body
+
+    @staticmethod
+    def _declared_too_large(headers: dict[str, str], limit: int) -> WebhookResponse | None:
+        declared = headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            return _too_large(limit)
         return None
 
     def _dispatch(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, prechecked: bool
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        raw_path: str | None,
+        prechecked: bool,
     ) -> WebhookResponse:
-        refusal = None if prechecked else self.precheck(method, path, headers)
+        refusal = None if prechecked else self.precheck(method, path, headers, raw_path=raw_path)
         if refusal is not None:
             return refusal
-        if path == self.token_path and isinstance(self.auth, BearerAuth):
-            return self._token(headers, body)
-        signature_id = self._signature_id(path)
+        limit = self._body_limit(path)
+        if len(body) > limit:
+            return _too_large(limit)
+        if self._is_token_path(path):
+            assert isinstance(self.auth, BearerAuth)
+            return _from_token_answer(self.auth.grant(headers, body))
+        signature_id = self._signature_id(path, raw_path)
         assert signature_id is not None  # precheck refused every other path
-        if len(body) > self.max_body:
-            return _too_large(self.max_body)
-        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            return _problem(415, "unsupported_media_type", "send application/json")
         event = self._parse(signature_id, body)
         if isinstance(event, WebhookResponse):
             return event
@@ -175,19 +338,9 @@ class WebhookReceiver:
         log.info("webhook for %s: status %s", signature_id, event.status.value)
         return WebhookResponse(204)
 
-    def _token(self, headers: dict[str, str], body: bytes) -> WebhookResponse:
-        assert isinstance(self.auth, BearerAuth)
-        if len(body) > self.max_body:
-            return _too_large(self.max_body)
-        answer = self.auth.issue(headers, body)
-        if answer.status != 200:
-            log.warning("token request refused (HTTP %d)", answer.status)
-        return _json(answer.status, answer.body, **answer.headers)
-
     def _refuse_credentials(self, result: AuthResult) -> WebhookResponse | None:
         if result.ok:
             return None
-        log.warning("webhook refused: missing or wrong credentials")
         return _problem(
             401,
             "unauthorized",
@@ -195,13 +348,19 @@ class WebhookReceiver:
             **{"WWW-Authenticate": result.challenge},
         )
 
-    def _signature_id(self, path: str) -> str | None:
+    def _signature_id(self, path: str, raw_path: str | None = None) -> str | None:
+        """The id in ``path`` if it has the client's id syntax (and reads the same in
+        ``raw_path``, when given); None otherwise."""
         head = self.prefix + "/"
         if not path.startswith(head):
             return None
         signature_id = path[len(head) :]
-        if not signature_id or "/" in signature_id or len(signature_id) > 200:
+        if not is_valid_id(signature_id):
             return None
+        if raw_path is not None:
+            raw = raw_path.split("?", 1)[0].rpartition("/")[2]
+            if raw != signature_id:  # e.g. "%2e%2e" or "%00": decoded, it could pass
+                return None
         return signature_id
 
     def _parse(self, signature_id: str, body: bytes) -> WebhookEvent | WebhookResponse:
@@ -209,17 +368,27 @@ class WebhookReceiver:
         try:
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            log.warning("webhook for %s: malformed JSON: %s", signature_id, excerpt(body, 80))
             return _problem(400, "malformed_json", "the body is not valid UTF-8 JSON")
+        except RecursionError:
+            return _too_deep()
+        if _too_nested(data, MAX_JSON_DEPTH):
+            return _too_deep()
         if not isinstance(data, dict):
             return _problem(400, "malformed_json", "the body must be a JSON object")
         body_id = data.get("signatureId", signature_id)
         if body_id != signature_id:
-            log.warning("webhook refused: body signatureId differs from the path")
             return _problem(422, "signature_id_mismatch", "signatureId differs from the path")
         status = data.get("status")
-        if not isinstance(status, str) or not status:
-            return _problem(422, "invalid_status", "status must be a non-empty string")
+        if (
+            not isinstance(status, str)
+            or not 0 < len(status) <= MAX_STATUS_LENGTH
+            or not status.isprintable()
+        ):
+            return _problem(
+                422,
+                "invalid_status",
+                f"status must be a string of 1 to {MAX_STATUS_LENGTH} printable characters",
+            )
         try:
             code = read_status_code(data.get("statusCode"))
         except ValueError:
@@ -240,18 +409,13 @@ class WebhookReceiver:
 
     async def aiohttp_handler(self, request: web.Request) -> web.Response:
         """An aiohttp handler for both routes (webhooks and, with Bearer, the token)."""
-        method, headers = request.method.upper(), _lower(request.headers)
-        refusal = self.precheck(method, request.path, headers)
-        if refusal is not None:
-            self.refused += 1
-            return _to_aiohttp(refusal)
-        body = bytearray()
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > self.max_body:
-                break  # the core answers 413; the rest is never read
-        # Checked above already: authentication and the rest are not done twice.
-        answer = self._answer(method, request.path, headers, bytes(body), prechecked=True)
+        answer = await self.serve(
+            request.method,
+            request.path,
+            request.headers,
+            request.content.iter_any(),
+            raw_path=request.raw_path,
+        )
         return _to_aiohttp(answer)
 
     def aiohttp_routes(self) -> list[web.RouteDef]:
@@ -284,22 +448,61 @@ def _too_large(limit: int) -> WebhookResponse:
 
 
 def _errors(raw: Any) -> tuple[ErrorDetail, ...]:
-    """The ``errors`` list, leniently: entries that are not objects are skipped."""
+    """The ``errors`` list, leniently: entries that are not objects are skipped, at most
+    :data:`MAX_ERRORS` are kept, and their strings are bounded (see :func:`_kept`)."""
     if not isinstance(raw, list):
         return ()
-    details = []
+    details: list[ErrorDetail] = []
     for entry in raw:
+        if len(details) >= MAX_ERRORS:
+            break
         if isinstance(entry, dict):
             code = _lenient_code(entry.get("statusCode"))
             details.append(
                 ErrorDetail(
-                    code=_opt_str(entry.get("code")),
-                    message=_opt_str(entry.get("message")),
-                    field=_opt_str(entry.get("field")),
+                    code=_kept(entry.get("code"), MAX_ERROR_CODE),
+                    message=_kept(entry.get("message"), MAX_ERROR_MESSAGE),
+                    field=_kept(entry.get("field"), MAX_ERROR_FIELD),
                     status_code=code,
                 )
             )
     return tuple(details)
+
+
+def _kept(value: object, limit: int) -> str | None:
+    """A string as kept: cut to ``limit`` characters, each unprintable one (a control
+    character, NUL, a lone surrogate, a bidirectional override) replaced by U+FFFD."""
+    if not isinstance(value, str):
+        return None
+    value = value[:limit]
+    if value.isprintable():
+        return value
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in value)
+
+
+def _too_nested(data: object, limit: int) -> bool:
+    """True when ``data`` nests lists/objects deeper than ``limit`` (iterative, no recursion)."""
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _too_deep() -> WebhookResponse:
+    return _problem(400, "json_too_deep", f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _from_token_answer(answer: TokenAnswer) -> WebhookResponse:
+    return _json(answer.status, answer.body, **answer.headers)
 
 
 def _lenient_code(value: object) -> int | None:
@@ -310,11 +513,10 @@ def _lenient_code(value: object) -> int | None:
         return None
 
 
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _to_aiohttp(answer: WebhookResponse) -> web.Response:
-    return web.Response(
+    response = web.Response(
         status=answer.status, body=answer.body or None, headers=dict(answer.headers)
     )
+    if answer.headers.get("Connection") == "close":
+        response.force_close()  # the unread rest of the body must not be taken as a request
+    return response

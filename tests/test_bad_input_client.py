@@ -125,7 +125,7 @@ async def test_a_missing_or_folder_path_is_refused(tmp_path: Path) -> None:
     assert (missing.value.field, folder.value.field) == ("path", "path")
 
 
-@pytest.mark.parametrize("signature_id", ["", "a/b", "../x", "a b", "x?y=1", 42, None])
+@pytest.mark.parametrize("signature_id", ["", "a/b", "../x", ".", "..", "a b", "x?y=1", 42, None])
 async def test_bad_signature_ids_are_refused_unsent(
     sandbox: SandboxServer, signature_id: Any
 ) -> None:

@@ -44,6 +44,7 @@ from qes_async._protocol import (
     parse_token,
     parse_workflow,
 )
+from qes_async._validation import is_valid_id
 from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver
 
 SETTINGS = settings(
@@ -216,16 +217,15 @@ def test_the_webhook_receiver_answers_2xx_or_4xx_to_anything(
     assert unexpected.hits == []
 
 
-@SETTINGS
-@given(
-    signature_id=st.text(
-        st.characters(blacklist_characters="/", blacklist_categories=["Cs"]),
-        min_size=1,
-        max_size=40,
-    ),
-    status=st.text(min_size=1, max_size=30),
-    code=st.none() | st.integers(),
+# What the receiver accepts: the client's id syntax, a status of 1 to 64 printable characters.
+valid_ids = st.from_regex(r"[A-Za-z0-9._~-]{1,128}", fullmatch=True).filter(
+    lambda v: v not in (".", "..")
 )
+valid_statuses = st.text(min_size=1, max_size=64).filter(str.isprintable)
+
+
+@SETTINGS
+@given(signature_id=valid_ids, status=valid_statuses, code=st.none() | st.integers())
 def test_an_authenticated_well_formed_webhook_is_accepted_and_published(
     unexpected: _Unexpected, signature_id: str, status: str, code: int | None
 ) -> None:
@@ -240,6 +240,29 @@ def test_an_authenticated_well_formed_webhook_is_accepted_and_published(
     assert [(e.signature_id, e.status, e.status_code) for e in published] == [
         (signature_id, Status(status), code)
     ]
+    assert unexpected.hits == []
+
+
+@SETTINGS
+@given(
+    signature_id=st.text(
+        st.characters(blacklist_characters="/", blacklist_categories=["Cs"]),
+        min_size=1,
+        max_size=140,
+    ).filter(lambda v: not is_valid_id(v))
+)
+def test_a_webhook_whose_id_is_outside_the_id_syntax_is_404(
+    unexpected: _Unexpected, signature_id: str
+) -> None:
+    dispatcher = WebhookDispatcher()
+    published: list[Any] = []
+    dispatcher.publish = published.append  # type: ignore[method-assign]
+    receiver = WebhookReceiver(dispatcher, BasicAuth("fourthline", "pw"))
+    body = json.dumps({"status": "signed"})
+    head = {"Authorization": "Basic Zm91cnRobGluZTpwdw==", "Content-Type": "application/json"}
+    answer = receiver.handle("POST", f"{PREFIX}/{signature_id}", head, body.encode())
+    assert answer.status == 404
+    assert published == []
     assert unexpected.hits == []
 
 

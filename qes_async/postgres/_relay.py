@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +27,9 @@ from typing import Any
 from aiohttp import web
 
 from .._dispatcher import WebhookDispatcher
+from .._errors import InvalidInputError
 from .._models import ErrorDetail, Status, WebhookEvent
+from .._validation import is_valid_id
 from ..webhooks import BearerAuth, WebhookReceiver
 from ._listener import Listener, cancel_and_wait, wait_event
 from ._schema import DEFAULT_PREFIX, Tables
@@ -36,17 +39,26 @@ __all__ = ["PostgresRelay", "RecordingDispatcher"]
 log = logging.getLogger("qes_async.postgres")
 
 
+# What PostgreSQL refuses in text and jsonb: NUL, and (escaped in JSON) lone surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str | None) -> str | None:
+    return None if text is None else _UNSTORABLE.sub("\ufffd", text)
+
+
 def encode_event(event: WebhookEvent) -> str:
-    """The event as the JSON stored in the events table."""
+    """The event as the JSON stored in the events table; a NUL or a lone surrogate (which
+    PostgreSQL refuses, making the webhook fail with 503 for ever) becomes U+FFFD."""
     return json.dumps(
         {
-            "status": event.status.value,
+            "status": _storable(event.status.value),
             "statusCode": event.status_code,
             "errors": [
                 {
-                    "code": e.code,
-                    "message": e.message,
-                    "field": e.field,
+                    "code": _storable(e.code),
+                    "message": _storable(e.message),
+                    "field": _storable(e.field),
                     "statusCode": e.status_code,
                 }
                 for e in event.errors
@@ -140,7 +152,15 @@ class PostgresRelay:
         listener.on_connect(self._catch_up)
 
     async def record(self, event: WebhookEvent) -> int:
-        """Store ``event`` and notify every worker; returns its id."""
+        """Store ``event`` and notify every worker; returns its id.
+
+        Raises:
+            InvalidInputError: the signature id does not have the id syntax (nothing sent).
+        """
+        if not is_valid_id(event.signature_id):
+            raise InvalidInputError(
+                "signature_id", "an event's signature id must have the client's id syntax"
+            )
         event_id = await self.pool.fetchval(
             f"WITH row AS (INSERT INTO {self.tables.events} (signature_id, body)"
             " VALUES ($1, $2::jsonb) RETURNING id)"

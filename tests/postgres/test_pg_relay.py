@@ -364,3 +364,34 @@ async def test_a_cancelled_submission_leaves_no_passcode_behind(
         with pytest.raises(asyncio.CancelledError):
             await submitting
         assert await pool.fetchval(query) == 0
+
+
+async def test_hostile_webhooks_never_reach_postgresql_as_a_refused_value(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    """A NUL in the id is 404 at the receiver; a NUL or a lone surrogate in a kept string is
+    stored as U+FFFD: neither becomes a 503 that Fourthline would retry for ever."""
+    import json
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from qes_async.webhooks import BasicAuth, WebhookReceiver
+
+    hostile = {"status": "error", "errors": [{"code": "c\x00", "message": "m\ud800"}]}
+    content = json.dumps(hostile).encode()  # escaped: \u0000 and \ud800 on the wire
+    headers = {**AUTH, "Content-Type": "application/json"}
+    async with node(pg_dsn, pg_prefix) as a:
+        receiver = WebhookReceiver(a.relay.recorder, BasicAuth("fourthline", "pw-123456"))
+        app = web.Application()
+        app.add_routes(a.relay.aiohttp_routes(receiver))
+        async with TestClient(TestServer(app)) as http:
+            resp = await http.post("/fourthline/qes/a%00b", data=content, headers=headers)
+            assert resp.status == 404
+            resp = await http.post("/fourthline/qes/sig-7", data=content, headers=headers)
+            assert resp.status == 204
+            stored = await a.relay.pool.fetch(
+                f"SELECT signature_id, body->'errors'->0->>'code',"
+                f" body->'errors'->0->>'message' FROM {pg_prefix}events"
+            )
+    assert [tuple(r) for r in stored] == [("sig-7", "c\ufffd", "m\ufffd")]
