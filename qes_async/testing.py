@@ -1,12 +1,18 @@
 """Pytest fixtures for testing your own app against the sandbox.
 
-Enable them in your ``conftest.py`` (they need pytest-asyncio)::
+Installing the package registers them with pytest (a ``pytest11`` entry point named
+``qes_async.testing``), so no ``conftest.py`` line is needed; ``-p no:qes_async.testing``
+turns them off. They need pytest-asyncio and work in its default strict mode::
 
-    pytest_plugins = ["qes_async.testing"]
+    import pytest
 
+    @pytest.mark.asyncio
     async def test_my_signing_page(qes_sandbox, qes_client):
         workflow = await qes_client.create_workflow("client-42")
         ...
+
+A ``pytest_plugins = ["qes_async.testing"]`` left in a conftest finds the plugin loaded
+already and does nothing.
 
 Fixtures:
     qes_clock: a :class:`~qes_async.FakeClock` shared by the sandbox and the client.
