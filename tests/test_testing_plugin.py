@@ -72,8 +72,10 @@ def _fresh_project(folder: Path, *options: str) -> subprocess.CompletedProcess[s
     (folder / "pytest.ini").write_text("", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(folder / "pytest.ini")]
-        + ["--rootdir", str(folder), *options, str(folder)],
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider"),
+            *("-c", str(folder / "pytest.ini"), "--rootdir", str(folder), *options, str(folder)),
+        ],
         cwd=folder,
         env=env,
         capture_output=True,
