@@ -87,6 +87,31 @@ EXPECTED_OUTPUT = {
 }
 
 
+def _sandbox_table() -> dict[str, str]:
+    """The sandbox section's table of control endpoints: ``"METHOD /path"`` to its row."""
+    text = README.read_text(encoding="utf-8")
+    section = text[
+        text.index("### The sandbox server") : text.index("## Running with many workers")
+    ]
+    rows = {}
+    for line in section.splitlines():
+        found = re.match(r"\| `(GET|POST|PUT|DELETE) (/_sandbox/\S*)` \|", line)
+        if found:
+            rows[f"{found.group(1)} {found.group(2)}"] = line
+    return rows
+
+
+def test_readme_documents_every_control_endpoint_and_its_body_fields() -> None:
+    from qes_async.sandbox._control import CONTROL_ENDPOINTS
+
+    rows = _sandbox_table()
+    listed = {f"{e.method} /_sandbox/{e.path}": e for e in CONTROL_ENDPOINTS}
+    assert set(rows) == set(listed)
+    for name, endpoint in listed.items():
+        for field, _ in endpoint.body:
+            assert f"`{field}`" in rows[name], f"README's {name} row lacks the field {field}"
+
+
 @pytest.mark.parametrize("marker", EXPECTED_OUTPUT)
 def test_readme_blocks_with_expected_output_exist(marker: str) -> None:
     _block(marker)
