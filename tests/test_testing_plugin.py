@@ -110,3 +110,54 @@ def test_the_fixtures_can_be_turned_off(tmp_path: Path) -> None:
     done = _fresh_project(tmp_path, "-p", "no:qes_async.testing")
     assert done.returncode != 0
     assert "fixture 'qes_client' not found" in done.stdout
+
+
+def test_loading_the_plugin_imports_neither_the_sandbox_nor_the_client() -> None:
+    """Every pytest run of a project with the package installed loads the plugin."""
+    code = (
+        "import sys, qes_async.testing\n"
+        "print(sorted(m for m in sys.modules if m.startswith("
+        "('qes_async.sandbox', 'qes_async._client', 'aiohttp', 'pyhanko'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_without_pytest_asyncio_the_run_goes_on_and_the_fixtures_say_what_to_install(
+    tmp_path: Path,
+) -> None:
+    # as if it were not installed: a pytest_asyncio ahead on the path that cannot import
+    blocked = tmp_path / "blocked" / "pytest_asyncio"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'pytest_asyncio'\")\n", encoding="utf-8"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PYTHONPATH"] = str(tmp_path / "blocked")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_app.py").write_text(
+        "def test_unrelated():\n"
+        "    assert True\n\n\n"
+        "def test_wants_the_sandbox(qes_sandbox):\n"
+        "    pass\n",
+        encoding="utf-8",
+    )
+    (project / "pytest.ini").write_text("", encoding="utf-8")
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:asyncio", "-p", "no:cacheprovider"),
+            *("-c", str(project / "pytest.ini"), "--rootdir", str(project), str(project)),
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "1 passed" in done.stdout, done.stdout + done.stderr
+    assert "1 error" in done.stdout, done.stdout + done.stderr
+    assert "need pytest-asyncio: pip install pytest-asyncio" in done.stdout
