@@ -140,3 +140,24 @@ def test_readme_block_runs(index: int, tmp_path: Path) -> None:
                 assert re.search(pattern, done.stdout, re.IGNORECASE), (
                     f"README block {index}: output does not match {pattern!r}:\n{done.stdout}"
                 )
+
+
+def test_readme_shows_the_sandbox_banner_as_printed() -> None:
+    import argparse
+    import io
+
+    from qes_async.sandbox._standalone import add_arguments, run
+
+    text = README.read_text(encoding="utf-8")
+    shown = re.search(r"\$ qes-async sandbox (.*?)\n(.*?Press Ctrl\+C to stop\.)\n", text, re.S)
+    assert shown is not None
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    options = shown.group(1).split()
+    port = options.pop(options.index("--port") + 1)
+    options.remove("--port")  # any free port: the shown one may be taken here
+    out = io.StringIO()
+    assert run(parser.parse_args([*options, "--serve-for", "0.05"]), out) == 0
+    url = out.getvalue().splitlines()[0].rsplit(" ", 1)[-1]
+    printed = out.getvalue().replace(url, f"http://127.0.0.1:{port}").splitlines()
+    assert shown.group(2).splitlines() == printed[: printed.index("Press Ctrl+C to stop.") + 1]
