@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,15 +105,23 @@ def standalone_sandbox() -> Iterator[dict[str, str]]:
         text=True,
     )
     assert proc.stdout is not None
-    first = proc.stdout.readline()
-    url = first.rsplit(" ", 1)[-1].strip()
-    assert url.startswith("http://127.0.0.1:"), first
     try:
-        yield {
+        banner = []
+        for line in proc.stdout:  # the banner ends with "Press Ctrl+C to stop."
+            banner.append(line)
+            if line.startswith("Press Ctrl+C") or len(banner) > 50:
+                break
+        url = banner[0].rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:"), banner
+        # the environment is the one the banner tells users to export, copied as printed
+        [export] = [line for line in banner if line.strip().startswith("export QES_BASE_URL=")]
+        env = dict(word.split("=", 1) for word in shlex.split(export)[1:])
+        assert env == {
+            "QES_BASE_URL": url,
             "QES_CLIENT_ID": "cli-test",
             "QES_CLIENT_SECRET": "cli-test-secret",
-            "QES_BASE_URL": url,
         }
+        yield env
     finally:
         proc.terminate()
         proc.wait(10)

@@ -1,23 +1,9 @@
 """Control endpoints under ``/_sandbox/``, for standalone use (curl, other languages).
 
 They need no token (the sandbox serves loopback only) and are not in the request log.
-
-==========================================  ==============================================
-``GET /_sandbox/sms``                       the SMS outbox (passcodes included)
-``GET /_sandbox/sms/{id}/latest``           ``{"passcode"}`` last sent for a signature
-``GET /_sandbox/clock``                     ``{"time", "now", "fake"}``
-``POST /_sandbox/clock/advance``            ``{"seconds": 7200}`` (fake clock only)
-``POST /_sandbox/clients``                  ``{"clientReference", ...IdentityCase fields}``
-``POST /_sandbox/faults``                   ``{"kind", "route"?, "rate"?, "times"?, ...}``
-``POST /_sandbox/faults/script``            ``{"steps": ["rate_limit", "ok"], "route"?}``
-``DELETE /_sandbox/faults``                 remove HTTP and webhook faults
-``POST /_sandbox/webhook-faults``           as ``/faults``, kinds drop/duplicate/...
-``PUT /_sandbox/webhooks``                  ``{"url", "basic"?: {..}, "bearer"?: {..}}``
-``GET /_sandbox/webhooks/deliveries``       every webhook delivery attempt
-``POST /_sandbox/tokens/revoke``            revoke every token
-``GET /_sandbox/requests``                  the request log
-``GET /_sandbox/signatures/{id}``           the signature's status and deadlines
-==========================================  ==============================================
+:data:`CONTROL_ENDPOINTS` is the one list of them: the routes are registered from it, and
+``GET /_sandbox/`` answers it as a JSON index (method, path, what it does, body fields), so
+the index cannot miss an endpoint or list one that is not served.
 """
 
 from __future__ import annotations
@@ -28,13 +14,22 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from aiohttp import web
 
+from ._faults import HTTP_FAULTS, WEBHOOK_FAULTS
 from ._model import ExtractedDetails, IdentityCase, ServiceError, bad_request
 from ._requests import parse_json_object
+from ._signing import MissingExtraError
 
 if TYPE_CHECKING:
     from ._server import SandboxServer
 
-__all__ = ["CONTROL_PREFIX", "add_control_routes", "case_from_json"]
+__all__ = [
+    "CONTROL_ENDPOINTS",
+    "CONTROL_PREFIX",
+    "ControlEndpoint",
+    "add_control_routes",
+    "case_from_json",
+    "control_index",
+]
 
 CONTROL_PREFIX = "/_sandbox/"
 _CASE_FIELDS = {
@@ -54,6 +49,122 @@ _CASE_FIELDS = {
     "verificationSeconds": "verification_seconds",
 }
 _FAULT_OPTIONS = {"route", "rate", "times", "status", "retry_after", "delay"}
+PEM_TYPE = "application/x-pem-file"
+
+
+@attrs.frozen
+class ControlEndpoint:
+    """One control endpoint: ``method`` and ``path`` (under :data:`CONTROL_PREFIX`), what
+    it does, and its JSON body's fields as ``(name, description)`` pairs."""
+
+    method: str
+    path: str
+    does: str
+    body: tuple[tuple[str, str], ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        """The index entry: ``{"method", "path", "does", "body": {field: description}}``."""
+        return {
+            "method": self.method,
+            "path": CONTROL_PREFIX + self.path,
+            "does": self.does,
+            "body": dict(self.body),
+        }
+
+
+_ROUTE = "an operation name (create_workflow, get_signature_status, ...); omitted: every route"
+_HTTP_FAULT_BODY = (
+    ("kind", "required: " + ", ".join(HTTP_FAULTS)),
+    ("route", _ROUTE),
+    ("rate", "probability 0..1 that a call is hit (default 1)"),
+    ("times", "hit at most this many calls (default: no limit)"),
+    ("status", "the 5xx status of a server_error (default 503)"),
+    ("retry_after", "the Retry-After seconds of a rate_limit (default 1)"),
+    ("delay", "real seconds a slow or slow_answer call waits (default 0.2)"),
+)
+_WEBHOOK_FAULT_BODY = (
+    ("kind", "required: " + ", ".join(WEBHOOK_FAULTS)),
+    ("route", "only webhooks carrying this status (pending, signed, ...); omitted: all"),
+    ("rate", "probability 0..1 that a webhook is hit (default 1)"),
+    ("times", "hit at most this many webhooks (default: no limit)"),
+    ("delay", "clock seconds a delay-ed webhook is held (default 0.2)"),
+)
+_CASE_BODY = (
+    ("clientReference", "required: the client reference workflows will be created with"),
+    ("firstName", "given name in the signing certificate (default Jane)"),
+    ("lastName", "surname in the signing certificate (default Doe)"),
+    ("idDocumentNumber", "ID document number in the certificate (default NX1234567)"),
+    ("caseStatus", "new, pending, completed (default) or rejected"),
+    ("riskScore", "200 to 400 is eligible; 500 is refused (default 300)"),
+    ("deviceModel", "the device the identity case was made with (default iPhone 15)"),
+    ("signingDeviceModel", "the device signing now; a different one asks for a selfie"),
+    ("caseAgeHours", "age of the identity case; over 24 asks for a selfie (default 1)"),
+    ("flowKind", "completed (default) or pending_verification"),
+    ("qtsp", "infocert (default: the contract is a PDF) or namirial (204)"),
+    (
+        "extracted",
+        '{"firstName", "lastName", "idDocumentNumber"} read from the ID document in the '
+        "pending_verification flow; differing details end in invalid_signature",
+    ),
+    ("kycFailAt", "mobile, approval, confirmation or verification: that step ends in kyc_required"),
+    ("errorIn", "a status that, once entered, turns into error"),
+    ("errorRecoversAfter", "seconds until that error recovers; null: never (default 60)"),
+    ("verificationSeconds", "how long pending_verification lasts (default 0)"),
+)
+_WEBHOOKS_BODY = (
+    ("url", "the base URL, to which the signature id is appended; null or omitted: off"),
+    ("basic", '{"username", "password"}: HTTP Basic on each delivery'),
+    (
+        "bearer",
+        '{"authUrl", "username", "password"}: first fetch a token from authUrl with these '
+        "credentials (client-credentials grant), then send it as Bearer; not with basic",
+    ),
+)
+
+#: Every control endpoint, in the order of the index.
+CONTROL_ENDPOINTS: tuple[ControlEndpoint, ...] = (
+    ControlEndpoint("GET", "", "this index of the control endpoints"),
+    ControlEndpoint(
+        "GET", "ca.pem", "the PEM certificate of the CA that signs documents (trust root)"
+    ),
+    ControlEndpoint("GET", "sms", "the SMS outbox, passcodes included"),
+    ControlEndpoint("GET", "sms/{id}/latest", 'the last passcode sent: {"passcode"}'),
+    ControlEndpoint("GET", "clock", 'the sandbox time: {"time", "now", "fake"}'),
+    ControlEndpoint(
+        "POST",
+        "clock/advance",
+        "move a fake clock forward, firing deadlines (--fake-clock only)",
+        (("seconds", "required: a number >= 0"),),
+    ),
+    ControlEndpoint("POST", "clients", "add the identity case of a client reference", _CASE_BODY),
+    ControlEndpoint("POST", "faults", "add an HTTP fault rule", _HTTP_FAULT_BODY),
+    ControlEndpoint(
+        "POST",
+        "faults/script",
+        "hit the next calls with these faults, in order",
+        (
+            ("steps", 'required: a list of HTTP fault kinds, "ok" (or null) for no fault'),
+            ("route", _ROUTE),
+        ),
+    ),
+    ControlEndpoint("DELETE", "faults", "remove every HTTP and webhook fault"),
+    ControlEndpoint("POST", "webhook-faults", "add a webhook fault rule", _WEBHOOK_FAULT_BODY),
+    ControlEndpoint(
+        "PUT", "webhooks", "set (or turn off) where status changes are sent", _WEBHOOKS_BODY
+    ),
+    ControlEndpoint("GET", "webhooks/deliveries", "every webhook delivery attempt and fault"),
+    ControlEndpoint("POST", "tokens/revoke", "revoke every token issued (the next call gets 401)"),
+    ControlEndpoint("GET", "requests", "the request log of the API calls"),
+    ControlEndpoint("GET", "signatures/{id}", "a signature's status, deadlines and passcode tries"),
+)
+
+
+def control_index() -> dict[str, Any]:
+    """The JSON answer of ``GET /_sandbox/``."""
+    return {
+        "about": "qes_async sandbox control endpoints: no token needed, not in the request log",
+        "endpoints": [endpoint.describe() for endpoint in CONTROL_ENDPOINTS],
+    }
 
 
 def case_from_json(body: dict[str, Any]) -> IdentityCase:
@@ -78,8 +189,22 @@ def _ok(body: Any = None) -> web.Response:
 
 
 def add_control_routes(app: web.Application, sandbox: SandboxServer) -> None:
-    """Register the control endpoints of ``sandbox`` on ``app``."""
+    """Register the control endpoints of ``sandbox`` on ``app`` (those of the index)."""
     p = CONTROL_PREFIX
+
+    async def index(request: web.Request) -> web.Response:
+        return _ok(control_index())
+
+    async def ca_pem(request: web.Request) -> web.Response:
+        try:
+            pem = sandbox.ca_pem
+        except MissingExtraError as exc:
+            raise ServiceError(501, "missing_extra", str(exc)) from None
+        return web.Response(
+            body=pem,
+            content_type=PEM_TYPE,
+            headers={"Content-Disposition": 'attachment; filename="sandbox-ca.pem"'},
+        )
 
     async def body(request: web.Request) -> dict[str, Any]:
         return parse_json_object(request.content_type, await request.read())
@@ -151,16 +276,26 @@ def add_control_routes(app: web.Application, sandbox: SandboxServer) -> None:
 
     async def webhooks(request: web.Request) -> web.Response:
         data = await body(request)
-        try:
-            basic, bearer = data.get("basic"), data.get("bearer")
-            sandbox.configure_webhooks(
-                data.get("url"),
-                basic=(basic["username"], basic["password"]) if basic else None,
-                bearer=(bearer["authUrl"], bearer["username"], bearer["password"])
-                if bearer
-                else None,
+        unknown = set(data) - {"url", "basic", "bearer"}
+        if unknown:
+            raise bad_request(
+                f"unknown fields: {', '.join(sorted(unknown))}; known: url, basic, bearer",
+                code="invalid_field",
             )
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        url = data.get("url")
+        if url is not None and not isinstance(url, str):
+            raise bad_request(
+                "url must be a string, or null to turn webhooks off", "url", code="invalid_field"
+            )
+        basic = _credentials(data, "basic", ("username", "password"))
+        bearer = _credentials(data, "bearer", ("authUrl", "username", "password"))
+        try:
+            sandbox.configure_webhooks(
+                url,
+                basic=(basic[0], basic[1]) if basic else None,
+                bearer=(bearer[0], bearer[1], bearer[2]) if bearer else None,
+            )
+        except (TypeError, ValueError) as exc:
             raise bad_request(f"invalid webhook settings: {exc}", code="invalid_field") from None
         return _ok()
 
@@ -189,20 +324,42 @@ def add_control_routes(app: web.Application, sandbox: SandboxServer) -> None:
             }
         )
 
-    app.router.add_get(p + "sms", sms)
-    app.router.add_get(p + "sms/{id}/latest", latest)
-    app.router.add_get(p + "clock", clock)
-    app.router.add_post(p + "clock/advance", advance)
-    app.router.add_post(p + "clients", clients)
-    app.router.add_post(p + "faults", fault_adder("http"))
-    app.router.add_post(p + "faults/script", script)
-    app.router.add_delete(p + "faults", clear)
-    app.router.add_post(p + "webhook-faults", fault_adder("webhooks"))
-    app.router.add_put(p + "webhooks", webhooks)
-    app.router.add_get(p + "webhooks/deliveries", deliveries)
-    app.router.add_post(p + "tokens/revoke", revoke)
-    app.router.add_get(p + "requests", requests)
-    app.router.add_get(p + "signatures/{id}", signature)
+    handlers: dict[tuple[str, str], Any] = {
+        ("GET", ""): index,
+        ("GET", "ca.pem"): ca_pem,
+        ("GET", "sms"): sms,
+        ("GET", "sms/{id}/latest"): latest,
+        ("GET", "clock"): clock,
+        ("POST", "clock/advance"): advance,
+        ("POST", "clients"): clients,
+        ("POST", "faults"): fault_adder("http"),
+        ("POST", "faults/script"): script,
+        ("DELETE", "faults"): clear,
+        ("POST", "webhook-faults"): fault_adder("webhooks"),
+        ("PUT", "webhooks"): webhooks,
+        ("GET", "webhooks/deliveries"): deliveries,
+        ("POST", "tokens/revoke"): revoke,
+        ("GET", "requests"): requests,
+        ("GET", "signatures/{id}"): signature,
+    }
+    for endpoint in CONTROL_ENDPOINTS:
+        handler = handlers.pop((endpoint.method, endpoint.path))
+        app.router.add_route(endpoint.method, p + endpoint.path, handler)
+    if handlers:  # a handler the index does not list: a sandbox bug, caught by any test
+        raise RuntimeError(f"control endpoints missing from the index: {sorted(handlers)}")
+
+
+def _credentials(data: dict[str, Any], name: str, keys: tuple[str, ...]) -> list[str] | None:
+    """The string values of ``data[name]``, an object with exactly ``keys`` (or None)."""
+    value = data.get(name)
+    if value is None:
+        return None
+    shape = "{" + ", ".join(f'"{k}": "..."' for k in keys) + "}"
+    if not isinstance(value, dict) or set(value) != set(keys):
+        raise bad_request(f"{name} must be an object {shape}", name, code="invalid_field")
+    if not all(isinstance(value[k], str) for k in keys):
+        raise bad_request(f"{name}: {', '.join(keys)} must be strings", name, code="invalid_field")
+    return [value[k] for k in keys]
 
 
 def _record(value: Any) -> dict[str, Any]:

@@ -175,6 +175,25 @@ class SandboxServer:
         """The fault plan of webhooks (``drop``, ``duplicate``, ``delay``, ``reorder``)."""
         return self.webhooks.faults
 
+    @property
+    def ca_pem(self) -> bytes:
+        """The PEM certificate of the CA that signs the sandbox's documents.
+
+        Give it to PAdES validation as a trust root (``trust_roots=[sandbox.ca_pem]``) so
+        signed documents validate as ``valid`` rather than ``untrusted``. The CA is made
+        once per process: every sandbox of a process shares it, and a restarted
+        standalone sandbox has a new one. ``GET /_sandbox/ca.pem`` serves the same bytes.
+
+        Raises:
+            MissingExtraError: the ``sandbox`` extra (cryptography) is not installed.
+        """
+        return sandbox_ca().certificate_pem
+
+    @property
+    def ca_der(self) -> bytes:
+        """The same CA certificate as :attr:`ca_pem`, DER-encoded."""
+        return sandbox_ca().certificate_der
+
     def latest_passcode(self, signature_id: str) -> str:
         """The last passcode sent for a signature; ``LookupError`` if none was sent."""
         for record in reversed(self.sms_outbox):

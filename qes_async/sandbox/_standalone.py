@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import signal
 import sys
 from typing import TextIO
@@ -16,6 +17,7 @@ from typing import TextIO
 from .._clock import Clock, FakeClock, SystemClock
 from .._errors import InvalidInputError
 from ._server import SandboxServer
+from ._signing import EXTRA_HINT, MissingExtraError
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -103,16 +105,33 @@ def build_server(args: argparse.Namespace) -> SandboxServer:
 
 
 def _banner(sandbox: SandboxServer, out: TextIO) -> None:
+    url, control = sandbox.url, f"{sandbox.url}/_sandbox/"
+    environment = {
+        "QES_BASE_URL": url,
+        "QES_CLIENT_ID": sandbox.client_id,
+        "QES_CLIENT_SECRET": sandbox.client_secret,
+    }
     lines = [
-        f"qes-async sandbox serving on {sandbox.url}",
+        f"qes-async sandbox serving on {url}",
         f"  client_id:     {sandbox.client_id}",
         f"  client_secret: {sandbox.client_secret}",
         f"  clock:         {type(sandbox.clock).__name__}",
         f"  routes:        {', '.join(sorted(sandbox.routes.overrides())) or 'the defaults'}",
-        f"  control:       {sandbox.url}/_sandbox/ (sms, clock, clients, faults, webhooks,"
-        " requests)",
-        "Press Ctrl+C to stop.",
+        f"  control:       {control} (GET it for the index of control endpoints)",
+        "Point the qes-async commands (or your app) at it:",
+        "  export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in environment.items()),
     ]
+    try:
+        sandbox.ca_pem  # noqa: B018 - made now, so the endpoint below serves it
+    except MissingExtraError:
+        lines.append(f"Signed documents need the sandbox extra: {EXTRA_HINT}")
+    else:
+        lines += [
+            "Trust its signing CA (new at every start) to validate signed documents:",
+            f"  curl -o sandbox-ca.pem {control}ca.pem",
+            "  export QES_TRUST_ROOTS=sandbox-ca.pem",
+        ]
+    lines.append("Press Ctrl+C to stop.")
     print("\n".join(lines), file=out, flush=True)
 
 
