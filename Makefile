@@ -7,14 +7,28 @@ N      ?= 2000
 
 .PHONY: demo test lint typecheck pytest chaos chaos-control bench clean
 
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "qes-async needs Python 3.10 or newer")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+# Two installs: the demo needs only the sandbox extra (pyHanko, a few MB); tests need the
+# dev extra (linters, the browser driver, PostgreSQL's client: a few hundred MB).
+DEMO_STAMP := $(VENV)/.demo-stamp
 
-demo: $(STAMP)
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "qes-async needs Python 3.10 or newer")'
+	@echo "==> creating the virtual environment $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	@echo "==> installing qes-async with the sandbox extra into $(VENV) (about 30 MB)"
+	@$(BIN)/python -m pip install --quiet -e '.[sandbox]'
+	@touch $(DEMO_STAMP)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	@echo "==> installing qes-async with the dev extra into $(VENV) (a few hundred MB: linters, test tools)"
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP) $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	@echo "==> qes-async demo: a qualified signature against the embedded sandbox"
 	$(BIN)/qes-async demo
 
 test: lint typecheck pytest

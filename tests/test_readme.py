@@ -84,6 +84,8 @@ EXPECTED_OUTPUT = {
     "def test_my_app_signs": (r"asyncio: mode=(Mode\.)?strict", r"\b1 passed\b"),
     # the webhooks example: the waiter was woken by at least one webhook
     'webhook(s)")': (r"(?m)^pending after [1-9][0-9]* webhook\(s\)$",),
+    # the first program: signed, and the signature checks as valid against the sandbox CA
+    "trust_roots=[sandbox.ca_pem]": (r"^signed \[\(.*'valid'\)\]$",),
 }
 
 
