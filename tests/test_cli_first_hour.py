@@ -304,3 +304,23 @@ def test_flows_lists_what_is_stored_and_status_lists_document_ids(
     plain = _cli(standalone_sandbox, "status", data["signature_id"])
     assert documents[0]["document_id"] in plain.stdout
     assert "None" not in plain.stdout  # the old line said "(code None)"
+
+
+def test_the_sandbox_refuses_a_port_that_is_no_port(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sandbox", "--port", "99999"])  # the old code died with an OverflowError
+    assert info.value.code == 2
+    assert "not a port" in capsys.readouterr().err
+
+
+def test_the_sandbox_on_a_taken_port_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["sandbox", "--port", str(port), "--serve-for", "1"])
+    assert code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"Is port {port} taken?" in line

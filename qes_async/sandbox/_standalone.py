@@ -27,7 +27,9 @@ DEFAULT_PROCESSING_DELAY = 1.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``sandbox`` command's options to ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    parser.add_argument(
+        "--port", type=_port, default=0, help="port, 1 to 65535 (default: any free port)"
+    )
     parser.add_argument("--client-id", help="accepted client id (default: random)")
     parser.add_argument("--client-secret", help="accepted client secret (default: random)")
     parser.add_argument("--webhook-url", help="POST status changes to URL/{signatureId}")
@@ -151,6 +153,16 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> None:
     print("sandbox stopped", file=out, flush=True)
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1 to 65535, or 0 for any)")
+    return port
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Serve until interrupted; the exit status."""
     try:
@@ -158,8 +170,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except OSError as exc:
-        print(f"cannot serve the sandbox: {exc}", file=sys.stderr)
-        return 1
+        port = getattr(args, "port", 0)
+        if port:
+            hint = f"Is port {port} taken? Pass another --port, or none for any free port."
+        else:
+            hint = "Check that loopback networking works here."
+        print(f"error: cannot serve the sandbox ({exc.strerror or exc}). {hint}", file=sys.stderr)
+        return 2
     except InvalidInputError as exc:  # a bad --routes file
         print(f"error: {exc}", file=sys.stderr)
         return 2
