@@ -164,3 +164,15 @@ async def test_a_forgotten_signature_is_read_again_as_before(tmp_path: Path) -> 
         w.client._forget("no-such-signature", ["no-such-document"])
         assert len(w.client._status_requests) == 0
         assert _signature_paths(w.client) == []
+
+
+async def test_the_sandbox_keeps_no_timer_of_a_finished_signature(tmp_path: Path) -> None:
+    """A status change cancels the previous status's day-long waiting limit, so a long
+    test run (or the leak benchmark) does not hold every signature for a fake day."""
+    async with world(tmp_path) as w:
+        for _ in range(10):
+            result = await w.flow().run()
+            assert result.outcome is FlowOutcome.SIGNED
+        assert w.clock.pending_timers == 0
+        sig = w.sandbox.signature(result.signature_id or "")
+        assert sig.timers == []
