@@ -356,13 +356,19 @@ class SignatureFlow:
         )
 
     def _forget(self) -> None:
-        """Release what the client and the waiter cache for this flow's signatures, every
-        generation's, however the run ended: a long-lived client serving thousands of
-        flows must not keep the finished ones until its caches evict them. They are only
-        caches, so a resumed run (or another flow on the same signature) builds them
-        again."""
+        """Release what the client and the waiter cache for this flow's signatures (every
+        generation's) and the signer's state of the flow, however the run ended: a
+        long-lived client serving thousands of flows must not keep the finished ones until
+        its caches evict them. They are only caches, so a resumed run (or another flow on
+        the same signature) builds them again."""
         if self._state is None:
             return
+        signer_forget = getattr(self.signer, "_forget", None)
+        if signer_forget is not None:
+            try:
+                signer_forget(self._state.flow_id)
+            except Exception:  # a cache must never turn the run's outcome into an error
+                log.exception("releasing the signer's state of a finished flow failed")
         client_forget = getattr(self.client, "_forget", None)
         waiter_forget = getattr(self.waiter, "_forget", None)
         for gen in self._state.generations:

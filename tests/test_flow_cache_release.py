@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flow_helpers import World, world
@@ -176,3 +177,42 @@ async def test_the_sandbox_keeps_no_timer_of_a_finished_signature(tmp_path: Path
         assert w.clock.pending_timers == 0
         sig = w.sandbox.signature(result.signature_id or "")
         assert sig.timers == []
+
+
+async def test_an_inbox_forgets_the_asking_again_marker_of_a_finished_flow(
+    tmp_path: Path,
+) -> None:
+    """A wrong passcode leaves a marker for the next ask; a run that ends before asking
+    again (here: the store refuses the checkpoint after the wrong passcode) drops it."""
+    from qes_async import MemoryFlowStore, PasscodeRequest, SignerInbox
+
+    class FailingStore(MemoryFlowStore):
+        saves_left: int | None = None  # once set, saves that still succeed
+
+        async def save(self, *args: Any, **kw: Any) -> int:
+            if self.saves_left is not None:
+                if self.saves_left == 0:
+                    raise OSError("disk full")
+                self.saves_left -= 1
+            return await super().save(*args, **kw)
+
+    async with world(tmp_path) as w:
+        inbox = SignerInbox(clock=w.clock, answer_timeout=0.05)
+        store = FailingStore(clock=w.clock)
+        flow = w.flow(signer=inbox, store=store)
+        task = asyncio.ensure_future(flow.run())
+
+        async def asked(kind: type) -> None:
+            while not isinstance(inbox.pending(flow.flow_id), kind):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(asked(ConsentRequest), 5)
+        await inbox.submit_consent(flow.flow_id, True)
+        await asyncio.wait_for(asked(PasscodeRequest), 5)
+        # The in-flight mark is saved, the checkpoint after the wrong passcode is not.
+        store.saves_left = 1
+        await inbox.submit_passcode(flow.flow_id, "000000")
+        with pytest.raises(OSError, match="disk full"):
+            await task
+        assert flow.flow_id not in inbox._asking_again
+        assert len(w.client._status_requests) == 0
