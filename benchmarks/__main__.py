@@ -17,6 +17,7 @@ MODULES = (
     "bench_streaming",
     "bench_webhooks",
     "bench_import",
+    "bench_leaks",
 )
 
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     parser.add_argument(
-        "--only", nargs="*", type=int, default=[], help="benchmark numbers to run (1-6)"
+        "--only", nargs="*", type=int, default=[], help="benchmark numbers to run (1-7)"
     )
     args = parser.parse_args(argv)
     quiet_logs()

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
+import attrs
 from yarl import URL
 
 from . import _protocol as proto
@@ -42,6 +43,12 @@ from ._validation import (
 __all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "DEFAULT_MAX_DOWNLOAD_SIZE", "QESClient"]
 
 _STATUS_REQUESTS_KEPT = 16_384  # prepared status reads, oldest dropped first
+# The operations whose path holds the signature id alone (what _forget drops per signature).
+_SIGNATURE_OPERATIONS = tuple(
+    field.name
+    for field in attrs.fields(Routes)
+    if "{id}" in str(field.default) and "{document_id}" not in str(field.default)
+)
 
 DEFAULT_MAX_DOCUMENT_SIZE = 50 * 1024 * 1024
 #: The largest signed document accepted (decoded bytes): an upload's largest plus room for
@@ -358,6 +365,19 @@ class QESClient:
             self._status_requests[signature_id] = request
         response, _ = await self._transport.exchange(request, None)
         return proto.parse_status(response)
+
+    def _forget(self, signature_id: str, document_ids: Iterable[str] = ()) -> None:
+        """Drop what is cached for one signature: its prepared status read and the parsed
+        URLs of its paths (``document_ids``: the downloads'). Called when a flow ends, so
+        a long-lived client does not keep finished signatures until they are evicted.
+        Only caches: a later call for the signature builds them again."""
+        self._status_requests.pop(signature_id, None)
+        paths = [self.routes.path(op, id=signature_id) for op in _SIGNATURE_OPERATIONS]
+        paths += [
+            self.routes.path("download_signed_document", id=signature_id, document_id=doc)
+            for doc in document_ids
+        ]
+        self._transport.forget_paths(paths)
 
     async def download_signed_document(
         self,

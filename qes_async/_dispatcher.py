@@ -179,6 +179,13 @@ class WebhookDispatcher:
         if not subscribers:
             del self._subscribers[subscription.signature_id]
 
+    def _forget(self, signature_id: str) -> None:
+        """Drop the events kept for a signature whose flow has ended (nobody will claim
+        them: a resumed flow re-reads the status first anyway). Open mailboxes stay."""
+        pending = self._pending.pop(signature_id, None)
+        if pending is not None:
+            self.dropped += len(pending.events)
+
     def _keep(self, event: WebhookEvent) -> None:
         now = self.clock.time()
         pending = self._pending.pop(event.signature_id, None) or _Pending()

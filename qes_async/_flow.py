@@ -37,6 +37,7 @@ from ._flow_state import (
     parse_state,
 )
 from ._flow_steps import StepRunner
+from ._logging import logger as log
 from ._signer import Signer
 from ._store import FlowStore, Lease, MemoryFlowStore
 from ._validation import (
@@ -313,6 +314,7 @@ class SignatureFlow:
             return self._finish(state)
         finally:
             self._hub.close()
+            self._forget()
             await self._release()
 
     # ---------------------------------------------------------------- used by the steps
@@ -400,6 +402,33 @@ class SignatureFlow:
             contract=state.contract,
             generations=tuple(state.generations),
         )
+
+    def _forget(self) -> None:
+        """Release what the client and the waiter cache for this flow's signatures (every
+        generation's) and the signer's state of the flow, however the run ended: a
+        long-lived client serving thousands of flows must not keep the finished ones until
+        its caches evict them. They are only caches, so a resumed run (or another flow on
+        the same signature) builds them again."""
+        if self._state is None:
+            return
+        signer_forget = getattr(self.signer, "_forget", None)
+        if signer_forget is not None:
+            try:
+                signer_forget(self._state.flow_id)
+            except Exception:  # a cache must never turn the run's outcome into an error
+                log.exception("releasing the signer's state of a finished flow failed")
+        client_forget = getattr(self.client, "_forget", None)
+        waiter_forget = getattr(self.waiter, "_forget", None)
+        for gen in self._state.generations:
+            if gen.signature_id is None:
+                continue
+            try:
+                if client_forget is not None:
+                    client_forget(gen.signature_id, gen.document_ids)
+                if waiter_forget is not None:
+                    waiter_forget(gen.signature_id)
+            except Exception:  # a cache must never turn the run's outcome into an error
+                log.exception("releasing the caches of a finished flow failed")
 
     async def _acquire(self, flow_id: str) -> Lease:
         """Take the lease. A store may finish a take it was cancelled in (SQLite runs it on

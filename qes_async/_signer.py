@@ -348,6 +348,13 @@ class SignerInbox:
         if slot is not None and slot.request == request and not slot.ack.done():
             slot.ack.set_result(answer)
 
+    def _forget(self, flow_id: str) -> None:
+        """The flow's run ended: drop its "asking again" marker left by a wrong passcode
+        (a later run asks afresh). Expired ids stay: they answer ``EXPIRED``."""
+        again = self._asking_again.pop(flow_id, None)
+        if again is not None and not again.done():
+            again.set_result(None)  # a submission waiting for the next ask stops waiting
+
     async def _ask(self, request: SignerRequest) -> object:
         loop = asyncio.get_running_loop()
         slot = _Slot(request, loop.create_future(), loop.create_future())

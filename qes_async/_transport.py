@@ -168,6 +168,12 @@ class Transport:
             await self._session.close()
             self._session = None
 
+    def forget_paths(self, paths: Iterable[str]) -> None:
+        """Drop the parsed URLs of ``paths`` (a finished signature's): only a cache."""
+        urls = self._urls
+        for path in paths:
+            urls.pop(path, None)
+
     async def send(self, request: Request) -> Response:
         """Send with retries; a 2xx answer read whole, else the typed error.
 

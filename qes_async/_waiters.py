@@ -152,6 +152,10 @@ class WebhookWaiter:
             wake = min(wake, now + self.safety_interval)
         await subscription.wait(wake)
 
+    def _forget(self, signature_id: str) -> None:
+        """A flow on this signature ended: drop the webhook events kept for it."""
+        self.dispatcher._forget(signature_id)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(dispatcher={self.dispatcher!r}, "

@@ -253,6 +253,8 @@ class Signature:
     failed_approvals: int = 0
     spent: bool = False
     error_done: bool = False
+    #: The timers armed for the current status (cancelled when it changes).
+    timers: list[Any] = attrs.field(factory=list, repr=False, eq=False)
 
     def status_body(self, string_codes: bool = False) -> dict[str, Any]:
         """The answer of the status call (and of a webhook); ``string_codes`` sends the

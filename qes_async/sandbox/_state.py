@@ -425,7 +425,7 @@ class QESService:
             if sig.epoch == epoch:
                 action()
 
-        self.clock.call_at(self.clock.time() + delay, run)
+        sig.timers.append(self.clock.call_at(self.clock.time() + delay, run))
 
     def _enter(self, sig: Signature, status: str, code: int | None = None, why: str = "") -> None:
         """Change status, arm its deadlines, tell the listeners (webhooks)."""
@@ -434,6 +434,11 @@ class QESService:
         sig.errors = [{"code": str(code), "message": why}] if code is not None and why else []
         sig.epoch += 1
         sig.processing = False
+        # Timers of the previous status would do nothing now (their epoch is gone), but a
+        # day-long waiting limit would hold the signature, documents and all, that long.
+        for timer in sig.timers:
+            timer.cancel()
+        sig.timers.clear()
         log.info("signature %s -> %s (code %s)", sig.signature_id, status, code)
         if status == "user_consent_required" and sig.consent_deadline is None:
             sig.consent_deadline = now + self.timing.consent_window
