@@ -18,7 +18,7 @@ $(VENV)/bin/python:
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
-	@echo "==> installing qes-async with the sandbox extra into $(VENV) (about 30 MB)"
+	@echo "==> installing qes-async with the sandbox extra into $(VENV) (about 60 MB with pip)"
 	@$(BIN)/python -m pip install --quiet -e '.[sandbox]'
 	@touch $(DEMO_STAMP)
 
