@@ -10,7 +10,10 @@ chunked framing) never reaches the middleware: aiohttp's protocol answers it wit
 plain-text 400 from ``RequestHandler.handle_error``, and aiohttp offers no hook for that
 answer. :class:`_Protocol` overrides only that method so it too is the contract's JSON
 error body (``bad_request``) with an ``X-Request-Id``; the parser's own message is not
-echoed, since it may quote the request's bytes (a header holding a token).
+echoed, since it may quote the request's bytes (a header holding a token). Framing that
+breaks after the headers were read (chunked garbage) fails the body the handler is reading
+(aiohttp's C parser would leave it waiting for good), which the middleware answers with
+the same 400 and closes the connection.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 from .._clock import Clock, FakeClock, SystemClock
@@ -279,6 +283,12 @@ class SandboxServer:
             return _error_response(exc)
         except web.HTTPException as exc:
             return _error_response(_from_http_exception(exc))
+        except (web.RequestPayloadError, HttpProcessingError):
+            # The framing broke after the headers (the C parser's error, set by _Protocol,
+            # or the pure-Python parser's own): the connection cannot carry more.
+            response = _error_response(ServiceError(400, "bad_request", MALFORMED))
+            response.force_close()
+            return response
         except (_Dropped, asyncio.CancelledError):
             raise
         except Exception:
@@ -381,6 +391,20 @@ class _Protocol(RequestHandler):
     """
 
     __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) <= queued or not isinstance(self._messages[-1][0], _ErrInfo):
+            return
+        # The parser failed inside a body already handed out (the C parser does not fail
+        # that body itself): fail it, so its handler answers instead of waiting for good.
+        bodies = [payload for _, payload in list(self._messages)[:-1]]
+        if self._current_request is not None:
+            bodies.append(self._current_request.content)
+        for body in bodies:
+            if not body.is_eof():
+                body.set_exception(web.RequestPayloadError("the body's framing is broken"))
 
     def handle_error(
         self,

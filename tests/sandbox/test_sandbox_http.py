@@ -5,9 +5,12 @@ Defends against:
 * a 405 without ``Allow`` (RFC 9110 requires it to list the path's methods);
 * HEAD on a GET operation refused with 405 instead of answered like GET without a body;
 * malformed HTTP (bad request line, bad header, invalid ``Content-Length``, broken chunked
-  framing) answered with aiohttp's plain-text
-  400: no JSON error body and no ``X-Request-Id``; and the parser's message, which may
-  quote the request's bytes, echoed back.
+  framing) answered with aiohttp's plain-text 400: no JSON error body and no
+  ``X-Request-Id``; and the parser's message, which may quote the request's bytes, echoed
+  back;
+* chunked garbage arriving after the headers, while the handler reads the body, leaving
+  the request unanswered for good (aiohttp's C parser does not fail that body) or
+  answered 500 ``internal_error`` (its pure-Python parser).
 
 The malformed requests go through a raw socket, since no HTTP client sends them.
 """
@@ -40,11 +43,13 @@ def assert_json_error(status: int, headers: dict[str, str], body: bytes, code: s
 
 
 async def raw(sandbox: SandboxServer, *chunks: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send the chunks, then read until the server closes."""
+    """Send the chunks (a short pause between them), read until the server closes."""
     host, port = sandbox.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
+            if i:
+                await asyncio.sleep(0.05)  # the handler is reading the body by then
             writer.write(chunk)
             await writer.drain()
         data = await asyncio.wait_for(reader.read(), timeout=5)
@@ -76,6 +81,16 @@ MALFORMED = {
     "chunked garbage at once": [
         b"POST /v1/oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\nzz\r\nxyz\r\n0\r\n\r\n"
+    ],
+    "chunked garbage after the headers": [
+        b"POST /v1/oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        b"zz\r\nxyz\r\n0\r\n\r\n",
+    ],
+    "chunked garbage after a first chunk": [
+        b"POST /v1/oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n",
+        b"1\r\n}\r\nqq\r\n",
     ],
 }
 
