@@ -11,6 +11,15 @@ NOTIFYs.  The submitting request waits, bounded, for that answer:
   and the row is withdrawn;
 * claimed but not answered within ``answer_timeout``: ``PENDING``.
 
+A submission whose submitting worker dies before a claim (and before it can withdraw the
+row) would keep its secret (a passcode, a selfie) in the table for good. Every submission
+older than ``submission_max_age`` (default :data:`DEFAULT_SUBMISSION_MAX_AGE`, two hours:
+the longest window of the ceremony, the consent window and the passcode's validity) is
+therefore deleted by whichever worker is alive: in the same statement as each new
+submission, and on the safety poll (every 60th poll, as for questions). The age is read
+from the database's clock (``recorded_at`` against ``now()``), the same clock on every
+worker.
+
 What a flow waits for is shown on every worker too: the driving worker's inbox reports
 each question and its end, and the relay mirrors them into the asks table (the request
 without any secret: documents, legal conditions, masked number, deadline, attempts left).
@@ -35,6 +44,7 @@ from typing import Any
 
 from .._clock import Clock, SystemClock
 from .._converter import structure, unstructure
+from .._errors import InvalidInputError
 from .._signer import (
     AnswerKind,
     ConsentRequest,
@@ -47,7 +57,11 @@ from .._signer import (
 from ._listener import Listener, cancel_and_wait, wait_event
 from ._schema import DEFAULT_PREFIX, Tables
 
-__all__ = ["SignerRelay"]
+__all__ = ["DEFAULT_SUBMISSION_MAX_AGE", "SignerRelay"]
+
+#: Seconds an unclaimed signer submission may stay in the table (two hours: the longest
+#: window of the ceremony); older ones are deleted, secret and all.
+DEFAULT_SUBMISSION_MAX_AGE = 2 * 3600.0
 
 log = logging.getLogger("qes_async.postgres")
 
@@ -74,6 +88,8 @@ class SignerRelay:
         answer_timeout: seconds it then waits for the answer (default: the inbox's + 5).
         poll_interval: safety re-read interval on both sides when a NOTIFY is missed.
         clock: the clock deadlines and leases are read from (share the worker's).
+        submission_max_age: seconds after which a submission nobody claimed or withdrew
+            (its submitting worker died) is deleted with its secret (default two hours).
     """
 
     def __init__(
@@ -89,8 +105,16 @@ class SignerRelay:
         answer_timeout: float | None = None,
         poll_interval: float = 1.0,
         clock: Clock | None = None,
+        submission_max_age: float = DEFAULT_SUBMISSION_MAX_AGE,
     ) -> None:
+        if not 0 < submission_max_age < float("inf"):
+            raise InvalidInputError(
+                "submission_max_age",
+                f"must be a positive number of seconds, got {submission_max_age!r}",
+                advice="keep the default (two hours) unless the ceremony's windows differ",
+            )
         self.tables = Tables(prefix)
+        self._submission_max_age = float(submission_max_age)
         self._clock = clock or SystemClock()
         self._asks: dict[str, SignerRequest | None] = {}  # changes not yet written
         self._publisher: asyncio.Task[None] | None = None
@@ -133,15 +157,20 @@ class SignerRelay:
         return await self._submit(flow_id, "selfie", base64.b64encode(jpeg).decode("ascii"))
 
     async def _submit(self, flow_id: str, kind: str, value: str) -> SignerAnswer:
+        table = self.tables.signer
         row_id = int(
             await self.pool.fetchval(
-                f"WITH row AS (INSERT INTO {self.tables.signer} (flow_id, kind, value)"
+                # Each submission also deletes the stale ones a dead worker left behind.
+                f"WITH stale AS (DELETE FROM {table}"
+                " WHERE recorded_at < now() - make_interval(secs => $5)),"
+                f" row AS (INSERT INTO {table} (flow_id, kind, value)"
                 " VALUES ($1, $2, $3) RETURNING id)"
                 " SELECT id FROM row, pg_notify($4, row.id::text || ' ' || $1)",
                 flow_id,
                 kind,
                 value,
                 self.tables.signer_channel,
+                self._submission_max_age,
             )
         )
         event = self._answered[row_id] = asyncio.Event()
@@ -335,6 +364,19 @@ class SignerRelay:
         )
         return int(deleted)
 
+    async def prune_submissions(self) -> int:
+        """Delete submissions older than ``submission_max_age``; returns how many.
+
+        Their submitting worker died before a claim, so nobody will withdraw them; an
+        unclaimed one still holds its secret.
+        """
+        status = await self.pool.execute(
+            f"DELETE FROM {self.tables.signer}"
+            " WHERE recorded_at < now() - make_interval(secs => $1)",
+            self._submission_max_age,
+        )
+        return int(status.split()[-1])
+
     async def _poll(self) -> None:
         polls = 0
         while True:
@@ -343,6 +385,7 @@ class SignerRelay:
             with contextlib.suppress(Exception):
                 await self.serve_waiting()
                 if polls % 60 == 0:
+                    await self.prune_submissions()
                     await self.prune_questions()
 
     def __repr__(self) -> str:

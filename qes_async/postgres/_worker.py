@@ -26,7 +26,7 @@ from .._store import Lease, StoredFlow
 from ._listener import Listener, cancel_and_wait
 from ._relay import PostgresRelay
 from ._schema import DEFAULT_PREFIX
-from ._signer_relay import SignerRelay
+from ._signer_relay import DEFAULT_SUBMISSION_MAX_AGE, SignerRelay
 from ._store import PostgresFlowStore
 
 __all__ = ["Worker", "WorkerSettings", "WorkerStats"]
@@ -50,6 +50,8 @@ class WorkerSettings:
         max_flows: the most flows this worker drives at once (the sweeper stops there).
         relay_poll_interval: the relay's safety re-read interval.
         signer_claim_timeout: how long a submission waits for the driving worker.
+        signer_submission_max_age: a signer submission nobody claimed (its worker died) is
+            deleted, secret and all, after this long (default two hours).
         event_retention: webhook events older than this are pruned by the sweeper.
         pool_size: connections in the worker's pool.
     """
@@ -61,6 +63,7 @@ class WorkerSettings:
     max_flows: int = 1000
     relay_poll_interval: float = 5.0
     signer_claim_timeout: float = 5.0
+    signer_submission_max_age: float = DEFAULT_SUBMISSION_MAX_AGE
     event_retention: float = 24 * 3600.0
     pool_size: int = 10
 
@@ -253,6 +256,7 @@ class Worker:
             prefix=s.prefix,
             claim_timeout=s.signer_claim_timeout,
             clock=self.clock,
+            submission_max_age=s.signer_submission_max_age,
         )
         await self._relay.start()
         await self.listener.start()

@@ -99,11 +99,18 @@ class ApiHandlers:
         self._hostile = 0  # cycles through HOSTILE_NAMES
 
     def add_routes(self, app: web.Application, routes: Routes) -> None:
-        """Register every operation under its path, named after the operation."""
+        """Register every operation under its path, named after the operation.
+
+        A GET operation also answers HEAD (same status and headers, no body), as RFC 9110
+        asks of every GET.
+        """
         for operation, method in OPERATIONS.items():
             path = getattr(routes, operation)
             handler = getattr(self, operation)
-            app.router.add_route(method, path, handler, name=operation)
+            resource = app.router.add_resource(path, name=operation)
+            if method == "GET":
+                resource.add_route("HEAD", handler)
+            resource.add_route(method, handler)
 
     def _auth(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")

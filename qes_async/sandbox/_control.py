@@ -344,7 +344,10 @@ def add_control_routes(app: web.Application, sandbox: SandboxServer) -> None:
     }
     for endpoint in CONTROL_ENDPOINTS:
         handler = handlers.pop((endpoint.method, endpoint.path))
-        app.router.add_route(endpoint.method, p + endpoint.path, handler)
+        if endpoint.method == "GET":
+            app.router.add_get(p + endpoint.path, handler)  # HEAD too (RFC 9110)
+        else:
+            app.router.add_route(endpoint.method, p + endpoint.path, handler)
     if handlers:  # a handler the index does not list: a sandbox bug, caught by any test
         raise RuntimeError(f"control endpoints missing from the index: {sorted(handlers)}")
 

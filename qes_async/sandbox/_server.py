@@ -3,7 +3,17 @@
 The middleware gives every response an ``X-Request-Id``, applies injected faults, turns
 refusals into the contract's error body, and writes the request log. An unexpected
 exception becomes a 500 ``internal_error`` and is logged: that is a sandbox bug, and the
-tests assert it never happens.
+tests assert it never happens. A 405 keeps aiohttp's ``Allow`` header (the path's methods).
+
+Malformed HTTP (a bad request line or header, an invalid ``Content-Length``, broken
+chunked framing) never reaches the middleware: aiohttp's protocol answers it with a
+plain-text 400 from ``RequestHandler.handle_error``, and aiohttp offers no hook for that
+answer. :class:`_Protocol` overrides only that method so it too is the contract's JSON
+error body (``bad_request``) with an ``X-Request-Id``; the parser's own message is not
+echoed, since it may quote the request's bytes (a header holding a token). Framing that
+breaks after the headers were read (chunked garbage) fails the body the handler is reading
+(aiohttp's C parser would leave it waiting for good), which the middleware answers with
+the same 400 and closes the connection.
 """
 
 from __future__ import annotations
@@ -17,6 +27,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from aiohttp.web_request import BaseRequest
 
 from .._clock import Clock, FakeClock, SystemClock
 from .._routes import Routes
@@ -133,7 +146,7 @@ class SandboxServer:
     async def start(self) -> None:
         """Start serving; sets :attr:`url`."""
         _prepare_signing()
-        self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        self._runner = _Runner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
@@ -293,6 +306,12 @@ class SandboxServer:
             return _error_response(exc)
         except web.HTTPException as exc:
             return _error_response(_from_http_exception(exc))
+        except (web.RequestPayloadError, HttpProcessingError):
+            # The framing broke after the headers (the C parser's error, set by _Protocol,
+            # or the pure-Python parser's own): the connection cannot carry more.
+            response = _error_response(ServiceError(400, "bad_request", MALFORMED))
+            response.force_close()
+            return response
         except (_Dropped, asyncio.CancelledError):
             raise
         except Exception:
@@ -373,6 +392,7 @@ def _error_response(exc: ServiceError) -> web.Response:
 
 
 def _from_http_exception(exc: web.HTTPException) -> ServiceError:
+    """The contract's error for aiohttp's own refusals; a 405 keeps its ``Allow``."""
     codes = {
         404: ("not_found", "no such path"),
         405: ("method_not_allowed", "this path does not accept this method"),
@@ -380,4 +400,72 @@ def _from_http_exception(exc: web.HTTPException) -> ServiceError:
     }
     code, message = codes.get(exc.status, ("bad_request", exc.reason or "bad request"))
     status = exc.status if 400 <= exc.status < 500 else 400
-    return ServiceError(status, code, message)
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+    return ServiceError(status, code, message, headers=headers)
+
+
+MALFORMED = "the request is not valid HTTP/1.1 (request line, headers or body framing)"
+
+
+class _Protocol(RequestHandler):
+    """aiohttp's connection protocol, with the contract's JSON body on its own errors.
+
+    aiohttp calls :meth:`handle_error` for what fails before (or outside) the application:
+    a parse error (400), and a handler's escaping exception or timeout (500, 504).
+    """
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) <= queued or not isinstance(self._messages[-1][0], _ErrInfo):
+            return
+        # The parser failed inside a body already handed out (the C parser does not fail
+        # that body itself): fail it, so its handler answers instead of waiting for good.
+        bodies = [payload for _, payload in list(self._messages)[:-1]]
+        if self._current_request is not None:
+            bodies.append(self._current_request.content)
+        for body in bodies:
+            if not body.is_eof():
+                body.set_exception(web.RequestPayloadError("the body's framing is broken"))
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # a response is under way: aiohttp's own path
+            return super().handle_error(request, status, exc, message)
+        log.debug("malformed request from %s: %s", request.remote, type(exc).__name__)
+        if 400 <= status < 500:
+            error = ServiceError(status, "bad_request", MALFORMED)
+        else:
+            error = ServiceError(status, "internal_error", "unexpected sandbox error")
+        response = _error_response(error)
+        response.headers["X-Request-Id"] = uuid.uuid4().hex
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """Makes :class:`_Protocol` connections (``web.Server`` hard-codes its class)."""
+
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """An ``AppRunner`` whose server is a :class:`_Server`, otherwise the same."""
+
+    async def _make_server(self) -> web.Server:
+        plain = await super()._make_server()
+        return _Server(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            **plain._kwargs,
+        )

@@ -395,3 +395,113 @@ async def test_hostile_webhooks_never_reach_postgresql_as_a_refused_value(
                 f" body->'errors'->0->>'message' FROM {pg_prefix}events"
             )
     assert [tuple(r) for r in stored] == [("sig-7", "c\ufffd", "m\ufffd")]
+
+
+async def _leave_submission(pool: asyncpg.Pool, prefix: str, flow_id: str, age: float) -> None:
+    """A passcode submitted ``age`` seconds ago by a worker that died before any claim."""
+    await pool.execute(
+        f"INSERT INTO {prefix}signer (flow_id, kind, value, recorded_at)"
+        " VALUES ($1, 'passcode', '424242', now() - make_interval(secs => $2))",
+        flow_id,
+        age,
+    )
+
+
+async def _flows_left(pool: asyncpg.Pool, prefix: str) -> list[str]:
+    rows = await pool.fetch(f"SELECT flow_id FROM {prefix}signer ORDER BY flow_id")
+    return [r["flow_id"] for r in rows]
+
+
+async def test_submissions_left_by_a_dead_worker_are_pruned_after_two_hours(
+    pg_dsn: str, pg_prefix: str, secrets_registry: Callable[..., None]
+) -> None:
+    secrets_registry("424242")
+    async with node(pg_dsn, pg_prefix) as web:
+        pool = web.signer.pool
+        await _leave_submission(pool, pg_prefix, "stale", 2 * 3600 + 60)
+        await _leave_submission(pool, pg_prefix, "young", 2 * 3600 - 60)
+        assert await web.signer.prune_submissions() == 1
+        assert await _flows_left(pool, pg_prefix) == ["young"]
+
+
+async def test_the_submission_max_age_is_configurable(pg_dsn: str, pg_prefix: str) -> None:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    try:
+        await migrate(pool, pg_prefix)
+        listener = Listener(pg_dsn)
+        relay = SignerRelay(
+            pool,
+            listener,
+            SignerInbox(),
+            drives=lambda _: False,
+            worker_id="w",
+            prefix=pg_prefix,
+            submission_max_age=60.0,
+        )
+        await _leave_submission(pool, pg_prefix, "stale", 120)
+        await _leave_submission(pool, pg_prefix, "young", 30)
+        assert await relay.prune_submissions() == 1
+        assert await _flows_left(pool, pg_prefix) == ["young"]
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("age", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_submission_max_age_that_is_not_a_positive_duration_is_refused(age: float) -> None:
+    from qes_async import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="submission_max_age"):
+        SignerRelay(
+            None,
+            Listener("postgresql://unused"),
+            SignerInbox(),
+            drives=lambda _: False,
+            worker_id="w",
+            submission_max_age=age,
+        )
+
+
+async def test_each_submission_prunes_the_stale_ones(
+    pg_dsn: str, pg_prefix: str, secrets_registry: Callable[..., None]
+) -> None:
+    secrets_registry("424242")
+    async with node(pg_dsn, pg_prefix, claim=30.0) as web:
+        pool = web.signer.pool
+        await _leave_submission(pool, pg_prefix, "stale", 3 * 3600)
+        submitting = asyncio.create_task(web.signer.submit_passcode("nobody-drives", "135790"))
+        for _ in range(500):
+            if "nobody-drives" in await _flows_left(pool, pg_prefix):
+                break
+            await asyncio.sleep(0.01)
+        assert await _flows_left(pool, pg_prefix) == ["nobody-drives"]
+        submitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await submitting
+
+
+async def test_the_safety_poll_prunes_stale_submissions(pg_dsn: str, pg_prefix: str) -> None:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    relay = None
+    try:
+        await migrate(pool, pg_prefix)
+        relay = SignerRelay(
+            pool,
+            Listener(pg_dsn),
+            SignerInbox(),
+            drives=lambda _: False,
+            worker_id="w",
+            prefix=pg_prefix,
+            poll_interval=0.002,  # prunes every 60th poll: within ~0.2 s
+        )
+        await _leave_submission(pool, pg_prefix, "stale", 3 * 3600)
+        await _leave_submission(pool, pg_prefix, "young", 10)
+        await relay.start()
+        for _ in range(300):
+            if await _flows_left(pool, pg_prefix) == ["young"]:
+                break
+            await asyncio.sleep(0.01)
+        assert await _flows_left(pool, pg_prefix) == ["young"]
+    finally:
+        if relay is not None:
+            await relay.close()
+        await pool.close()
