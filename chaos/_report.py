@@ -63,7 +63,8 @@ def render(report: Any) -> str:
         + ", ".join(f"{route} {count.reached[route]}" for route in UNSAFE),
         f"orphan workflows (create answers lost by the plan): {sum(count.orphans.values())}, "
         f"reported by their flows: {sum(f.unconfirmed_creates for f in report.flows)}",
-        f"upload repeats after a lost upload answer (refused 409): {count.upload_repeats}",
+        "upload repeats after a lost answer or a cancel (same documents again): "
+        f"{count.upload_repeats}",
         f"retries: {report.retried} requests faulted or refused 401 and tried again",
         f"token revocations: {report.revocations} (plus revoke_token faults)",
         f"restarts (new workflows): {sum(max(0, f.generations - 1) for f in report.flows)}",

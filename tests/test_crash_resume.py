@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 from conftest import register_secret
 
+from chaos._checks import count_duplicates, reached_logic
 from qes_async import SQLiteFlowStore, make_pdf
 from qes_async._flow_state import FlowState, parse_state
 from qes_async.sandbox import SandboxServer, sandbox_ca
@@ -170,6 +171,17 @@ async def test_killed_workers_resume_and_every_flow_completes_exactly_once(
             for record in sandbox.request_log
             if record.processed and record.route != "create_workflow"
         )
+        # The independent count (the chaos run's): every unsafe call that reached the
+        # service, whatever it answered, against one of each per signature. A kill during
+        # an upload leaves its outcome unknown, and the contract's status cannot tell, so
+        # one repeat of an upload is allowed per flow: it must replace the documents with
+        # the same ones (the sandbox's 204) or be refused as already there (409).
+        references = {sig.client_reference for sig in signatures.values()}
+        count = count_duplicates(sandbox, Counter(dict.fromkeys(signatures, 1)), references)
+        uploads: defaultdict[str, list[int]] = defaultdict(list)
+        for record in sandbox.request_log:
+            if record.route == "upload_documents" and reached_logic(record):
+                uploads[str(record.signature_id)].append(record.status)
 
     resumed = [run.value("resumed") for run in runs]
     started = [run.value("started") for run in runs]
@@ -222,6 +234,19 @@ async def test_killed_workers_resume_and_every_flow_completes_exactly_once(
         if touched[sid] or signatures[sid].status not in ("new", "pending"):
             problems.append(f"orphan {sid} was used after its creation ({touched[sid]} calls)")
     assert problems == [], f"{summary}; {len(problems)} problem(s): {problems[:10]}"
+    # Nothing but the orphans of a kill during a create reached the service twice, and
+    # every such orphan was reported by its resumed flow (unconfirmed_creates).
+    others = {route: n for route, n in count.by_route.items() if route != "create_workflow"}
+    assert others == {}, (summary, count.details[:10])
+    assert count.by_route["create_workflow"] == len(orphans), (summary, count.details[:10])
+    reported = sum(g.unconfirmed_creates for _, state in states.values() for g in state.generations)
+    assert reported >= len(orphans), summary
+    repeats = {sid: codes for sid, codes in uploads.items() if len(codes) > 1}
+    assert all(len(codes) == 2 and codes[1] in (204, 409) for codes in repeats.values()), (
+        summary,
+        repeats,
+    )
+    assert all(len(signatures[sid].documents) == 1 for sid in repeats), summary
     # Every workflow the service holds belongs to one of the flows (none lost track of).
     assert len(signatures) == FLOWS + len(orphans), summary
 
