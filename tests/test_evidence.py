@@ -478,3 +478,64 @@ def test_the_demo_writes_a_record_that_verifies(
     outcomes = [e["data"].get("outcome") for e in data["entries"] if e["kind"] == "action"]
     assert "wrong_passcode" in outcomes
     assert "+31612345678" not in record.read_text(encoding="utf-8")
+
+
+async def resumed_chain_through(store: Any, w: World) -> None:
+    """A flow stopped at the passcode, resumed from ``store`` by a second flow object (as
+    another worker would): the stored record carries on as one chain that verifies."""
+    crash = _CrashAtPasscode()
+    documents = [Document.from_bytes("loan.pdf", make_pdf("Loan"))]
+    first = w.flow(store=store, signer=crash.signer(w), documents=documents)
+    crash.task = asyncio.ensure_future(first.run())
+    with pytest.raises(asyncio.CancelledError):
+        await crash.task
+    before = parse_state((await store.load(first.flow_id)).data).evidence
+    assert before
+    resumed = await SignatureFlow.resume(first.flow_id, **w.resume_kw(store, documents=documents))
+    result = await resumed.run()
+    stored = parse_state((await store.load(first.flow_id)).data)
+    record = Evidence(stored.flow_id, stored.evidence)
+    assert record == result.evidence
+    assert list(record.entries[: len(before)]) == before
+    assert record.verify(_folder(w, result)).ok
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_the_stores_keep_the_record_and_a_resume_continues_it(
+    tmp_path: Path, kind: str
+) -> None:
+    from qes_async import MemoryFlowStore
+
+    async with world(tmp_path) as w:
+        if kind == "memory":
+            await resumed_chain_through(MemoryFlowStore(clock=w.clock), w)
+        else:
+            async with SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+                await resumed_chain_through(db, w)
+
+
+async def test_a_declined_flow_records_the_refusal(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        result = await w.flow(signer=w.signer(approve=False)).run()
+    assert result.outcome is FlowOutcome.DECLINED
+    record = result.evidence
+    assert record.verify().ok
+    consent = next(e["data"] for e in record.entries if e["kind"] == "consent")
+    assert consent == {"answer": "declined"}
+    assert record.entries[-1]["data"] == {"outcome": "declined"}
+    assert "approve_documents" not in record.to_json()
+
+
+async def test_statuses_read_after_a_webhook_say_so(tmp_path: Path) -> None:
+    from qes_async._demo import run_demo
+
+    outcome, result, _ = await run_demo(
+        "happy", webhooks=True, out_dir=tmp_path, out=lambda line: None
+    )
+    assert outcome is FlowOutcome.SIGNED
+    assert result is not None
+    vias = [e["data"]["via"] for e in result.evidence.entries if e["kind"] == "status_observed"]
+    assert "webhook" in vias
+    assert (tmp_path / result.flow_id / "evidence.json").read_text(encoding="utf-8") == (
+        result.evidence.to_json()
+    )
