@@ -18,11 +18,12 @@ nothing inside the record was changed, dropped or reordered since it was written
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, MutableSequence, Sequence
+from collections.abc import Iterable, Mapping, MutableSequence
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,8 @@ class Evidence:
         self, flow_id: str, entries: Iterable[Mapping[str, Any]], *, final_hash: str | None = None
     ) -> None:
         self.flow_id = flow_id
-        self.entries: tuple[dict[str, Any], ...] = tuple(dict(e) for e in entries)
+        # A copy: changing the record never changes the flow state it was taken from.
+        self.entries: tuple[dict[str, Any], ...] = tuple(copy.deepcopy(dict(e)) for e in entries)
         last = self.entries[-1].get("hash") if self.entries else GENESIS
         self.final_hash: str = final_hash if final_hash is not None else str(last)
         self._source: bytes | None = None  # the bytes it was read from, if any
@@ -415,8 +417,3 @@ def _sha256_of(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-
-def evidence_of(flow_id: str, entries: Sequence[Mapping[str, Any]]) -> Evidence:
-    """The record of a flow state's entries."""
-    return Evidence(flow_id, entries)

@@ -539,3 +539,15 @@ async def test_statuses_read_after_a_webhook_say_so(tmp_path: Path) -> None:
     assert (tmp_path / result.flow_id / "evidence.json").read_text(encoding="utf-8") == (
         result.evidence.to_json()
     )
+
+
+async def test_changing_a_result_record_leaves_the_flow_state_alone(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        flow = w.flow()
+        result = await flow.run()
+    result.evidence.entries[0]["data"]["flow_id"] = "changed"
+    assert flow.state is not None
+    assert flow.state.evidence[0]["data"]["flow_id"] == result.flow_id
+    assert flow.evidence is not None
+    assert flow.evidence.verify().ok
+    assert not result.evidence.verify().ok
