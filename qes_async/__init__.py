@@ -111,6 +111,11 @@ _EXPORTS: dict[str, str] = {
     "StateFormatError": "_flow_state",
     "StatusSource": "_waiters",
     "StoredFlow": "_store",
+    # the evidence record
+    "Evidence": "_evidence",
+    "EvidenceCheck": "_evidence",
+    "EvidenceFormatError": "_evidence",
+    "EvidenceProblem": "_evidence",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -166,6 +171,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._errors import UnprocessableError as UnprocessableError
     from ._errors import UnreachableStatusError as UnreachableStatusError
     from ._errors import WaitTimeoutError as WaitTimeoutError
+    from ._evidence import Evidence as Evidence
+    from ._evidence import EvidenceCheck as EvidenceCheck
+    from ._evidence import EvidenceFormatError as EvidenceFormatError
+    from ._evidence import EvidenceProblem as EvidenceProblem
     from ._flow import FlowEvent as FlowEvent
     from ._flow import FlowOutcome as FlowOutcome
     from ._flow import FlowResult as FlowResult

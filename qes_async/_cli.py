@@ -37,6 +37,7 @@ EXIT_KYC_REQUIRED = 4
 EXIT_SERVICE_REFUSED = 5
 EXIT_NETWORK = 6
 EXIT_INVALID_INPUT = 7
+EXIT_EVIDENCE_MISMATCH = 8
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -49,6 +50,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_SERVICE_REFUSED: "the service refused, or the flow failed for good",
     EXIT_NETWORK: "the service could not be reached, or the outcome is unknown",
     EXIT_INVALID_INPUT: "invalid input (phone number, document, passcode...)",
+    EXIT_EVIDENCE_MISMATCH: "evidence --verify: the record does not verify (an entry, their "
+    "order, a byte of the file or a signed document changed)",
     EXIT_INTERRUPTED: "interrupted (Ctrl+C); a started flow can be resumed",
 }
 
@@ -163,6 +166,11 @@ def _print_files(summary: dict[str, Any]) -> None:
     contract = summary.get("contract")
     if contract:
         print(f"  {contract['path']}  (InfoCert contract)\n    sha256 {contract['sha256']}")
+    evidence = summary.get("evidence")
+    if evidence:
+        folder = Path(evidence).parent
+        print(f"  {evidence}  (evidence record)")
+        print(f"    check it: qes-async evidence --verify {evidence} --documents {folder}")
 
 
 def _mb(size: int) -> str:
@@ -508,6 +516,94 @@ async def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_evidence(args: argparse.Namespace) -> int:
+    """Export a stored flow's evidence record, or verify an exported one."""
+    if (args.flow_id is None) == (args.verify is None):
+        raise CLIError("give a FLOW_ID to export, or --verify FILE to check (not both)")
+    if args.verify is not None:
+        return await _verify_evidence(args)
+    if args.documents is not None:
+        raise CLIError("--documents goes with --verify FILE")
+    from ._evidence import Evidence
+    from ._flow_state import StateFormatError, parse_state
+
+    store = await _open_store(args.store, must_exist=True)
+    try:
+        try:
+            stored = await store.load(args.flow_id)
+        except FlowNotFoundError:
+            raise CLIError(
+                f"there is no flow {args.flow_id!r} in {args.store!r}. "
+                f"List the stored flows with: qes-async flows --store {args.store}"
+            ) from None
+    finally:
+        await store.close()
+    try:
+        state = parse_state(stored.data)
+    except StateFormatError as exc:
+        raise CLIError(f"flow {args.flow_id!r} cannot be read: {exc}") from None
+    text = Evidence(state.flow_id, state.evidence).to_json()
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        await asyncio.to_thread(Path(args.output).write_text, text, encoding="utf-8")
+    except OSError as exc:
+        raise CLIError(
+            f"--output {args.output!r} cannot be written ({exc.strerror or type(exc).__name__})"
+        ) from None
+    print(
+        f"wrote the evidence of flow {state.flow_id} to {args.output} "
+        f"({len(state.evidence)} entries)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+async def _verify_evidence(args: argparse.Namespace) -> int:
+    from ._evidence import Evidence, EvidenceFormatError
+
+    path = Path(args.verify)
+    folder = Path(args.documents) if args.documents is not None else None
+    if folder is not None and not await asyncio.to_thread(folder.is_dir):
+        raise CLIError(f"--documents {args.documents!r} is not a folder")
+    try:
+        raw = await asyncio.to_thread(_read_bounded, path, 64 * 1024 * 1024)
+    except OSError as exc:
+        raise CLIError(
+            f"--verify {args.verify!r} cannot be read ({exc.strerror or type(exc).__name__})"
+        ) from None
+    try:
+        record = Evidence.from_json(raw)
+    except EvidenceFormatError as exc:
+        emit_json(args, {"ok": False, "problems": [{"where": "record", "detail": str(exc)}]})
+        print(f"evidence {path}: does not verify: {exc}", file=sys.stderr)
+        return EXIT_EVIDENCE_MISMATCH
+    check = await asyncio.to_thread(record.verify, folder)
+    emit_json(args, {"file": str(path), **check.as_json()})
+    if check.ok:
+        files = f", {check.files_checked} file(s) match" if folder is not None else ""
+        emit(
+            args,
+            f"evidence {path}: verifies ({check.entries} entries{files}; "
+            f"final hash {check.final_hash})",
+        )
+        return EXIT_OK
+    print(f"evidence {path}: does not verify:", file=sys.stderr)
+    for problem in check.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_EVIDENCE_MISMATCH
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    with path.open("rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(0, f"larger than {limit} bytes")
+    return data
+
+
 async def cmd_flows(args: argparse.Namespace) -> int:
     """List the stored flows: where each stands and what it waits for."""
     import datetime
@@ -691,6 +787,23 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     flows.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
     _add_common(flows)
     flows.set_defaults(handler=cmd_flows)
+
+    evidence = sub.add_parser(
+        "evidence",
+        help="export a flow's evidence record, or verify one (--verify FILE)",
+        description="Export the evidence record of a stored flow (FLOW_ID), or check an "
+        f"exported record (--verify FILE); a record that does not verify exits "
+        f"{EXIT_EVIDENCE_MISMATCH}.",
+    )
+    evidence.add_argument("flow_id", nargs="?", metavar="FLOW_ID")
+    evidence.add_argument("--store", default=DEFAULT_STORE, help="SQLite file for checkpoints")
+    evidence.add_argument("--output", "-o", default=None, help="file to write (default stdout)")
+    evidence.add_argument("--verify", metavar="FILE", help="check an exported record")
+    evidence.add_argument(
+        "--documents", metavar="DIR", help="with --verify: also check the signed files here"
+    )
+    _add_common(evidence)
+    evidence.set_defaults(handler=cmd_evidence)
 
     sandbox = sub.add_parser("sandbox", help="serve the sandbox for your own tests and curl")
     if "sandbox" in argv:

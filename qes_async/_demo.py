@@ -238,6 +238,7 @@ async def run_demo(
             except KYCRequiredError as refusal:
                 codes = ", ".join(str(c) for c in refusal.status_codes) or "none"
                 progress.say(f"refused: kyc_required (status codes {codes}). {refusal.advice}")
+                evidence = await _write_evidence(flow, out_dir)
                 return (
                     FlowOutcome.KYC_REQUIRED,
                     None,
@@ -249,10 +250,31 @@ async def run_demo(
                         "contract": None,
                         "status_codes": list(refusal.status_codes),
                         "requests": len(sandbox.request_log),
+                        "evidence": evidence,
                     },
                 )
-        summary = _summary(result, sandbox)
+            evidence = await _write_evidence(flow, out_dir)
+        summary = {**_summary(result, sandbox), "evidence": evidence}
     return result.outcome, result, summary
+
+
+#: The evidence record's name, beside the signed files of the flow.
+EVIDENCE_FILE = "evidence.json"
+
+
+async def _write_evidence(flow: SignatureFlow, out_dir: Path) -> str | None:
+    """Write the flow's evidence record beside its signed files; return its path."""
+    record = flow.evidence
+    if record is None:
+        return None
+    path = out_dir / flow.flow_id / EVIDENCE_FILE
+
+    def write() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(record.to_json(), encoding="utf-8")
+
+    await asyncio.to_thread(write)
+    return str(path)
 
 
 def _contract(reference: str) -> Any:

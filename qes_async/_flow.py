@@ -27,6 +27,7 @@ from . import _flow_machine as fm
 from ._clock import Clock, SystemClock
 from ._documents import Document
 from ._errors import DocumentCheckError, FlowError, InvalidInputError
+from ._evidence import Evidence, append_entry
 from ._flow_events import EventHub, FlowEvent, FlowEventKind
 from ._flow_state import (
     DocumentRecord,
@@ -38,6 +39,7 @@ from ._flow_state import (
 )
 from ._flow_steps import StepRunner
 from ._logging import logger as log
+from ._redact import mask_phone
 from ._signer import Signer
 from ._store import FlowStore, Lease, MemoryFlowStore
 from ._validation import (
@@ -92,6 +94,8 @@ class FlowResult:
         unconfirmed_creates: how many ``create_workflow`` calls got no answer. Each may
             have left a workflow at the service that the flow never used (its id cannot
             be known; see README "What can go wrong"). 0 in the usual case.
+        evidence: the flow's evidence record (:class:`~qes_async.Evidence`): what the
+            client was shown, approved and signed, as a hash chain; see README "Evidence".
     """
 
     flow_id: str
@@ -99,6 +103,7 @@ class FlowResult:
     documents: tuple[DownloadRecord, ...]
     contract: DownloadRecord | None
     generations: tuple[Generation, ...]
+    evidence: Evidence | None = attrs.field(default=None, repr=False, eq=False)
 
     def as_json(self) -> dict[str, Any]:
         """The result as plain JSON data (snake_case), as ``qes-async --json`` prints it."""
@@ -229,6 +234,7 @@ class SignatureFlow:
         self._lease: Lease | None = None
         self._version = 0
         self._state: FlowState | None = None
+        self._resumed = False
         self._new = _NewFlow(
             flow_id or str(uuid.uuid4()),
             client_reference,
@@ -264,6 +270,7 @@ class SignatureFlow:
         flow._state = parse_state(stored.data)
         flow._version = stored.version
         flow._documents = await _documents_back(flow._state.documents, documents)
+        flow._resumed = True
         return flow
 
     @property
@@ -282,6 +289,12 @@ class SignatureFlow:
     def state(self) -> FlowState | None:
         """The current state (None before the first run)."""
         return self._state
+
+    @property
+    def evidence(self) -> Evidence | None:
+        """The evidence record so far (None before the first run); see README "Evidence"."""
+        state = self._state
+        return None if state is None else Evidence(state.flow_id, state.evidence)
 
     def events(self) -> AsyncIterator[FlowEvent]:
         """Iterate over events from now until the run ends (start before :meth:`run`)."""
@@ -307,6 +320,9 @@ class SignatureFlow:
             state = self._state
             assert state is not None
             self._lease = await self._acquire(state.flow_id)
+            if self._resumed and not state.finished:
+                self._resumed = False
+                self.note("resumed", step=state.step.value)
             runner = StepRunner(self, state, self._documents)
             await runner.resync()
             while not state.step.is_terminal:
@@ -333,6 +349,18 @@ class SignatureFlow:
                 signature_id=gen.signature_id if gen else None,
                 **fields,
             )
+        )
+
+    def note(self, kind: str, **data: Any) -> None:
+        """Append one entry to the evidence record (saved with the next checkpoint)."""
+        state = self._state
+        assert state is not None
+        append_entry(
+            state.evidence,
+            kind,
+            time=self.clock.time(),
+            generation=state.generations[-1].number if state.generations else 0,
+            data=data,
         )
 
     async def save(self) -> None:
@@ -391,8 +419,32 @@ class SignatureFlow:
         if new.signature_id:
             state.generation.signature_id = new.signature_id
             state.step = fm.Step.AWAIT_PENDING
-        self._version = await self.store.create(state.flow_id, dump_state(state))
         self._state = state
+        from . import __version__
+
+        self.note(
+            "flow_started",
+            flow_id=state.flow_id,
+            client_reference=state.client_reference,
+            workflow_name=state.workflow_name,
+            mobile_number=mask_phone(state.mobile_number),
+            signature_id=new.signature_id,
+            documents=[
+                {
+                    "file_name": r.file_name,
+                    "display_name": r.display_name,
+                    "size": r.size,
+                    "sha256": r.sha256,
+                }
+                for r in records
+            ],
+            sdk=f"qes-async {__version__}",
+        )
+        try:
+            self._version = await self.store.create(state.flow_id, dump_state(state))
+        except BaseException:
+            self._state = None
+            raise
 
     def _finish(self, state: FlowState) -> FlowResult:
         return FlowResult(
@@ -401,6 +453,7 @@ class SignatureFlow:
             documents=tuple(state.downloads),
             contract=state.contract,
             generations=tuple(state.generations),
+            evidence=Evidence(state.flow_id, state.evidence),
         )
 
     def _forget(self) -> None:

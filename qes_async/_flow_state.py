@@ -127,6 +127,9 @@ class FlowState:
     error: dict[str, Any] | None = None
     updated_at: float = 0.0
     workflow_name: str = "qes"  # agreed with Fourthline; kept for restarts and resumes
+    # The evidence record's entries (qes_async._evidence), appended as the flow runs. New
+    # in format 1 with a default, so a state stored before it still loads (with none).
+    evidence: list[dict[str, Any]] = attrs.Factory(list)
 
     @property
     def generation(self) -> Generation:

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _flow_machine as fm
 from ._documents import Document
@@ -26,6 +26,7 @@ from ._errors import (
     PasscodeExpiredError,
     QESError,
     RestartLimitError,
+    ServiceError,
     SignedNotSavedError,
     TooManyAttemptsError,
     UnreachableStatusError,
@@ -96,6 +97,29 @@ class StepRunner:
         assert self.gen.signature_id is not None
         return self.gen.signature_id
 
+    @property
+    def _waiter_via(self) -> str:
+        # A webhook-fed waiter re-reads the status when a webhook (or its safety poll)
+        # wakes it; a polling waiter reads on its schedule.
+        return "webhook" if hasattr(self.flow.waiter, "dispatcher") else "read"
+
+    async def _acting(self, action: str, call: Awaitable[T], **data: Any) -> T:
+        """Await one call to the service and put it, with its outcome, in the evidence."""
+        try:
+            result = await call
+        except Exception as exc:
+            self.flow.note("action", action=action, **data, **_failure(exc))
+            raise
+        self.flow.note(
+            "action",
+            action=action,
+            outcome="ok",
+            attempt_id=getattr(result, "attempt_id", None),
+            request_id=getattr(result, "request_id", None),
+            **data,
+        )
+        return result
+
     async def perform(self, action: fm.Action) -> None:
         """Perform ``action``; failures end the flow (saved) and are raised."""
         try:
@@ -127,11 +151,15 @@ class StepRunner:
         if self.state.step in (fm.Step.CREATE, fm.Step.RESTART) or self.state.finished:
             return
         try:
-            report = await self.client.get_signature_status(self.sig)
+            report, via = await self.client.get_signature_status(self.sig), "read"
             if report.status is Status.ERROR or not report.status.is_known:
-                report = await self._wait_for(_ACTIONABLE)
-            report = await self._settle(report)
-            await self._observe(report)
+                self.flow.note("status_observed", **_status_facts(report, via))
+                report, via = await self._wait_for(_ACTIONABLE), self._waiter_via
+            settled = await self._settle(report)
+            if settled is not report:
+                self.flow.note("status_observed", **_status_facts(report, via))
+                via = self._waiter_via
+            await self._observe(settled, via)
         except _Restart as restart:  # e.g. invalid_signature found on resume
             await self._restart_needed(restart.reason)
         except UnreachableStatusError as exc:
@@ -154,8 +182,9 @@ class StepRunner:
         report: StatusReport = await self.flow.waiter.wait_for(self.sig, targets, deadline=deadline)
         return report
 
-    async def _observe(self, report: StatusReport) -> None:
+    async def _observe(self, report: StatusReport, via: str) -> None:
         gen, status = self.gen, report.status
+        self.flow.note("status_observed", **_status_facts(report, via))
         if status.value != gen.last_status:
             self.flow.emit(FlowEventKind.STATUS_CHANGED, status=status.value)
         gen.last_status, gen.last_status_code = status.value, report.status_code
@@ -179,7 +208,7 @@ class StepRunner:
             await self._restart_needed(fm.RestartReason.ERROR_UNRECOVERED)
         else:
             try:
-                await self._observe(exc.report)
+                await self._observe(exc.report, self._waiter_via)
             except _Restart as restart:
                 await self._restart_needed(restart.reason)
 
@@ -193,6 +222,12 @@ class StepRunner:
             state.error["status_codes"] = list(exc.status_codes)
         if self.gen.ended is None:
             self._end_generation(state.outcome)
+        self.flow.note(
+            "finished",
+            outcome=state.outcome,
+            error=type(exc).__name__,
+            status_codes=state.error.get("status_codes"),
+        )
         state.step = fm.on_event(state.step, fm.Event.GIVE_UP)
         await self.flow.save()
         self.flow.emit(FlowEventKind.FINISHED, outcome=state.outcome)
@@ -202,7 +237,9 @@ class StepRunner:
         self.gen.ended, self.gen.ended_at = why, self.flow.clock.time()
 
     async def _restart_needed(self, reason: fm.RestartReason) -> None:
-        if not self.flow.allows_restart(reason):
+        allowed = self.flow.allows_restart(reason)
+        self.flow.note("restart_needed", reason=reason.value, allowed=allowed)
+        if not allowed:
             limit = self.flow.restart_policy.max_restarts
             self._end_generation(reason.value)
             await self._fail(
@@ -223,6 +260,7 @@ class StepRunner:
             Generation(number=previous.number + 1, started_at=now, reason=previous.ended)
         )
         self._attempts_left = None
+        self.flow.note("generation_started", number=self.gen.number, reason=previous.ended)
         self.state.step = fm.on_event(self.state.step, fm.Event.RESTARTED)
         await self.flow.save()
         self.flow.emit(FlowEventKind.RESTARTED, reason=previous.ended)
@@ -254,14 +292,17 @@ class StepRunner:
             with contextlib.suppress(Exception):
                 await self._created(await create)
             raise
-        except OutcomeUnknownError:
-            self.gen.in_flight = None  # the next create is a new call, counted apart
-            await self._unconfirmed_create("its answer was lost")
+        except Exception as exc:
+            self.flow.note("action", action="create_workflow", **_failure(exc))
+            if isinstance(exc, OutcomeUnknownError):
+                self.gen.in_flight = None  # the next create is a new call, counted apart
+                await self._unconfirmed_create("its answer was lost")
             raise
         await self._created(workflow)
 
     async def _unconfirmed_create(self, why: str) -> None:
         self.gen.unconfirmed_creates += 1
+        self.flow.note("create_unconfirmed", reason=why)
         await self.flow.save()
         log.warning(
             "flow %s: a create_workflow got no answer (%s); a workflow may exist at the "
@@ -273,6 +314,13 @@ class StepRunner:
 
     async def _created(self, workflow: Workflow) -> None:
         self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
+        self.flow.note(
+            "action",
+            action="create_workflow",
+            outcome="ok",
+            signature_id=workflow.workflow_id,
+            request_id=workflow.request_id,
+        )
         await self._event(fm.Event.CREATED)
 
     async def _wait(self) -> None:
@@ -283,14 +331,23 @@ class StepRunner:
         ):
             # stop once at pending_verification, so progress shows it
             targets = (*targets, Status.PENDING_VERIFICATION)
-        await self._observe(await self._wait_for(targets))
+        await self._observe(await self._wait_for(targets), self._waiter_via)
 
     async def _upload_documents(self) -> None:
         retried = self.gen.in_flight == "upload_documents"
         self.gen.in_flight = "upload_documents"
         await self.flow.save()
+        uploaded = [
+            {"file_name": d.file_name, "sha256": d.sha256, "size": d.size}
+            for d in self.state.documents
+        ]
         try:
-            await self.client.upload_documents(self.sig, self.documents)
+            await self._acting(
+                "upload_documents",
+                self.client.upload_documents(self.sig, self.documents),
+                documents=uploaded,
+                retry=retried or None,
+            )
         except ConflictError:
             if not retried:
                 raise  # only a repeated upload may find the documents there already
@@ -298,19 +355,26 @@ class StepRunner:
         await self._event(fm.Event.DOCUMENTS_UPLOADED)
 
     async def _upload_mobile(self) -> None:
-        await self.client.upload_mobile_number(self.sig, self.state.mobile_number)
+        await self._acting(
+            "upload_mobile_number",
+            self.client.upload_mobile_number(self.sig, self.state.mobile_number),
+            mobile_number=mask_phone(self.state.mobile_number),
+        )
         await self._event(fm.Event.MOBILE_UPLOADED)
 
     async def _upload_selfie(self) -> None:
         deadline = self.gen.deadlines["selfie"]
         request = SelfieRequest(self.state.flow_id, self.sig, self.gen.number, deadline)
         jpeg = await self._ask(self.flow.signer.selfie(request), request, "selfie")
-        await self.client.upload_selfie(self.sig, jpeg)
+        await self._acting("upload_selfie", self.client.upload_selfie(self.sig, jpeg))
         await self._ack(request, AnswerKind.ACCEPTED)
         await self._event(fm.Event.SELFIE_UPLOADED)
 
     async def _approve(self) -> None:
         details = await self.client.get_signature_details(self.sig, language=self.opts.language)
+        self.flow.note(
+            "details_shown", **_details_facts(details), hashes_agree=self._agree(details)
+        )
         self._check_hashes(details)
         self.gen.document_ids = [doc.document_id for doc in details.documents]
         request = ConsentRequest(
@@ -323,10 +387,27 @@ class StepRunner:
             masked_mobile_number=mask_phone(self.state.mobile_number),
             passcode=details.passcode,
         )
-        if not await self._ask(self.flow.signer.consent(request), request, "consent"):
+        approved = await self._ask(self.flow.signer.consent(request), request, "consent")
+        self.flow.note(
+            "consent",
+            answer="approved" if approved else "declined",
+            documents=[
+                {"document_id": d.document_id, "file_name": d.file_name, "sha256": d.sha256}
+                for d in details.documents
+            ]
+            if approved
+            else None,
+            legal_conditions_accepted=[
+                {"id": c.id, "version": c.version} for c in details.legal_conditions
+            ]
+            if approved
+            else None,
+        )
+        if not approved:
             await self._ack(request, AnswerKind.ACCEPTED)
             self.state.outcome = "declined"
             self._end_generation("declined")
+            self.flow.note("finished", outcome="declined")
             await self._event(fm.Event.DECLINED)
             self.flow.emit(FlowEventKind.FINISHED, outcome="declined")
             return
@@ -335,8 +416,12 @@ class StepRunner:
 
     async def _send_approval(self, details: SignatureDetails) -> None:
         self.gen.approvals_sent += 1
-        await self.client.approve_documents(
-            self.sig, details, passcode_language=self.opts.passcode_language
+        await self._acting(
+            "approve_documents",
+            self.client.approve_documents(
+                self.sig, details, passcode_language=self.opts.passcode_language
+            ),
+            documents=[d.document_id for d in details.documents],
         )
 
     async def _confirm(self) -> None:
@@ -363,7 +448,7 @@ class StepRunner:
 
     async def _send_confirmation(self, passcode: Secret) -> None:
         self.gen.confirmations_sent += 1
-        await self.client.confirm_signature(self.sig, passcode)
+        await self._acting("confirm_signature", self.client.confirm_signature(self.sig, passcode))
 
     async def _unsafe(self, name: str, request: SignerRequest, call: Awaitable[None]) -> None:
         self.gen.in_flight = name
@@ -415,6 +500,13 @@ class StepRunner:
                 self.state.contract = DownloadRecord(
                     "infocert-contract", str(path), digest, len(contract)
                 )
+                self.flow.note(
+                    "contract_downloaded",
+                    file_name=name,
+                    path=str(path),
+                    sha256=digest,
+                    size=len(contract),
+                )
                 self.flow.emit(
                     FlowEventKind.DOCUMENT_DOWNLOADED,
                     document_id="infocert-contract",
@@ -424,6 +516,7 @@ class StepRunner:
                 )
         self.state.outcome = "signed"
         self._end_generation("signed")
+        self.flow.note("finished", outcome="signed")
         await self._event(fm.Event.DOWNLOADED)
         self.flow.emit(FlowEventKind.FINISHED, outcome="signed")
 
@@ -445,6 +538,16 @@ class StepRunner:
             check.signer,
         )
         self.state.downloads.append(record)
+        self.flow.note(
+            "document_downloaded",
+            document_id=document_id,
+            file_name=Path(signed.path).name,
+            path=record.path,
+            sha256=signed.sha256,
+            size=signed.size,
+            request_id=signed.request_id,
+            validation=check.as_evidence(),
+        )
         await self.flow.save()
         self.flow.emit(
             FlowEventKind.DOCUMENT_DOWNLOADED,
@@ -470,6 +573,11 @@ class StepRunner:
         )
 
     # ---------------------------------------------------------------------------- helpers
+
+    def _agree(self, details: SignatureDetails) -> bool:
+        uploaded = sorted((d.file_name, d.sha256) for d in self.state.documents)
+        listed = sorted((d.file_name, (d.sha256 or "").lower()) for d in details.documents)
+        return uploaded == listed
 
     def _check_hashes(self, details: SignatureDetails) -> None:
         uploaded = sorted((d.file_name, d.sha256) for d in self.state.documents)
@@ -514,6 +622,68 @@ class StepRunner:
             await self.flow.signer.acknowledge(request, SignerAnswer(kind, left))
         except Exception as exc:  # the signer's trouble must not break the flow
             log.warning("the signer's acknowledge() failed (%s)", type(exc).__name__)
+
+
+def _status_facts(report: StatusReport, via: str) -> dict[str, Any]:
+    return {
+        "signature_id": report.signature_id,
+        "status": report.status.value,
+        "status_code": report.status_code,
+        "via": via,
+        "request_id": report.request_id,
+    }
+
+
+def _details_facts(details: SignatureDetails) -> dict[str, Any]:
+    return {
+        "signature_id": details.signature_id,
+        "request_id": details.request_id,
+        "documents": [
+            {
+                "document_id": d.document_id,
+                "file_name": d.file_name,
+                "display_name": d.display_name,
+                "sha256": d.sha256,
+            }
+            for d in details.documents
+        ],
+        "legal_conditions": [
+            {
+                "id": c.id,
+                "version": c.version,
+                "title": c.title,
+                "url": c.url,
+                "text_sha256": hashlib.sha256(c.text.encode("utf-8")).hexdigest()
+                if c.text is not None
+                else None,
+            }
+            for c in details.legal_conditions
+        ],
+    }
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    """How a call failed, as the evidence keeps it: kinds and codes, never messages."""
+    if isinstance(exc, InvalidPasscodeError):
+        outcome = "wrong_passcode"
+    elif isinstance(exc, (FlowExpiredError, PasscodeExpiredError)):
+        outcome = "expired"
+    elif isinstance(exc, TooManyAttemptsError):
+        outcome = "too_many_attempts"
+    elif isinstance(exc, OutcomeUnknownError):
+        outcome = "outcome_unknown"
+    elif isinstance(exc, ServiceError):
+        outcome = "refused"
+    else:
+        outcome = "failed"
+    return {
+        "outcome": outcome,
+        "error": type(exc).__name__,
+        "code": getattr(exc, "code", None) if isinstance(exc, ServiceError) else None,
+        "http_status": getattr(exc, "status", None) if isinstance(exc, ServiceError) else None,
+        "attempts_left": getattr(exc, "attempts_left", None),
+        "request_id": getattr(exc, "request_id", None),
+    }
 
 
 def _code(exc: QESError) -> str:

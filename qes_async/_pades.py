@@ -7,6 +7,7 @@ worker thread.  Import this module lazily; without pyHanko every document is rep
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 from collections import OrderedDict
@@ -33,6 +34,25 @@ class PadesResult:
     outcome: str
     detail: str = ""
     signer: str | None = None
+    # What the evidence record keeps of the (last) signature checked; None when unread.
+    cert_subject: str | None = attrs.field(default=None, repr=False)
+    cert_serial: str | None = None
+    issuer: str | None = None
+    signing_time: str | None = None  # as the signer reported it, RFC 3339
+    trusted: bool | None = None
+
+    def as_evidence(self) -> dict[str, object]:
+        """The validation as the evidence record keeps it."""
+        return {
+            "outcome": self.outcome,
+            "detail": self.detail or None,
+            "signer_name": self.signer,
+            "cert_subject": self.cert_subject,
+            "cert_serial": self.cert_serial,
+            "issuer": self.issuer,
+            "signing_time": self.signing_time,
+            "trusted": self.trusted,
+        }
 
 
 def pyhanko_available() -> bool:
@@ -135,18 +155,35 @@ def _check_signatures(
     signatures = reader.embedded_signatures
     if not signatures:
         return PadesResult(INVALID, "the PDF carries no signature")
-    outcome, detail, signer = VALID, "", None
+    outcome, detail, facts = VALID, "", {}
     for embedded in signatures:
         status = validate_pdf_signature(embedded, signer_validation_context=context)
-        # only the name: the subject also holds the ID document number
-        signer = status.signing_cert.subject.native.get("common_name")
+        # the name for logs and events; the subject (which also holds the ID document
+        # number) only for the integrator's own evidence record
+        facts = _facts(status)
         if not (status.intact and status.valid):
-            return PadesResult(INVALID, "a signature does not match the document", signer)
+            return PadesResult(INVALID, "a signature does not match the document", **facts)
         if expected_name and expected_name.casefold() not in _names(status.signing_cert):
-            return PadesResult(INVALID, "the signing certificate names someone else", signer)
+            return PadesResult(INVALID, "the signing certificate names someone else", **facts)
         if not (roots and status.trusted):
             outcome, detail = UNTRUSTED, "no chain to a given trust root"
-    return PadesResult(outcome, detail, signer)
+    return PadesResult(outcome, detail, **facts)
+
+
+def _facts(status: Any) -> dict[str, Any]:
+    cert = status.signing_cert
+    when = getattr(status, "signer_reported_dt", None)
+    signing_time = None
+    if when is not None:
+        signing_time = when.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return {
+        "signer": cert.subject.native.get("common_name"),
+        "cert_subject": cert.subject.human_friendly,
+        "cert_serial": format(cert.serial_number, "x"),
+        "issuer": cert.issuer.human_friendly,
+        "signing_time": signing_time,
+        "trusted": bool(status.trusted),
+    }
 
 
 _RESULTS: OrderedDict[tuple[str, tuple[bytes, ...], str | None], PadesResult] = OrderedDict()
