@@ -1,14 +1,21 @@
-"""A signing web app in aiohttp: start a flow, consent, passcode, download, with webhooks.
+"""A signing web app in aiohttp: upload a PDF, consent, passcode, download, with webhooks.
 
-Pages (plain HTML built from Python strings, every value escaped):
+Pages (plain HTML built from Python strings, every value escaped, one small inline
+stylesheet and no external assets):
 
-* ``GET /``: a form that starts a signing flow (client reference, mobile number, and a
-  sample PDF made with :func:`qes_async.make_pdf`);
-* ``GET /flows/{id}``: sends the browser to whatever the flow waits for;
+* ``GET /``: the start form: client reference, mobile number and the PDF to sign (with no
+  file chosen, a bundled sample loan agreement made with :func:`qes_async.make_pdf`);
+* ``POST /start``: checks the inputs first (an E.164 number; a PDF, not empty, within the
+  size limit). A wrong input shows the form again with the error next to its field;
+  otherwise the flow starts as a task and the browser goes straight to its progress page;
+* ``GET /flows/{id}``: the progress page; it polls ``GET /flows/{id}/status`` (JSON) and moves
+  on to whatever the flow waits for (without JavaScript it refreshes itself);
 * ``GET|POST /flows/{id}/consent``: the documents and legal conditions, approve or decline;
 * ``GET|POST /flows/{id}/passcode``: the SMS passcode, with "wrong passcode, N attempts
   left" feedback;
-* ``GET /flows/{id}/done`` and ``/flows/{id}/download/{n}``: the signed PDFs;
+* ``GET /flows/{id}/done``: the outcome: the signed PDFs and, when the flow went to InfoCert,
+  its certificate contract (``/download/{n}``, ``/contract``); after a decline or a failure,
+  what happened and a link to start again;
 * ``POST /fourthline/qes/{signatureId}``: Fourthline's webhooks (a :class:`WebhookReceiver`
   feeding the :class:`WebhookDispatcher` that every flow's :class:`HybridWaiter` listens to).
 
@@ -16,7 +23,8 @@ Each flow runs as a task with a :class:`SignerInbox` as its signer: the flow's q
 in the inbox until a page submits the answer. Run it:
 
 * ``python examples/aiohttp_app.py --sandbox``: an embedded sandbox (real clock) whose
-  webhooks are sent to this app; the passcode page also shows the sandbox's SMS (sandbox
+  webhooks are sent to this app. Every page carries a "sandbox" banner, the mobile number
+  is prefilled with a sample number, and the passcode page shows the sandbox's SMS (sandbox
   only, clearly labelled) so you can type it;
 * ``python examples/aiohttp_app.py`` with ``QES_CLIENT_ID``, ``QES_CLIENT_SECRET``,
   ``QES_BASE_URL`` (or ``QES_ENVIRONMENT``), ``QES_WEBHOOK_USER`` and
@@ -50,12 +58,19 @@ from qes_async import (
     ConsentRequest,
     Document,
     FlowEvent,
+    FlowExpiredError,
+    FlowOutcome,
     FlowResult,
     HybridWaiter,
+    KYCRequiredError,
+    PasscodeExpiredError,
     PasscodeRequest,
     QESClient,
+    QESError,
     SignatureFlow,
     SignerInbox,
+    TooManyAttemptsError,
+    WaitTimeoutError,
     WebhookDispatcher,
     make_pdf,
 )
@@ -63,7 +78,21 @@ from qes_async.sandbox import SandboxServer, sandbox_ca
 from qes_async.webhooks import BasicAuth, WebhookReceiver
 
 log = logging.getLogger("qes_async.examples.aiohttp_app")
-SETTLE_SECONDS = 8.0  # how long a page waits for the flow to need the signer again
+
+MAX_PDF_SIZE = 10 * 1024 * 1024  # the largest upload this app takes, in bytes
+FORM_OVERHEAD = 64 * 1024  # room for the other fields and the multipart framing
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # "+", country code and number, digits only
+SANDBOX_MOBILE = "+31612345678"  # any E.164 number gets the sandbox's SMS
+SAMPLE_NAME = "sample-loan-agreement.pdf"
+SAMPLE_TITLE = "Loan agreement (sample)"
+SAMPLE_PDF = make_pdf("Loan agreement\nAmount: EUR 10,000\nTerm: 60 months")
+STATUS_TEXT = {  # what the progress page says while the flow works
+    "starting": "Preparing your document",
+    "consent_required": "Waiting for your approval",
+    "confirmation_required": "Waiting for your passcode",
+    "pending_verification": "Checking your identity",
+    "signed": "Signed; saving the documents",
+}
 
 
 @dataclass
@@ -72,7 +101,6 @@ class FlowView:
 
     flow: SignatureFlow
     task: asyncio.Task[FlowResult]
-    document_names: list[str]
     status: str = "starting"
     events: list[str] = field(default_factory=list)
 
@@ -82,6 +110,16 @@ class FlowView:
         self.events.append(event.kind.value)
 
 
+@dataclass
+class StartForm:
+    """The start form's values and, per field, what is wrong with it."""
+
+    client_reference: str = "client-1"
+    mobile_number: str = ""
+    document: Document | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
 class SigningApp:
     """The web app's state and handlers.
 
@@ -89,7 +127,8 @@ class SigningApp:
         client: the QESClient every flow shares.
         receiver: the webhook receiver; its dispatcher feeds the flows' waiters.
         download_dir: where signed PDFs are written.
-        sandbox: the embedded sandbox, only in sandbox mode (shows the SMS passcode).
+        sandbox: the embedded sandbox, only in sandbox mode (banner, sample number, SMS).
+        max_pdf_size: the largest PDF accepted for upload, in bytes.
         flow_options: more keyword arguments for every SignatureFlow.
     """
 
@@ -100,6 +139,7 @@ class SigningApp:
         *,
         download_dir: Path,
         sandbox: SandboxServer | None = None,
+        max_pdf_size: int = MAX_PDF_SIZE,
         **flow_options: Any,
     ) -> None:
         self.client = client
@@ -107,23 +147,26 @@ class SigningApp:
         self.inbox = SignerInbox(answer_timeout=30.0)
         self.download_dir = download_dir
         self.sandbox = sandbox
+        self.max_pdf_size = min(max_pdf_size, client.max_document_size)
         self.flow_options = flow_options
         self.flows: dict[str, FlowView] = {}
 
     def make_app(self) -> web.Application:
         """The aiohttp application with every page and the webhook route."""
-        app = web.Application()
+        app = web.Application(client_max_size=self.max_pdf_size + FORM_OVERHEAD)
         app.add_routes(
             [
                 web.get("/", self.home),
                 web.post("/start", self.start),
-                web.get("/flows/{id}", self.show),
+                web.get("/flows/{id}", self.progress_page),
+                web.get("/flows/{id}/status", self.status),
                 web.get("/flows/{id}/consent", self.consent_page),
                 web.post("/flows/{id}/consent", self.consent_submit),
                 web.get("/flows/{id}/passcode", self.passcode_page),
                 web.post("/flows/{id}/passcode", self.passcode_submit),
                 web.get("/flows/{id}/done", self.done_page),
                 web.get("/flows/{id}/download/{n}", self.download),
+                web.get("/flows/{id}/contract", self.download_contract),
                 *self.receiver.aiohttp_routes(),
             ]
         )
@@ -133,71 +176,136 @@ class SigningApp:
     # ------------------------------------------------------------------------- start
 
     async def home(self, request: web.Request) -> web.Response:
-        return page(
-            "Sign a document",
-            """<form method="post" action="/start">
-<p><label>Client reference <input id="client_reference" name="client_reference"
- required value="client-1"></label></p>
-<p><label>Mobile number <input id="mobile_number" name="mobile_number" required
- placeholder="+31612345678"></label></p>
-<p><label>Document title <input id="title" name="title" required
- value="Loan agreement"></label></p>
-<p><button type="submit">Start signing</button></p></form>""",
-        )
+        return self._start_form(StartForm(mobile_number=SANDBOX_MOBILE if self.sandbox else ""))
 
     async def start(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        title = str(form.get("title", "")).strip() or "Agreement"
-        file_name = (re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "doc") + ".pdf"
+        form = await self._read_start_form(request)
+        if form.errors:
+            return self._start_form(form, status=422)
         flow_id = str(uuid.uuid4())
         flow = SignatureFlow(
             self.client,
             flow_id=flow_id,
-            documents=[Document.from_bytes(file_name, make_pdf(title), display_name=title)],
-            mobile_number=str(form.get("mobile_number", "")).strip(),
-            client_reference=str(form.get("client_reference", "")).strip(),
+            documents=[form.document or _sample()],
+            mobile_number=form.mobile_number,
+            client_reference=form.client_reference,
             signer=self.inbox,
             waiter=HybridWaiter(self.client, self.receiver.dispatcher, safety_interval=30.0),
             download_dir=self.download_dir,
             on_event=lambda event: self._record(flow_id, event),
             **self.flow_options,
         )
-        task = asyncio.ensure_future(flow.run())
+        task = asyncio.ensure_future(flow.run())  # runs on; the browser sees its progress
         task.add_done_callback(lambda done: _log_outcome(flow_id, done))
-        self.flows[flow_id] = FlowView(flow, task, [file_name])
+        self.flows[flow_id] = FlowView(flow, task)
         raise web.HTTPSeeOther(f"/flows/{flow_id}")
+
+    async def _read_start_form(self, request: web.Request) -> StartForm:
+        """The start form, every field checked before any flow starts."""
+        form = StartForm()
+        too_big = f"The PDF is larger than {_size(self.max_pdf_size)}; choose a smaller one."
+        if (request.content_length or 0) > self.max_pdf_size + FORM_OVERHEAD:
+            form.errors["document"] = too_big  # refused before the upload is read
+            return form
+        data = await request.post()  # the aiohttp limit (client_max_size) bounds it too
+        form.client_reference = str(data.get("client_reference", "")).strip()
+        form.mobile_number = re.sub(r"[\s()-]", "", str(data.get("mobile_number", "")))
+        if not form.client_reference:
+            form.errors["client_reference"] = "Enter the client reference."
+        elif len(form.client_reference) > 100:
+            form.errors["client_reference"] = "Use at most 100 characters."
+        if not E164.fullmatch(form.mobile_number):
+            form.errors["mobile_number"] = (
+                "Enter the number with + and the country code, e.g. +31612345678."
+            )
+        upload = data.get("document")
+        if isinstance(upload, web.FileField) and upload.filename:
+            pdf = upload.file.read(self.max_pdf_size + 1)
+            if not pdf:
+                form.errors["document"] = "The file is empty; choose a PDF."
+            elif len(pdf) > self.max_pdf_size:
+                form.errors["document"] = too_big
+            elif not pdf.startswith(b"%PDF-"):
+                form.errors["document"] = "This file is not a PDF; choose a PDF file."
+            else:
+                form.document = Document.from_bytes(
+                    _safe_file_name(upload.filename), pdf, display_name=upload.filename[:100]
+                )
+        return form
+
+    def _start_form(self, form: StartForm, status: int = 200) -> web.Response:
+        def error(name: str) -> str:
+            message = form.errors.get(name)
+            return f"<p class='error' id='{name}-error'>{esc(message)}</p>" if message else ""
+
+        def invalid(name: str) -> str:
+            return " aria-invalid='true'" if name in form.errors else ""
+
+        kept = form.errors and form.document is not None  # a browser never refills a file
+        again = " Your file was fine but is not kept: choose it again." if kept else ""
+        body = f"""<form method="post" action="/start" enctype="multipart/form-data">
+<label for="client_reference">Client reference</label>
+<input id="client_reference" name="client_reference" required
+ value="{esc(form.client_reference)}"{invalid("client_reference")}>
+{error("client_reference")}
+<label for="mobile_number">Mobile number (for the SMS passcode)</label>
+<input id="mobile_number" name="mobile_number" type="tel" required placeholder="+31612345678"
+ value="{esc(form.mobile_number)}"{invalid("mobile_number")}>
+{error("mobile_number")}
+<label for="document">PDF to sign (up to {_size(self.max_pdf_size)})</label>
+<input id="document" name="document" type="file" accept=".pdf,application/pdf"
+{invalid("document")}>
+<p class="hint">No file chosen? The sample <b>{esc(SAMPLE_TITLE)}</b> is signed.{again}</p>
+{error("document")}
+<p><button type="submit" id="start">Start signing</button></p></form>"""
+        return self.page("Sign a document", body, status=status)
 
     def _record(self, flow_id: str, event: FlowEvent) -> None:
         view = self.flows.get(flow_id)
         if view is not None:
             view.record(event)
 
-    # ------------------------------------------------------------------- where to go
+    # ----------------------------------------------------------------------- progress
 
-    async def show(self, request: web.Request) -> web.Response:
-        flow_id, view = self._view(request)
-        await self._settle(flow_id, view)
+    def _next(self, flow_id: str, view: FlowView) -> str | None:
+        """The page the flow needs now, or None while it works on its own."""
         asked = self.inbox.pending(flow_id)
         if isinstance(asked, ConsentRequest):
-            raise web.HTTPSeeOther(f"/flows/{flow_id}/consent")
+            return f"/flows/{flow_id}/consent"
         if isinstance(asked, PasscodeRequest):
-            raise web.HTTPSeeOther(f"/flows/{flow_id}/passcode")
+            return f"/flows/{flow_id}/passcode"
         if view.task.done():
-            raise web.HTTPSeeOther(f"/flows/{flow_id}/done")
-        return page(
-            "Working",
-            f"<p>The signature is being processed (status: <b>{esc(view.status)}</b>).</p>",
-            refresh=2,
-        )
+            return f"/flows/{flow_id}/done"
+        return None
 
-    async def _settle(self, flow_id: str, view: FlowView) -> None:
-        """Wait a little for the flow to ask the signer something or to end."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + SETTLE_SECONDS
-        while self.inbox.pending(flow_id) is None and not view.task.done():
-            if loop.time() >= until:
-                return
-            await asyncio.sleep(0.05)
+    async def progress_page(self, request: web.Request) -> web.Response:
+        flow_id, view = self._view(request)
+        if (next_page := self._next(flow_id, view)) is not None:
+            raise web.HTTPSeeOther(next_page)  # e.g. the refresh of a browser without script
+        text = STATUS_TEXT.get(view.status, f"Working (status: {view.status})")
+        body = f"""<p class="progress" id="progress"><span class="spinner"></span>
+<span id="status">{esc(text)}</span>…</p>
+<p class="hint">This page moves on by itself when the next step is ready.</p>
+<script>
+async function poll() {{
+  try {{
+    const answer = await (await fetch("/flows/{esc(flow_id)}/status")).json();
+    if (answer.next) {{ location.replace(answer.next); return; }}
+    document.getElementById("status").textContent = answer.text;
+  }} catch (e) {{}}
+  setTimeout(poll, 500);
+}}
+poll();
+</script>"""
+        return self.page("Signing in progress", body, refresh_without_script=3)
+
+    async def status(self, request: web.Request) -> web.Response:
+        """What the progress page polls: the status and the next page, if any."""
+        flow_id, view = self._view(request)
+        text = STATUS_TEXT.get(view.status, f"Working (status: {view.status})")
+        return web.json_response(
+            {"status": view.status, "text": text, "next": self._next(flow_id, view)}
+        )
 
     def _view(self, request: web.Request) -> tuple[str, FlowView]:
         flow_id = request.match_info["id"]
@@ -229,16 +337,17 @@ class SigningApp:
 <p>By approving you accept these conditions and ask for a qualified electronic signature.
 A passcode will be sent to {esc(asked.masked_mobile_number)}.</p>
 <form method="post"><button name="decision" value="approve" id="approve">Approve and sign
-</button> <button name="decision" value="decline" id="decline">Decline</button></form>"""
-        return page("Review and approve", body)
+</button> <button name="decision" value="decline" id="decline" class="secondary">Decline
+</button></form>"""
+        return self.page("Review and approve", body)
 
     async def consent_submit(self, request: web.Request) -> web.Response:
         flow_id, _ = self._view(request)
         form = await request.post()
         answer = await self.inbox.submit_consent(flow_id, form.get("decision") == "approve")
-        if answer.accepted:
+        if answer.accepted:  # a decline too: the flow ends and the done page says so
             raise web.HTTPSeeOther(f"/flows/{flow_id}")
-        return _problem(flow_id, answer.message)
+        return self._problem(flow_id, answer.message)
 
     # ---------------------------------------------------------------------- passcode
 
@@ -263,7 +372,7 @@ A passcode will be sent to {esc(asked.masked_mobile_number)}.</p>
         # AnswerKind is not exported by qes_async yet, hence its value.
         if answer.kind.value == "wrong_passcode" and isinstance(asked, PasscodeRequest):
             return self._passcode_form(asked, answer.message, status=422)
-        return _problem(flow_id, answer.message)
+        return self._problem(flow_id, answer.message)
 
     def _passcode_form(
         self, asked: PasscodeRequest, feedback: str, status: int = 200
@@ -271,10 +380,11 @@ A passcode will be sent to {esc(asked.masked_mobile_number)}.</p>
         body = f"<p>Enter the passcode sent by SMS to {esc(asked.masked_mobile_number)}.</p>"
         if feedback:
             body += f"<p id='feedback' class='error'>{esc(feedback)}</p>"
-        body += """<form method="post"><input id="passcode" name="passcode" required
- autocomplete="one-time-code" inputmode="numeric"> <button id="confirm">Sign</button></form>"""
+        body += """<form method="post"><label for="passcode">Passcode</label>
+<input id="passcode" name="passcode" required autocomplete="one-time-code"
+ inputmode="numeric"> <button id="confirm">Sign</button></form>"""
         body += self._sandbox_sms(asked.signature_id)
-        return page("Enter your passcode", body, status=status)
+        return self.page("Enter your passcode", body, status=status)
 
     def _sandbox_sms(self, signature_id: str) -> str:
         """The sandbox's SMS, shown only in sandbox mode (a real passcode never is)."""
@@ -295,41 +405,114 @@ A passcode will be sent to {esc(asked.masked_mobile_number)}.</p>
         flow_id, view = self._view(request)
         if not view.task.done():
             raise web.HTTPSeeOther(f"/flows/{flow_id}")
-        if view.task.cancelled() or view.task.exception() is not None:
-            error = view.task.exception()
-            reason = f"{type(error).__name__}: {error}" if error else "it was stopped"
-            return page("Not signed", f"<p id='outcome'>The signature failed: {esc(reason)}</p>")
+        again = "<p><a class='button' id='start-again' href='/'>Start again</a></p>"
+        error = None if view.task.cancelled() else view.task.exception()
+        if view.task.cancelled() or error is not None:
+            body = f"<p id='outcome' class='error'>The document was not signed. {_why(error)}</p>"
+            if isinstance(error, QESError):  # the SDK's messages carry no secrets
+                body += f"<details><summary>Details</summary><p class='hint'>{esc(error)}</p>"
+                body += "</details>"
+            return self.page("Not signed", body + again)
         result = view.task.result()
+        if result.outcome is FlowOutcome.DECLINED:
+            body = "<p id='outcome'>You declined: nothing was signed.</p>"
+            return self.page("Declined", body + again)
         links = "".join(
             f"<li><a class='download' href='/flows/{esc(flow_id)}/download/{n}'>"
-            f"{esc(Path(d.path).name)}</a> (SHA-256 <code>{esc(d.sha256)}</code>,"
-            f" signature {esc(d.validation)})</li>"
+            f"{esc(Path(d.path).name)}</a> <small>(SHA-256 <code>{esc(d.sha256[:16])}…</code>,"
+            f" signature {esc(d.validation)})</small></li>"
             for n, d in enumerate(result.documents)
         )
         body = f"<p id='outcome'>Outcome: <b>{esc(result.outcome.value)}</b></p>"
-        if links:
-            body += f"<ul id='downloads'>{links}</ul>"
-        return page("Done", body)
+        body += f"<h2>Signed documents</h2><ul id='downloads'>{links}</ul>"
+        if result.contract is not None:  # InfoCert has one; Namirial none
+            body += (
+                "<h2>Certificate contract</h2><p>Your trust service provider, InfoCert, "
+                "issued a contract for your signing certificate: "
+                f"<a id='contract' href='/flows/{esc(flow_id)}/contract'>the InfoCert contract"
+                "</a> (PDF).</p>"
+            )
+        return self.page("Signed", body + again)
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        _, view = self._view(request)
-        if not view.task.done() or view.task.cancelled() or view.task.exception():
-            raise web.HTTPNotFound(text="Nothing to download.")
-        documents = view.task.result().documents
+        documents = self._result(request).documents
         index = request.match_info["n"]
         if not index.isdigit() or int(index) >= len(documents):
             raise web.HTTPNotFound(text="No such document.")
-        path = Path(documents[int(index)].path)
-        disposition = f'attachment; filename="{path.name}"'
-        return web.FileResponse(path, headers={"Content-Disposition": disposition})
+        return _attachment(Path(documents[int(index)].path))
+
+    async def download_contract(self, request: web.Request) -> web.StreamResponse:
+        contract = self._result(request).contract
+        if contract is None:
+            raise web.HTTPNotFound(text="This signature has no contract.")
+        return _attachment(Path(contract.path))
+
+    def _result(self, request: web.Request) -> FlowResult:
+        _, view = self._view(request)
+        if not view.task.done() or view.task.cancelled() or view.task.exception():
+            raise web.HTTPNotFound(text="Nothing to download.")
+        return view.task.result()
 
     async def _stop_flows(self, app: web.Application) -> None:
         for view in self.flows.values():
             view.task.cancel()
         await asyncio.gather(*(v.task for v in self.flows.values()), return_exceptions=True)
 
+    # -------------------------------------------------------------------------- HTML
 
-# --------------------------------------------------------------------------------- HTML
+    def page(
+        self,
+        title: str,
+        body: str,
+        *,
+        status: int = 200,
+        refresh_without_script: int | None = None,
+    ) -> web.Response:
+        """A whole HTML page; ``body`` must already be escaped."""
+        refresh = (
+            f'<noscript><meta http-equiv="refresh" content="{refresh_without_script}"></noscript>'
+            if refresh_without_script
+            else ""
+        )
+        banner = (
+            "<div class='banner' id='sandbox-banner'><b>Sandbox</b>: nothing here is real; "
+            "no SMS is sent and the signatures are made with a test certificate.</div>"
+            if self.sandbox
+            else ""
+        )
+        text = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">{refresh}
+<title>{esc(title)}</title><style>{STYLE}</style></head>
+<body>{banner}<main><h1>{esc(title)}</h1>{body}</main></body></html>"""
+        return web.Response(text=text, content_type="text/html", status=status)
+
+    def _problem(self, flow_id: str, message: str) -> web.Response:
+        body = f"<p class='error'>{esc(message)}</p>"
+        body += f"<p><a class='button' href='/flows/{esc(flow_id)}'>Continue</a></p>"
+        return self.page("Something changed", body, status=409)
+
+
+# --------------------------------------------------------------------------------- helpers
+
+STYLE = """
+body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#222;background:#f6f7f9}
+main{max-width:36em;margin:2em auto;padding:1.5em 2em;background:#fff;border-radius:8px;
+ box-shadow:0 1px 3px #0002}
+h1{font-size:1.5em;margin-top:0} h2{font-size:1.1em}
+label{display:block;font-weight:600;margin-top:1em}
+input{font:inherit;padding:.4em;width:100%;box-sizing:border-box;border:1px solid #bbb;
+ border-radius:4px}
+input[aria-invalid]{border-color:#b00020}
+button,.button{display:inline-block;font:inherit;padding:.5em 1.2em;border:0;border-radius:4px;
+ background:#1d4ed8;color:#fff;text-decoration:none;cursor:pointer;margin-top:1em}
+button.secondary{background:#e5e7eb;color:#222}
+.error{color:#b00020;margin:.3em 0} .hint{color:#666;font-size:.9em;margin:.3em 0}
+.banner{background:#fef3c7;border-bottom:2px solid #d97706;padding:.5em 1em;text-align:center}
+.sandbox{border:2px dashed #d97706;padding:.5em;margin-top:2em}
+.spinner{display:inline-block;width:.8em;height:.8em;border:3px solid #ccc;
+ border-top-color:#1d4ed8;border-radius:50%;animation:spin 1s linear infinite}
+@keyframes spin{to{transform:rotate(360deg)}}
+"""
 
 
 def esc(value: object) -> str:
@@ -337,19 +520,36 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def page(title: str, body: str, *, status: int = 200, refresh: int | None = None) -> web.Response:
-    """A whole HTML page; ``body`` must already be escaped."""
-    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
-    text = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}
-<title>{esc(title)}</title><style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}
-.error{{color:#b00}} .sandbox{{border:2px dashed #c60;padding:.5em;margin-top:2em}}</style>
-</head><body><h1>{esc(title)}</h1>{body}</body></html>"""
-    return web.Response(text=text, content_type="text/html", status=status)
+def _why(error: BaseException | None) -> str:
+    """The reason in the signer's words (the details are for whoever runs the app)."""
+    if isinstance(error, KYCRequiredError):
+        return "Your identity must be verified again before you can sign."
+    if isinstance(error, FlowExpiredError | PasscodeExpiredError | WaitTimeoutError):
+        return "The time to sign ran out."
+    if isinstance(error, TooManyAttemptsError):
+        return "The passcode was wrong too many times."
+    return "The signing service could not finish the signature."
 
 
-def _problem(flow_id: str, message: str) -> web.Response:
-    body = f"<p class='error'>{esc(message)}</p><p><a href='/flows/{esc(flow_id)}'>Continue</a>"
-    return page("Something changed", body + "</p>", status=409)
+def _sample() -> Document:
+    return Document.from_bytes(SAMPLE_NAME, SAMPLE_PDF, display_name=SAMPLE_TITLE)
+
+
+def _size(limit: int) -> str:
+    mib = 1024 * 1024
+    return f"{limit // mib} MB" if limit >= mib else f"{limit // 1024} KB"
+
+
+def _safe_file_name(name: str) -> str:
+    """A plain ``name.pdf`` for the service, whatever the browser sent."""
+    stem = name[:-4] if name.lower().endswith(".pdf") else name
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-").lower()
+    return (stem[:80] or "document") + ".pdf"
+
+
+def _attachment(path: Path) -> web.FileResponse:
+    disposition = f'attachment; filename="{path.name}"'
+    return web.FileResponse(path, headers={"Content-Disposition": disposition})
 
 
 def _log_outcome(flow_id: str, task: asyncio.Future[FlowResult]) -> None:

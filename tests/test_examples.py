@@ -197,31 +197,173 @@ async def test_aiohttp_app_runs_as_a_program_and_serves_its_form(tmp_path: Path)
         async with aiohttp.ClientSession() as http, http.get(url) as response:
             assert response.status == 200
             text = await response.text()
-        assert '<form method="post" action="/start">' in text
+        assert '<form method="post" action="/start" enctype="multipart/form-data">' in text
+        assert 'id="mobile_number" name="mobile_number" type="tel"' in text
+        assert f'value="{MOBILE}"' in text  # the sandbox's sample number, prefilled
     finally:
         child.terminate()
         await child.wait()
 
 
-async def _start(http: Any, url: str, title: str) -> tuple[str, str]:
-    form = {"client_reference": "client-9", "mobile_number": MOBILE, "title": title}
-    async with http.post(f"{url}/start", data=form) as response:
-        assert response.status == 200
-        return str(response.url), await response.text()
+async def _follow(http: Any, url: str, flow_page: str) -> tuple[str, str]:
+    """Poll the progress page's status until the flow needs a page; open that page."""
+    flow_id = flow_page.rstrip("/").split("/flows/")[1].split("/")[0]
+    for _ in range(200):
+        async with http.get(f"{url}/flows/{flow_id}/status") as response:
+            answer = await response.json()
+        if answer["next"]:
+            async with http.get(f"{url}{answer['next']}") as response:
+                return str(response.url), await response.text()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the flow stayed at {answer['status']}")
+
+
+def _multipart(fields: dict[str, str], pdf: tuple[str, bytes] | None) -> tuple[bytes, str]:
+    """A form body as a browser sends it (aiohttp's FormData would %-encode the file name)."""
+    boundary = "----form-boundary-7d1"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    if pdf is not None:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="document"; '
+            f'filename="{pdf[0]}"\r\nContent-Type: application/pdf\r\n\r\n'
+        )
+        parts.append(head.encode() + pdf[1] + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+async def _post_start(
+    http: Any, url: str, fields: dict[str, str], pdf: tuple[str, bytes] | None = None
+) -> tuple[int, str, str]:
+    body, content_type = _multipart(fields, pdf)
+    headers = {"Content-Type": content_type}
+    async with http.post(f"{url}/start", data=body, headers=headers) as response:
+        return response.status, str(response.url), await response.text()
+
+
+async def _start(
+    http: Any, url: str, pdf: tuple[str, bytes] | None = None, reference: str = "client-9"
+) -> tuple[str, str]:
+    fields = {"client_reference": reference, "mobile_number": MOBILE}
+    status, where, text = await _post_start(http, url, fields, pdf)
+    assert status == 200
+    if not where.endswith("/consent"):  # the flow may be there by the time the page is asked
+        assert 'id="progress"' in text
+        return await _follow(http, url, where)
+    return where, text
 
 
 async def test_aiohttp_app_escapes_what_it_shows(tmp_path: Path) -> None:
     import aiohttp
 
+    from qes_async import make_pdf
+
     register_secret(MOBILE)
     app = load("aiohttp_app")
+    pdf = ("<script>alert(1)</script> & co.pdf", make_pdf("Loan"))
     async with app.serve_sandbox(tmp_path) as running, aiohttp.ClientSession() as http:
-        where, text = await _start(http, running.url, "<script>alert(1)</script> & co")
+        where, text = await _start(http, running.url, pdf)
     assert where.endswith("/consent")
-    assert "<li class='document'>&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in text
+    assert "<li class='document'>&lt;script&gt;alert(1)&lt;/script&gt; &amp; co.pdf" in text
     assert "(<code>script-alert-1-script-co.pdf</code>)" in text
     assert "<script>" not in text
     assert MOBILE not in text
+
+
+async def test_aiohttp_app_offers_no_contract_for_namirial(tmp_path: Path) -> None:
+    import aiohttp
+
+    from qes_async.sandbox import IdentityCase
+
+    register_secret(MOBILE)
+    app = load("aiohttp_app")
+    async with app.serve_sandbox(tmp_path) as running, aiohttp.ClientSession() as http:
+        running.sandbox.add_client("client-n", IdentityCase(qtsp="namirial"))
+        where, text = await _start(http, running.url, reference="client-n")
+        assert "Namirial QTSP terms and conditions" in text
+        async with http.post(where, data={"decision": "approve"}) as response:
+            where, text = await _follow(http, running.url, str(response.url))
+        assert where.endswith("/passcode")
+        flow_id = where.split("/flows/")[1].split("/")[0]
+        signature_id = running.app.flows[flow_id].flow.state.generations[-1].signature_id
+        passcode = running.sandbox.latest_passcode(signature_id)
+        register_secret(passcode)
+        async with http.post(where, data={"passcode": passcode}) as response:
+            where, text = await _follow(http, running.url, str(response.url))
+        assert where.endswith("/done")
+        async with http.get(f"{running.url}/flows/{flow_id}/contract") as response:
+            assert response.status == 404
+    assert "Outcome: <b>signed</b>" in text
+    assert "class='download'" in text
+    assert "Certificate contract" not in text
+    assert "id='contract'" not in text
+
+
+async def test_aiohttp_app_progress_page_answers_at_once_and_works_without_script(
+    tmp_path: Path,
+) -> None:
+    import aiohttp
+
+    register_secret(MOBILE)
+    app = load("aiohttp_app")
+    async with app.serve_sandbox(tmp_path) as running, aiohttp.ClientSession() as http:
+        running.sandbox.inject_fault("slow", route="create_workflow", times=1, delay=1.0)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        fields = {"client_reference": "client-9", "mobile_number": MOBILE}
+        status, where, text = await _post_start(http, running.url, fields)
+        assert loop.time() - began < 0.8  # not held until the slow create_workflow answers
+        assert status == 200
+        assert where.split("/")[-2] == "flows"
+        assert "Preparing your document" in text
+        assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in text
+        for _ in range(100):  # what a browser without script does: reload the page
+            async with http.get(where) as response:
+                if str(response.url).endswith("/consent"):
+                    break
+            await asyncio.sleep(0.05)
+        assert str(response.url) == f"{where}/consent"
+
+
+async def test_aiohttp_app_says_why_a_flow_failed_and_links_back(tmp_path: Path) -> None:
+    import aiohttp
+
+    from qes_async.sandbox import IdentityCase
+
+    register_secret(MOBILE)
+    app = load("aiohttp_app")
+    async with app.serve_sandbox(tmp_path) as running, aiohttp.ClientSession() as http:
+        running.sandbox.add_client("client-k", IdentityCase(kyc_fail_at="mobile"))
+        where, text = await _start(http, running.url, reference="client-k")
+    assert where.endswith("/done")
+    assert "<h1>Not signed</h1>" in text
+    assert (
+        "<p id='outcome' class='error'>The document was not signed. Your identity must be "
+        "verified again before you can sign.</p>"
+    ) in text
+    assert "is kyc_required (code 4110)" in text  # the details, folded away
+    assert "<a class='button' id='start-again' href='/'>Start again</a>" in text
+    assert "Error" not in text  # no exception class names
+    assert "Traceback" not in text
+    assert MOBILE not in text
+
+
+async def test_aiohttp_app_refuses_bad_input_before_starting(tmp_path: Path) -> None:
+    import aiohttp
+
+    app = load("aiohttp_app")
+    async with app.serve_sandbox(tmp_path) as running, aiohttp.ClientSession() as http:
+        fields = {"client_reference": " ", "mobile_number": "+0 12"}
+        status, _, text = await _post_start(http, running.url, fields, ("empty.pdf", b""))
+        assert status == 422
+        assert not running.app.flows
+    assert "id='client_reference-error'>Enter the client reference.</p>" in text
+    assert "id='mobile_number-error'>Enter the number with + and the country code" in text
+    assert "id='document-error'>The file is empty; choose a PDF.</p>" in text
+    assert 'action="/start"' in text  # the form again, not a dead end
 
 
 async def test_aiohttp_app_shows_no_passcode_outside_sandbox_mode(tmp_path: Path) -> None:
@@ -231,10 +373,11 @@ async def test_aiohttp_app_shows_no_passcode_outside_sandbox_mode(tmp_path: Path
     app = load("aiohttp_app")
     async with app.serve_sandbox(tmp_path) as running, aiohttp.ClientSession() as http:
         running.app.sandbox = None  # as when serving a real environment
-        where, _ = await _start(http, running.url, "Loan")
+        where, _ = await _start(http, running.url)
         async with http.post(f"{where}", data={"decision": "approve"}) as response:
-            assert str(response.url).endswith("/passcode")
-            text = await response.text()
+            where, text = await _follow(http, running.url, str(response.url))
+        assert where.endswith("/passcode")
     assert "Enter the passcode sent by SMS to +31******678." in text
     assert "SANDBOX" not in text
     assert "sandbox-passcode" not in text
+    assert "sandbox-banner" not in text
