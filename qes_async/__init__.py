@@ -85,6 +85,7 @@ _EXPORTS: dict[str, str] = {
     "FlowEvent": "_flow",
     "FlowOutcome": "_flow",
     "FlowResult": "_flow",
+    "FlowView": "_flow",
     "RestartPolicy": "_flow",
     "SignatureFlow": "_flow",
     # the human
@@ -178,6 +179,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._flow import FlowEvent as FlowEvent
     from ._flow import FlowOutcome as FlowOutcome
     from ._flow import FlowResult as FlowResult
+    from ._flow import FlowView as FlowView
     from ._flow import RestartPolicy as RestartPolicy
     from ._flow import SignatureFlow as SignatureFlow
     from ._flow_events import FlowEventKind as FlowEventKind

@@ -49,10 +49,42 @@ from ._validation import (
     check_workflow_name,
 )
 
-__all__ = ["FlowEvent", "FlowOutcome", "FlowResult", "RestartPolicy", "SignatureFlow"]
+__all__ = [
+    "FlowEvent",
+    "FlowOutcome",
+    "FlowResult",
+    "FlowView",
+    "RestartPolicy",
+    "SignatureFlow",
+]
 
 # Releases of leases that a cancelled run took after all; kept so they are not collected.
 _GIVING_BACK: set[asyncio.Future[None]] = set()
+
+
+@attrs.frozen
+class FlowView:
+    """A stored flow as any process can read it, without a service call.
+
+    Attributes:
+        flow_id: the flow's id.
+        finished: whether the flow has ended (then ``result`` is set).
+        step: where the flow stands (``await_consent``, ``passcode``, ``signed``...).
+        signature_id: the current generation's signature id (None before the workflow).
+        status: the last status the flow observed (None before any).
+        next_deadline: the deadline of the window the flow is in (POSIX seconds), if any.
+        updated_at: when it was last checkpointed (POSIX seconds).
+        result: the :class:`FlowResult` of a finished flow, else None.
+    """
+
+    flow_id: str
+    finished: bool
+    step: str
+    signature_id: str | None
+    status: str | None
+    next_deadline: float | None
+    updated_at: float
+    result: FlowResult | None = None
 
 
 class FlowOutcome(str, enum.Enum):
@@ -273,6 +305,31 @@ class SignatureFlow:
         flow._resumed = True
         return flow
 
+    @staticmethod
+    async def read(flow_id: str, *, store: FlowStore) -> FlowView:
+        """Read a stored flow: the result of a finished one, or where an unfinished one
+        stands. No lease is taken and nothing is sent, so any process (a web page on
+        another worker) can call it while the flow runs elsewhere.
+
+        Raises:
+            FlowNotFoundError: no stored flow has this id.
+            StateFormatError: the stored state cannot be read.
+        """
+        stored = await store.load(flow_id)
+        state = parse_state(stored.data)
+        gen = state.generations[-1] if state.generations else None
+        done = state.finished
+        return FlowView(
+            flow_id=state.flow_id,
+            finished=done,
+            step=state.step.value,
+            signature_id=gen.signature_id if gen else None,
+            status=gen.last_status if gen else None,
+            next_deadline=state.next_deadline(),
+            updated_at=stored.updated_at,
+            result=_result_of(state) if done and state.outcome else None,
+        )
+
     @property
     def flow_id(self) -> str:
         """The id the flow is stored under."""
@@ -447,14 +504,7 @@ class SignatureFlow:
             raise
 
     def _finish(self, state: FlowState) -> FlowResult:
-        return FlowResult(
-            flow_id=state.flow_id,
-            outcome=FlowOutcome(state.outcome or "failed"),
-            documents=tuple(state.downloads),
-            contract=state.contract,
-            generations=tuple(state.generations),
-            evidence=Evidence(state.flow_id, state.evidence),
-        )
+        return _result_of(state)
 
     def _forget(self) -> None:
         """Release what the client and the waiter cache for this flow's signatures (every
@@ -512,6 +562,17 @@ class SignatureFlow:
     def __repr__(self) -> str:
         step = self._state.step.value if self._state else "new"
         return f"SignatureFlow(flow_id={self.flow_id!r}, step={step!r})"
+
+
+def _result_of(state: FlowState) -> FlowResult:
+    return FlowResult(
+        flow_id=state.flow_id,
+        outcome=FlowOutcome(state.outcome or "failed"),
+        documents=tuple(state.downloads),
+        contract=state.contract,
+        generations=tuple(state.generations),
+        evidence=Evidence(state.flow_id, state.evidence),
+    )
 
 
 @attrs.frozen

@@ -35,6 +35,7 @@ FROZEN = [
     "FlowNotFoundError",
     "FlowOutcome",
     "FlowResult",
+    "FlowView",
     "FlowStore",
     "Generation",
     "HybridWaiter",

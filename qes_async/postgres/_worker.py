@@ -20,7 +20,7 @@ import attrs
 from .._clock import Clock, SystemClock
 from .._dispatcher import WebhookDispatcher
 from .._errors import StaleStateError
-from .._flow import FlowResult, SignatureFlow
+from .._flow import FlowResult, FlowView, SignatureFlow
 from .._signer import SignerInbox
 from .._store import Lease, StoredFlow
 from ._listener import Listener, cancel_and_wait
@@ -145,6 +145,10 @@ class _LeasingStore:
     async def unfinished(self, *, due_before: float | None = None, limit: int = 100) -> list[str]:
         return await self.inner.unfinished(due_before=due_before, limit=limit)
 
+    def __getattr__(self, name: str) -> Any:
+        # Everything else is the full PostgresFlowStore's (orphaned(), pool, ...).
+        return getattr(self.inner, name)
+
     def __repr__(self) -> str:
         return f"_LeasingStore({self.inner!r}, leases={len(self.leases)})"
 
@@ -157,11 +161,19 @@ class Worker:
     :meth:`drive` them.  Serve webhooks with ``worker.relay.aiohttp_routes(receiver)`` for a
     ``WebhookReceiver(worker.relay.recorder, auth)``, and signer answers with
     ``worker.signer.submit_consent/submit_passcode``: both work on any worker.
+    :meth:`result` reads any flow's result or progress, on any worker.
+
+    Before :meth:`start`: ``store``, ``dispatcher`` and ``inbox`` exist and may be handed
+    to flows and waiters (the store's own calls need the pool that ``start`` opens);
+    ``relay`` and ``signer`` exist only after it and raise :class:`RuntimeError` before.
+    ``store`` is the flows' leasing view of ``pg``, the full
+    :class:`PostgresFlowStore`: every other method of it (``orphaned()``...) is there.
 
     Args:
         dsn: the libpq connection string (never logged or shown).
-        resume: ``async flow_id -> SignatureFlow``, how this app resumes a stored flow
-            (client, signer, waiter, documents): used by the sweeper.
+        resume: ``async def resume(flow_id: str) -> SignatureFlow``, how this app resumes
+            a stored flow (``SignatureFlow.resume(flow_id, client=..., store=worker.store,
+            signer=worker.inbox, waiter=..., documents=...)``): used by the sweeper.
         settings: :class:`WorkerSettings`.
         worker_id: a name unique among workers (default: random).
         clock: the clock of leases (default: the system clock).
@@ -199,14 +211,26 @@ class Worker:
     @property
     def relay(self) -> PostgresRelay:
         """The webhook relay (after :meth:`start`)."""
-        assert self._relay is not None, "start the worker first"
+        if self._relay is None:
+            raise RuntimeError("worker.relay exists once the worker started: await worker.start()")
         return self._relay
 
     @property
     def signer(self) -> SignerRelay:
         """Where web requests submit consent, passcode and selfie (after :meth:`start`)."""
-        assert self._signer is not None, "start the worker first"
+        if self._signer is None:
+            raise RuntimeError("worker.signer exists once the worker started: await worker.start()")
         return self._signer
+
+    async def result(self, flow_id: str) -> FlowView:
+        """A flow's result if it has finished, else where it stands (step, status, next
+        deadline), read from the shared store: any worker can answer for any flow, and
+        no service call is made.
+
+        Raises:
+            FlowNotFoundError: no stored flow has this id.
+        """
+        return await SignatureFlow.read(flow_id, store=self.pg)
 
     def stats(self) -> WorkerStats:
         """The worker's counters now (cheap: no database call)."""

@@ -32,6 +32,14 @@ async def _orphan(dsn: str, prefix: str, flow_id: str) -> None:
         await conn.close()
 
 
+async def _migrated(dsn: str, prefix: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, prefix)
+    finally:
+        await conn.close()
+
+
 def _settings(prefix: str) -> WorkerSettings:
     # no background sweeps: the test calls sweep() itself
     return WorkerSettings(prefix=prefix, orphan_grace=0, sweep_interval=3600)
@@ -108,3 +116,57 @@ async def test_a_flow_that_cannot_be_resumed_does_not_stop_the_sweep(
         assert await w.sweep() == 1  # the other one
         leases = dict(await w.pg.pool.fetch(f"SELECT flow_id, lease_owner FROM {pg_prefix}flows"))
     assert leases[broken[0]] is None  # let go, for a later sweep or a person to look at
+
+
+async def test_what_a_worker_offers_before_start_and_after(pg_dsn: str, pg_prefix: str) -> None:
+    async def resume(flow_id: str) -> Any:
+        raise AssertionError("not used")
+
+    await _migrated(pg_dsn, pg_prefix)
+    worker = Worker(pg_dsn, resume=resume, settings=_settings(pg_prefix), worker_id="w6")
+    # Before start: store, dispatcher and inbox exist and may be handed to flows.
+    assert worker.store is not None
+    assert worker.dispatcher is not None
+    assert worker.inbox is not None
+    with pytest.raises(RuntimeError, match=r"await worker\.start"):
+        _ = worker.relay
+    with pytest.raises(RuntimeError, match=r"await worker\.start"):
+        _ = worker.signer
+    async with worker:
+        assert worker.relay is not None
+        assert worker.signer is not None
+        # store is the full PostgresFlowStore too (its sweeper queries included).
+        assert callable(worker.store.orphaned)
+
+
+async def test_any_worker_reads_a_flows_result_without_the_service(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    from qes_async import FlowNotFoundError
+    from qes_async._flow_state import FlowState, Generation, dump_state
+
+    await _migrated(pg_dsn, pg_prefix)
+    state = FlowState(
+        flow_id="done-1",
+        client_reference="c-1",
+        mobile_number="+31612345678",
+        documents=[],
+        created_at=1.0,
+    )
+    state.generations.append(Generation(number=1, started_at=1.0, signature_id="sig-9"))
+    state.outcome = "declined"
+    from qes_async import _flow_machine as fm
+
+    state.step = fm.Step.DECLINED
+
+    async def resume(flow_id: str) -> Any:
+        raise AssertionError("not used")
+
+    async with Worker(pg_dsn, resume=resume, settings=_settings(pg_prefix), worker_id="w5") as w:
+        await w.pg.create("done-1", dump_state(state))
+        view = await w.result("done-1")
+        with pytest.raises(FlowNotFoundError):
+            await w.result("nobody")
+    assert view.finished
+    assert view.result is not None
+    assert (view.result.outcome.value, view.signature_id) == ("declined", "sig-9")
