@@ -422,3 +422,19 @@ async def test_bad_submissions_are_invalid_and_never_reach_the_flow() -> None:
     unknown = await submit_passcode(inbox, "nope", "123456")
     assert (unknown["result"], answer_status(unknown)) == ("no_such_flow", 404)
     asking.cancel()
+
+
+async def test_a_webhook_through_the_asgi_app_is_authenticated_once() -> None:
+    class CountingAuth(BasicAuth):
+        checks = 0
+
+        def check(self, headers: Any) -> Any:
+            CountingAuth.checks += 1
+            return super().check(headers)
+
+    register_secret(PASSWORD)
+    receiver = WebhookReceiver(WebhookDispatcher(clock=FakeClock()), CountingAuth(USER, PASSWORD))
+    status, _, _ = await call(WebhookApp(receiver), scope(headers={**BASIC, **JSON}), Receive(GOOD))
+    assert status == 204
+    assert CountingAuth.checks == 1
+    assert (receiver.accepted, receiver.refused) == (1, 0)
