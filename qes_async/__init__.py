@@ -6,8 +6,9 @@ Two levels:
   replay an unsafe call, timeouts, typed errors and streaming uploads and downloads;
 * :class:`SignatureFlow`, one coroutine that drives the whole signing ceremony.
 
-``qes_async.sandbox`` serves a stateful stand-in for the service on loopback, and
-``qes_async.webhooks`` receives Fourthline's webhooks.
+``qes_async.sandbox`` serves a stateful stand-in for the service on loopback,
+``qes_async.webhooks`` receives Fourthline's webhooks, and ``qes_async.asgi`` serves them
+and the signer pages' answers under any ASGI framework (FastAPI, Starlette).
 
 Names are imported lazily, so ``import qes_async`` stays cheap.
 """

@@ -58,7 +58,7 @@ async def test_consent_and_passcode_endpoints_sign_a_document(tmp_path: Path) ->
         running = asyncio.ensure_future(flow.run())
         try:
             asked = await _until_asked(http, flow.flow_id, "consent")
-            assert asked["documents"] == ["Loan"]
+            assert asked["documents"] == [{"file_name": "loan.pdf", "display_name": "Loan"}]
             assert [c["title"] for c in asked["legal_conditions"]] == [
                 "InfoCert QTSP terms and conditions",
                 "InfoCert privacy notice",
@@ -77,6 +77,7 @@ async def test_consent_and_passcode_endpoints_sign_a_document(tmp_path: Path) ->
             assert refused.status_code == 422
             assert refused.json() == {
                 "result": "wrong_passcode",
+                "accepted": False,
                 "attempts_left": 2,
                 "message": "Wrong passcode. 2 attempts left.",
             }

@@ -11,10 +11,11 @@ from flow_helpers import MOBILE, world
 
 from qes_async import (
     Document,
+    FlowEvent,
+    FlowEventKind,
     FlowNotFoundError,
     FlowView,
     MemoryFlowStore,
-    PasscodeRequest,
     SignatureFlow,
     SignerInbox,
     make_pdf,
@@ -23,8 +24,14 @@ from qes_async import (
 
 async def test_read_shows_progress_while_running_and_the_result_after(tmp_path: Path) -> None:
     store = MemoryFlowStore()
-    inbox = SignerInbox()
+    asking: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_event(event: FlowEvent) -> None:
+        if event.kind is FlowEventKind.WAITING_FOR_SIGNER:
+            asking.put_nowait(str(event.waiting_for))
+
     async with world(tmp_path) as w:
+        inbox = SignerInbox(clock=w.clock)  # its deadlines are the flow's
         flow = SignatureFlow(
             w.client,
             client_reference="client-1",
@@ -35,10 +42,10 @@ async def test_read_shows_progress_while_running_and_the_result_after(tmp_path: 
             download_dir=tmp_path / "signed",
             mobile_number=MOBILE,
             store=store,
+            on_event=on_event,
         )
         run = asyncio.create_task(flow.run())
-        while not inbox.pending(flow.flow_id):
-            await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(asking.get(), 10) == "consent"
         before = len(w.sandbox.request_log)
         waiting = await SignatureFlow.read(flow.flow_id, store=store)
         assert len(w.sandbox.request_log) == before  # nothing was asked of the service
@@ -47,9 +54,11 @@ async def test_read_shows_progress_while_running_and_the_result_after(tmp_path: 
         assert waiting.status == "user_consent_required"
         assert waiting.signature_id == flow.signature_id
         assert waiting.next_deadline is not None
-        await inbox.submit_consent(flow.flow_id, True)
-        while not isinstance(inbox.pending(flow.flow_id), PasscodeRequest):
-            await asyncio.sleep(0.01)
+        await _asked(inbox, flow.flow_id)
+        consent = asyncio.create_task(inbox.submit_consent(flow.flow_id, True))
+        assert await asyncio.wait_for(asking.get(), 10) == "passcode"
+        await consent
+        await _asked(inbox, flow.flow_id)
         await inbox.submit_passcode(flow.flow_id, w.sandbox.latest_passcode(flow.signature_id))
         result = await run
         done = await SignatureFlow.read(flow.flow_id, store=store)
@@ -57,6 +66,15 @@ async def test_read_shows_progress_while_running_and_the_result_after(tmp_path: 
     assert done.finished
     assert done.result is not None
     assert done.result.as_json() == result.as_json()
+
+
+async def _asked(inbox: SignerInbox, flow_id: str) -> None:
+    """The event says the flow is about to ask; wait until the inbox holds the question."""
+    for _ in range(10_000):
+        if inbox.pending(flow_id) is not None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the flow never asked")
 
 
 async def test_read_of_an_unknown_flow_is_flow_not_found() -> None:

@@ -86,6 +86,12 @@ EXPECTED_OUTPUT = {
     'webhook(s)")': (r"(?m)^pending after [1-9][0-9]* webhook\(s\)$",),
     # the first program: signed, and the signature checks as valid against the sandbox CA
     "trust_roots=[sandbox.ca_pem]": (r"^signed \[\(.*'valid'\)\]$",),
+    # the ASGI block: the mounted receiver refuses before reading; the helpers answer JSON
+    "webhook_app(receiver))": (
+        r"(?m)^401 unauthorized$",
+        r"(?m)^\{'waiting_for': None\}$",
+        r"(?m)^404 no_such_flow$",
+    ),
 }
 
 
