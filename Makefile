@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 N      ?= 2000
 
-.PHONY: demo test lint typecheck pytest chaos chaos-control bench clean
+.PHONY: demo test lint typecheck pytest chaos chaos-control bench docs wheel-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "qes-async needs Python 3.10 or newer")'
@@ -39,5 +39,13 @@ chaos-control: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# The reference site, from README.md and the docstrings, into site/; warnings are errors.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# Build the sdist and wheel, then run the installed wheel from a fresh environment.
+wheel-check: $(STAMP)
+	PYTHON=$(BIN)/python .ci/wheel-check
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage signed
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage signed site build dist
