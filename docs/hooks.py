@@ -98,6 +98,7 @@ def _api(module_name: str) -> str:
         "    options:",
         "      members: false",
         "      show_root_heading: false",
+        "      show_root_toc_entry: false",
         "",
     ]
     if "__version__" in module.__all__:
@@ -133,3 +134,34 @@ def _expand(match: re.Match[str]) -> str:
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     return DIRECTIVE.sub(_expand, markdown)
+
+
+ROLE = re.compile(r":(?:class|meth|func|attr|exc|mod|data|obj):<code>(~?)([\w.]+)</code>")
+
+
+def _public_paths() -> dict[str, str]:
+    """A public name (bare or dotted from its module) -> its full path, for cross-references."""
+    paths: dict[str, str] = {}
+    for module_name in ("qes_async.postgres", "qes_async.sandbox", "qes_async"):
+        for name in importlib.import_module(module_name).__all__:
+            paths[name] = f"{module_name}.{name}"
+    return paths
+
+
+def _link(match: re.Match[str]) -> str:
+    """Docstrings speak reST roles (``:class:`X```); on the site they become links."""
+    short, target = match.group(1) == "~", match.group(2)
+    head, _, rest = target.partition(".")
+    paths = _public_paths()
+    if target.startswith("qes_async."):
+        identifier = target
+    elif head in paths:
+        identifier = paths[head] + (f".{rest}" if rest else "")
+    else:
+        return f"<code>{target}</code>"
+    title = target.rsplit(".", 1)[-1] if short else target
+    return f'<autoref identifier="{identifier}" optional><code>{title}</code></autoref>'
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    return ROLE.sub(_link, html)
