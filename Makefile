@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 N      ?= 2000
 
-.PHONY: demo test lint typecheck pytest chaos chaos-control bench clean
+.PHONY: demo test lint typecheck pytest chaos chaos-control bench docs wheel-check clean
 
 # Two installs: the demo needs only the sandbox extra (pyHanko, a few MB); tests need the
 # dev extra (linters, the browser driver, PostgreSQL's client: a few hundred MB).
@@ -53,5 +53,13 @@ chaos-control: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+# The reference site, from README.md and the docstrings, into site/; warnings are errors.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# Build the sdist and wheel, then run the installed wheel from a fresh environment.
+wheel-check: $(STAMP)
+	PYTHON=$(BIN)/python .ci/wheel-check
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage signed
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage signed site build dist

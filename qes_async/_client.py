@@ -61,7 +61,8 @@ class QESClient:
     """The low-level async client: one method per endpoint, typed results, typed errors.
 
     Args:
-        client_id, client_secret: the API credentials (the secret is never shown).
+        client_id: the API client id.
+        client_secret: the API client secret (never shown).
         base_url: the API's base URL; or ``environment`` ("sandbox" or "production").
         session: an aiohttp session to use; never closed by the client. Without one the
             client creates (and closes) its own.

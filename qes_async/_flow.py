@@ -100,7 +100,7 @@ class FlowOutcome(str, enum.Enum):
 class RestartPolicy:
     """When a spent workflow is replaced by a new signature-only one, and how often.
 
-    Args:
+    Attributes:
         max_restarts: how many new workflows one flow may create after the first.
         on: the reasons that allow a restart (every :class:`RestartReason` by default).
     """
@@ -194,8 +194,9 @@ class SignatureFlow:
         expected_signer_name: the client's name the signing certificate must carry.
         require_valid_signature: raise :class:`DocumentCheckError` unless a downloaded PDF
             validates as ``valid`` (default: record the outcome only).
-        language, passcode_language: languages of the legal conditions and the SMS
-            (BCP 47 tags; case does not matter).
+        language: the language of the legal conditions (a BCP 47 tag; case does not
+            matter).
+        passcode_language: the language of the SMS (a BCP 47 tag; case does not matter).
         workflow_name: the workflow name agreed with Fourthline for your product (opaque and
             case-sensitive, such as ``QES`` or ``IDVandQES``; default ``qes``). It is stored
             with the flow, so a restart or a resumed flow creates the same kind of workflow.

@@ -70,11 +70,15 @@ class PollingWaiter:
     Args:
         client: what reads statuses (a :class:`~qes_async.QESClient`).
         clock: the shared clock; polls sleep on it as an actor (a fake clock jumps).
-        initial_interval, max_interval, factor, jitter: the schedule (seconds, fraction).
+        initial_interval: the first wait between reads, in seconds.
+        max_interval: the longest wait between reads, in seconds.
+        factor: how much each wait grows over the one before.
+        jitter: the most a wait is shortened at random, as a fraction of it.
         max_requests_per_wait: the most status reads one wait may spend; the last one is
             kept for the deadline. None for no limit.
         error_grace: how long ``error`` may last before the wait gives up.
-        rng, seed: the jitter's random source (give one for reproducible schedules).
+        rng: the jitter's random source (give one for reproducible schedules).
+        seed: seeds a new random source instead (for reproducible schedules).
     """
 
     def __init__(

@@ -28,7 +28,7 @@ def _full_jitter(value: float) -> float:
 class RetryPolicy:
     """How the client retries.
 
-    Args:
+    Attributes:
         attempts: the most attempts per call, the first included (1 disables retries).
         max_time: no new attempt starts once this many seconds passed since the first.
         base: the first backoff wait in seconds; each next one doubles.

@@ -45,7 +45,7 @@ MAX_401S = 12  # 401s one call takes in all, counting tokens others had already 
 class Timeouts:
     """Timeouts in seconds.
 
-    Args:
+    Attributes:
         connect: to open a connection (nothing was sent if it runs out: always retried).
         read: the longest wait for the next bytes of an ordinary answer; off (None) by
             default because ``total`` already bounds these small answers, and a per-read

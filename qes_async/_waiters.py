@@ -36,10 +36,8 @@ log = logging.getLogger("qes_async.waiters")
 class StatusWaiter(Protocol):
     """Waits until a signature reaches one of ``targets``.
 
-    ``deadline`` is absolute POSIX seconds on the shared clock.
-
-    Returns:
-        the first status report whose status is in ``targets``.
+    ``deadline`` is absolute POSIX seconds on the shared clock. It returns the first status
+    report whose status is in ``targets``.
 
     Raises:
         InvalidInputError: no deadline (None), a non-finite one, or no targets.
@@ -171,7 +169,11 @@ class HybridWaiter(WebhookWaiter):
     interval. Its timers are passive (they never move a fake clock).
 
     Args:
-        client, dispatcher, clock, error_grace, retry_interval: as :class:`WebhookWaiter`.
+        client: as :class:`WebhookWaiter`.
+        dispatcher: as :class:`WebhookWaiter`.
+        clock: as :class:`WebhookWaiter`.
+        error_grace: as :class:`WebhookWaiter`.
+        retry_interval: as :class:`WebhookWaiter`.
         safety_interval: seconds between safety reads when no webhook comes (> 0).
     """
 

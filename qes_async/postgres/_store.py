@@ -46,7 +46,8 @@ class PostgresFlowStore:
         prefix: the table name prefix (default ``qes_``).
         clock: the clock for ``updated_at`` and lease expiry (share the flows').
         migrate: create missing tables when opening.
-        min_size, max_size: the pool's size when it is opened from ``dsn``.
+        min_size: the pool's smallest size when it is opened from ``dsn``.
+        max_size: the pool's largest size when it is opened from ``dsn``.
     """
 
     def __init__(

@@ -58,14 +58,18 @@ class SandboxServer:
     Args:
         clock: the service's time (default :class:`SystemClock`); share a
             :class:`FakeClock` with the code under test to run hours in milliseconds.
-        host, port: where to listen (port 0: an ephemeral port).
-        client_id, client_secret: the accepted API credentials (random by default).
+        host: the address to listen on.
+        port: the port to listen on (0: an ephemeral port).
+        client_id: the accepted API client id (random by default).
+        client_secret: the accepted API client secret (random by default).
         timing: every duration (see :class:`SandboxTiming`).
         processing_delay: shortcut for ``timing.processing_delay``.
         seed: makes ids, passcodes and fault draws reproducible.
         routes: path overrides (as for the client).
         clients: identity cases to register, by client reference.
-        webhook_url, webhook_basic, webhook_bearer: see :meth:`configure_webhooks`.
+        webhook_url: see :meth:`configure_webhooks`.
+        webhook_basic: see :meth:`configure_webhooks`.
+        webhook_bearer: see :meth:`configure_webhooks`.
         webhook_backoff: the first redelivery delay, in clock seconds.
         webhook_timeout: real seconds the receiver may take to accept a delivery's
             connection, and between reads of its answer (a slower one fails and is
