@@ -30,6 +30,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("The client", ("_client", "_documents", "_retry", "_routes", "_transport", "_pdf")),
     ("Models", ("_models",)),
     ("The flow", ("_flow", "_flow_events", "_flow_machine", "_flow_state")),
+    ("Evidence", ("_evidence",)),
     ("The signer", ("_signer",)),
     ("Waiting", ("_waiters", "_dispatcher")),
     ("Checkpoints", ("_store",)),

@@ -78,7 +78,8 @@ class BasicAuth:
     """Webhooks carry ``Authorization: Basic`` with this username and password.
 
     Args:
-        username, password: the credentials you gave Fourthline for webhooks.
+        username: the user name you gave Fourthline for webhooks.
+        password: the password you gave Fourthline for webhooks.
     """
 
     def __init__(self, username: str, password: str) -> None:
@@ -116,8 +117,9 @@ class BearerAuth:
     """Webhooks carry ``Authorization: Bearer`` with a token from our own token endpoint.
 
     Args:
-        username, password: the credentials you gave Fourthline; it sends them in HTTP
-            Basic to the token endpoint (the AuthUrl you configured).
+        username: the user name you gave Fourthline; it sends it in HTTP Basic to the
+            token endpoint (the AuthUrl you configured).
+        password: the password that goes with it.
         token_lifetime: seconds a token stays valid (``expires_in``).
         max_tokens: at most this many live tokens are kept; the oldest go first.
         clock: the clock that ages tokens (the receiver passes its own).
