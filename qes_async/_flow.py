@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from . import _flow_machine as fm
+from . import _telemetry
 from ._clock import Clock, SystemClock
 from ._documents import Document
 from ._errors import DocumentCheckError, FlowError, InvalidInputError
@@ -228,6 +229,7 @@ class SignatureFlow:
         self._lease: Lease | None = None
         self._version = 0
         self._state: FlowState | None = None
+        self._trace: _telemetry.FlowTrace | None = None  # while a run is traced
         self._new = _NewFlow(
             flow_id or str(uuid.uuid4()),
             client_reference,
@@ -300,6 +302,12 @@ class SignatureFlow:
             DocumentCheckError: a document hash did not match, or a signature did not check.
             StaleStateError: another worker took the flow over.
         """
+        tel = _telemetry.hook  # None unless qes_async.otel.instrument() ran
+        if tel is None:
+            return await self._run()
+        return await tel.run_flow(self, self._run())
+
+    async def _run(self) -> FlowResult:
         try:  # whatever fails, the event iterators end
             if self._state is None:
                 await self._start()
@@ -309,7 +317,9 @@ class SignatureFlow:
             runner = StepRunner(self, state, self._documents)
             await runner.resync()
             while not state.step.is_terminal:
-                await runner.perform(fm.next_action(state.step))
+                action = fm.next_action(state.step)
+                with self.traced_step(action.value):
+                    await runner.perform(action)
             return self._finish(state)
         finally:
             self._hub.close()
@@ -322,16 +332,25 @@ class SignatureFlow:
         state = self._state
         assert state is not None
         gen = state.generations[-1] if state.generations else None
-        self._hub.emit(
-            FlowEvent(
-                kind=kind,
-                flow_id=state.flow_id,
-                generation=gen.number if gen else 0,
-                time=self.clock.time(),
-                signature_id=gen.signature_id if gen else None,
-                **fields,
-            )
+        event = FlowEvent(
+            kind=kind,
+            flow_id=state.flow_id,
+            generation=gen.number if gen else 0,
+            time=self.clock.time(),
+            signature_id=gen.signature_id if gen else None,
+            **fields,
         )
+        self._hub.emit(event)
+        if self._trace is not None:
+            self._trace.event(event)
+
+    def traced_step(self, name: str) -> _telemetry.WaitSpan:
+        """The span of one step while the run is traced (else a no-op context)."""
+        return _telemetry.OFF if self._trace is None else self._trace.step(name)
+
+    def traced_wait(self, what: str, targets: Sequence[object] = ()) -> _telemetry.WaitSpan:
+        """The span of one wait (for a status, or the signer's ``what``), or a no-op."""
+        return _telemetry.OFF if self._trace is None else self._trace.wait(what, targets)
 
     async def save(self) -> None:
         """Checkpoint the state (renewing the lease when it runs short).
