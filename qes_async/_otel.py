@@ -111,11 +111,17 @@ def status_class(status: int | None) -> str:
 
 
 def _request_id(response: Response) -> str | None:
+    """The answer's request id, short and printable; one echoing a secret is cut."""
     value = response.request_id
     if not value:
         return None
     value = value[:MAX_REQUEST_ID]
-    return value if value.isprintable() else None
+    if not value.isprintable():
+        return None
+    scrubber = response.scrubber
+    if scrubber is not None and scrubber.holds(value):
+        return scrubber.text(value)
+    return value
 
 
 class Recorder:

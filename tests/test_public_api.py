@@ -105,5 +105,10 @@ def test_every_public_name_resolves_to_an_object_with_a_docstring() -> None:
 
 
 def test_public_submodules_import() -> None:
-    for module in ("qes_async.sandbox", "qes_async.webhooks", "qes_async.postgres"):
+    for module in (
+        "qes_async.sandbox",
+        "qes_async.webhooks",
+        "qes_async.postgres",
+        "qes_async.otel",
+    ):
         assert importlib.import_module(module).__all__
