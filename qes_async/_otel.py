@@ -177,11 +177,12 @@ class Recorder:
             request.operation, kind=SpanKind.CLIENT, attributes=attributes
         )
         began = time.perf_counter()
+        token = context.attach(trace.set_span_in_context(span))
         try:
-            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
-                response, result = await call
+            response, result = await call
         except BaseException as exc:
             end_ns = time.time_ns()
+            context.detach(token)
             cause = exc.cause if isinstance(exc, _Failed) else exc
             kind = error_type(cause)
             span.set_attribute("error.type", kind)
@@ -193,20 +194,23 @@ class Recorder:
                 span.end(end_ns)
             raise
         end_ns = time.time_ns()
+        context.detach(token)
         status = response.status
-        span.set_attribute("http.response.status_code", status)
+        found: dict[str, Any] = {"http.response.status_code": status}
         request_id = _request_id(response)
         if request_id is not None:
-            span.set_attribute("qes.request_id", request_id)
+            found["qes.request_id"] = request_id
         refused = str(status) if status >= 400 else None
         if refused is not None:
-            span.set_attribute("error.type", refused)
+            found["error.type"] = refused
             span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
         self._measure(request, began, server, status, refused)
         if 200 <= status < 300:
-            span.set_attribute("qes.retry.decision", "none")
+            found["qes.retry.decision"] = "none"
+            span.set_attributes(found)
             span.end(end_ns)
         else:
+            span.set_attributes(found)
             _PENDING.set(_Pending(span, end_ns))
         return response, result
 
