@@ -23,6 +23,7 @@ from opentelemetry import context, metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import __version__
+from ._errors import WaitTimeoutError
 from ._flow_events import FlowEvent
 from ._flow_machine import RestartReason
 from ._protocol import Request, Response
@@ -373,14 +374,15 @@ class _ChildSpan:
     def __exit__(self, *exc_info: object) -> None:
         error = exc_info[1] if isinstance(exc_info[1], BaseException) else None
         try:
-            self.ended(error)
-            _set_error(self.span, error)
+            _set_error(self.span, self.ended(error))
         finally:
             context.detach(self._token)  # type: ignore[arg-type]
             self.span.end()
 
-    def ended(self, error: BaseException | None) -> None:
-        """Set what is known once the block ends."""
+    def ended(self, error: BaseException | None) -> BaseException | None:
+        """Set what is known once the block ends; returns the error that marks the span
+        failed (an outcome such as a wait's timeout does not)."""
+        return error
 
     def outcome(self, value: str) -> None:
         return None
@@ -396,18 +398,19 @@ class _StepSpan(_ChildSpan):
         self._ended_before = self._generation.ended if self._generation is not None else None
         super().__init__(owner, {"qes.step": step, "qes.flow.id": owner.flow.flow_id})
 
-    def ended(self, error: BaseException | None) -> None:
+    def ended(self, error: BaseException | None) -> BaseException | None:
         span, gen, state = self.span, self._generation, self.owner.flow.state
         if state is not None:
             span.set_attribute("qes.step.next", state.step.value)
         if gen is None:
-            return
+            return error
         if gen.signature_id:
             span.set_attribute("qes.signature.id", gen.signature_id)
         if gen.ended is not None and self._ended_before is None:
             span.set_attribute("qes.generation.ended", gen.ended)
             if gen.ended in _RESTART_REASONS:
                 span.set_attribute("qes.restart.reason", gen.ended)
+        return error
 
 
 class _WaitSpan(_ChildSpan):
@@ -428,11 +431,14 @@ class _WaitSpan(_ChildSpan):
     def outcome(self, value: str) -> None:
         self._outcome = value
 
-    def ended(self, error: BaseException | None) -> None:
+    def ended(self, error: BaseException | None) -> BaseException | None:
         self.owner.recorder.flows_waiting.add(-1, self._what)
-        if error is not None:
-            cancelled = isinstance(error, asyncio.CancelledError)
-            self._outcome = "cancelled" if cancelled else "error"
-        outcome = self._outcome
-        if outcome is not None:
-            self.span.set_attribute("qes.wait.outcome", outcome)
+        if isinstance(error, WaitTimeoutError):
+            self._outcome, error = "timeout", None  # an outcome the flow handles, not a fault
+        elif isinstance(error, asyncio.CancelledError):
+            self._outcome = "cancelled"
+        elif error is not None:
+            self._outcome = "error"
+        if self._outcome is not None:
+            self.span.set_attribute("qes.wait.outcome", self._outcome)
+        return error

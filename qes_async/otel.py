@@ -64,9 +64,9 @@ def instrument(
     """Turn on spans and metrics for every client, flow and receiver of this process.
 
     Args:
-        tracer_provider: where spans go (default: OpenTelemetry's global provider, looked
-            up at each span, so one set later is used).
-        meter_provider: where metrics go (default: the global one).
+        tracer_provider: where spans go (default: OpenTelemetry's global provider; one
+            set after this call is still used, through OpenTelemetry's proxy).
+        meter_provider: where metrics go (default: the global one, likewise).
 
     Calling it again replaces the providers. Raises :class:`TelemetryUnavailableError`
     when ``opentelemetry-api`` is not installed.

@@ -302,8 +302,9 @@ async def test_flows_waiting_counts_the_flows_waiting_now(otel: Telemetry, tmp_p
         return True
 
     async with world(tmp_path) as w:
-        signer = w.signer()
-        signer._consent = consent  # type: ignore[attr-defined]
+        signer = CallbackSigner(
+            consent=consent, passcode=lambda r: w.sandbox.latest_passcode(r.signature_id)
+        )
         run = asyncio.create_task(w.flow(signer=signer).run())
         await asyncio.wait_for(asked.wait(), 10)
         during = {a["qes.waiting_for"]: v for a, v in otel.points("qes.flows.waiting")}
@@ -313,6 +314,32 @@ async def test_flows_waiting_counts_the_flows_waiting_now(otel: Telemetry, tmp_p
     assert during["consent"] == 1
     after = {a["qes.waiting_for"]: v for a, v in otel.points("qes.flows.waiting")}
     assert after["consent"] == 0
+
+
+async def test_a_lost_approval_gives_up_and_its_settling_wait_times_out_without_a_fault(
+    otel: Telemetry, tmp_path: Path
+) -> None:
+    async with world(tmp_path) as w:
+        w.sandbox.script_faults(["drop_before"], route="approve_documents")
+        result = await w.flow().run()
+    assert result.outcome is FlowOutcome.SIGNED
+    lost, sent = otel.spans("approve_documents")
+    assert _attrs(lost)["qes.retry.decision"] == "give_up"  # never replayed
+    assert _attrs(lost)["qes.retry.verdict"] == "unknown"
+    assert _attrs(lost)["error.type"].startswith("aiohttp.")
+    assert _attrs(sent)["http.response.status_code"] == 200
+    settling = [
+        s for s in otel.spans("qes.wait status") if _attrs(s)["qes.wait.outcome"] == "timeout"
+    ]
+    assert len(settling) == 1
+    assert settling[0].status.status_code is StatusCode.UNSET
+    assert "error.type" not in _attrs(settling[0])
+    assert _attrs(settling[0])["qes.wait.targets"] == ("confirmation_required",)
+    (resync,) = otel.spans("qes.step resync")  # nested in the approve step that lost it
+    assert resync.parent is not None
+    (approve, _) = otel.spans("qes.step approve")
+    assert approve.context is not None
+    assert resync.parent.span_id == approve.context.span_id
 
 
 async def test_a_failed_flow_ends_its_span_with_the_outcome_and_error(
