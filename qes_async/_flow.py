@@ -318,7 +318,7 @@ class SignatureFlow:
             await runner.resync()
             while not state.step.is_terminal:
                 action = fm.next_action(state.step)
-                with self.traced_step(action.value):
+                with self._traced_step(action.value):
                     await runner.perform(action)
             return self._finish(state)
         finally:
@@ -344,11 +344,11 @@ class SignatureFlow:
         if self._trace is not None:
             self._trace.event(event)
 
-    def traced_step(self, name: str) -> _telemetry.WaitSpan:
+    def _traced_step(self, name: str) -> _telemetry.Scope:
         """The span of one step while the run is traced (else a no-op context)."""
         return _telemetry.OFF if self._trace is None else self._trace.step(name)
 
-    def traced_wait(self, what: str, targets: Sequence[object] = ()) -> _telemetry.WaitSpan:
+    def _traced_wait(self, what: str, targets: Sequence[object] = ()) -> _telemetry.Scope:
         """The span of one wait (for a status, or the signer's ``what``), or a no-op."""
         return _telemetry.OFF if self._trace is None else self._trace.wait(what, targets)
 

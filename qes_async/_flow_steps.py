@@ -126,7 +126,7 @@ class StepRunner:
         """Re-read the remote status and move the machine to what it asks for."""
         if self.state.step in (fm.Step.CREATE, fm.Step.RESTART) or self.state.finished:
             return
-        with self.flow.traced_step("resync"):
+        with self.flow._traced_step("resync"):
             try:
                 report = await self.client.get_signature_status(self.sig)
                 if report.status is Status.ERROR or not report.status.is_known:
@@ -146,7 +146,7 @@ class StepRunner:
             deadline = self.flow.clock.time() + self.opts.outcome_grace
             with (
                 contextlib.suppress(WaitTimeoutError),
-                self.flow.traced_wait("status", settled[1]) as wait,
+                self.flow._traced_wait("status", settled[1]) as wait,
             ):
                 report = await self.flow.waiter.wait_for(self.sig, settled[1], deadline=deadline)
                 wait.outcome(report.status.value)
@@ -156,7 +156,7 @@ class StepRunner:
 
     async def _wait_for(self, targets: Sequence[Status]) -> StatusReport:
         deadline = self.flow.clock.time() + self.opts.wait_timeout
-        with self.flow.traced_wait("status", targets) as wait:
+        with self.flow._traced_wait("status", targets) as wait:
             report: StatusReport = await self.flow.waiter.wait_for(
                 self.sig, targets, deadline=deadline
             )
@@ -501,7 +501,7 @@ class StepRunner:
                 FlowEventKind.DEADLINE_APPROACHING, waiting_for=what, deadline=deadline
             ),
         )
-        with self.flow.traced_wait(what) as wait:
+        with self.flow._traced_wait(what) as wait:
             task: asyncio.Future[T] = asyncio.ensure_future(asking)
             timer: asyncio.Future[None] = asyncio.ensure_future(
                 clock.sleep_until(deadline, passive=True)

@@ -16,13 +16,14 @@ if TYPE_CHECKING:
     from ._flow_events import FlowEvent
     from ._protocol import Request, Response
 
-__all__ = ["OFF", "FlowTrace", "Hooks", "WaitSpan", "hook"]
+__all__ = ["OFF", "FlowTrace", "Hooks", "Scope", "hook"]
 
 
-class WaitSpan(Protocol):
-    """An open wait: ``outcome`` says how it ended (the status reached, ``answered``...)."""
+class Scope(Protocol):
+    """An open step or wait span; ``outcome`` says how a wait ended (the status reached,
+    ``answered``...)."""
 
-    def __enter__(self) -> WaitSpan: ...
+    def __enter__(self) -> Scope: ...
 
     def __exit__(self, *exc_info: object) -> None: ...
 
@@ -32,9 +33,9 @@ class WaitSpan(Protocol):
 class FlowTrace(Protocol):
     """The telemetry of one flow run (``SignatureFlow._trace`` while it runs)."""
 
-    def step(self, name: str) -> WaitSpan: ...
+    def step(self, name: str) -> Scope: ...
 
-    def wait(self, what: str, targets: Collection[object] = ()) -> WaitSpan: ...
+    def wait(self, what: str, targets: Collection[object] = ()) -> Scope: ...
 
     def event(self, event: FlowEvent) -> None: ...
 
@@ -72,7 +73,7 @@ class _Off:
         return None
 
 
-OFF: WaitSpan = _Off()
+OFF: Scope = _Off()
 
 #: The recorder, or None (the default): set only by ``qes_async.otel.instrument()``.
 hook: Hooks | None = None
