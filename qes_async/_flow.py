@@ -170,6 +170,10 @@ class SignatureFlow:
         on_event: a callback (sync or async) for every :class:`FlowEvent`.
     """
 
+    #: Set by the telemetry recorder while a run is traced (a class default: no cost per
+    #: flow when telemetry is off).
+    _trace: _telemetry.FlowTrace | None = None
+
     def __init__(
         self,
         client: Any,
@@ -229,7 +233,6 @@ class SignatureFlow:
         self._lease: Lease | None = None
         self._version = 0
         self._state: FlowState | None = None
-        self._trace: _telemetry.FlowTrace | None = None  # while a run is traced
         self._new = _NewFlow(
             flow_id or str(uuid.uuid4()),
             client_reference,
