@@ -306,11 +306,8 @@ class SignatureFlow:
             StaleStateError: another worker took the flow over.
         """
         tel = _telemetry.hook  # None unless qes_async.otel.instrument() ran
-        if tel is None:
-            return await self._run()
-        return await tel.run_flow(self, self._run())
-
-    async def _run(self) -> FlowResult:
+        if tel is not None:
+            self._trace = tel.flow_started(self)  # the run's span, current until it ends
         try:  # whatever fails, the event iterators end
             if self._state is None:
                 await self._start()
@@ -324,9 +321,15 @@ class SignatureFlow:
                 with self._traced_step(action.value):
                     await runner.perform(action)
             return self._finish(state)
+        except BaseException as exc:
+            if self._trace is not None:
+                self._trace.failed(exc)
+            raise
         finally:
             self._hub.close()
             await self._release()
+            if self._trace is not None:
+                self._trace.finish()
 
     # ---------------------------------------------------------------- used by the steps
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import Span, TracerProvider
 
-    from ._flow import FlowResult, SignatureFlow
+    from ._flow import SignatureFlow
 
 __all__ = ["METRICS", "Recorder"]
 
@@ -254,26 +254,14 @@ class Recorder:
 
     # ------------------------------------------------------------------------- flows
 
-    async def run_flow(self, flow: SignatureFlow, body: Awaitable[FlowResult]) -> FlowResult:
-        """Run the flow's body inside its ``qes.flow`` span."""
+    def flow_started(self, flow: SignatureFlow) -> FlowTrace:
+        """Open the run's ``qes.flow`` span (current until :meth:`FlowTrace.finish`)."""
         resumed = flow.state is not None
         self.flows_started.add(1, {"qes.flow.resumed": resumed})
         span = self.tracer.start_span(
             "qes.flow", attributes={"qes.flow.id": flow.flow_id, "qes.flow.resumed": resumed}
         )
-        flow_trace = FlowTrace(self, span, flow)
-        flow._trace = flow_trace
-        error: BaseException | None = None
-        try:
-            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
-                return await body
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            flow._trace = None
-            outcome = flow_trace.finish(error)
-            self.flows_finished.add(1, {"qes.flow.outcome": outcome})
+        return FlowTrace(self, span, flow)
 
     # ---------------------------------------------------------------------- webhooks
 
@@ -297,6 +285,8 @@ class FlowTrace:
 
     def __init__(self, recorder: Recorder, span: Span, flow: SignatureFlow) -> None:
         self.recorder, self.span, self.flow = recorder, span, flow
+        self._cancelled = False
+        self._token = context.attach(trace.set_span_in_context(span))
 
     def step(self, name: str) -> _StepSpan:
         return _StepSpan(self, name)
@@ -325,14 +315,19 @@ class FlowTrace:
             attributes["qes.signature.id"] = gen.signature_id
         return attributes
 
-    def finish(self, error: BaseException | None) -> str:
-        """Set the run's outcome on its span and end it; returns the outcome."""
-        state = self.flow.state
+    def failed(self, error: BaseException) -> None:
+        """The run raised ``error`` (only its class is kept)."""
+        self._cancelled = isinstance(error, asyncio.CancelledError)
+        _set_error(self.span, error)
+
+    def finish(self) -> None:
+        """Set the run's outcome on its span, end it and count it."""
+        flow, state = self.flow, self.flow.state
         if state is None:
             outcome = "not_started"  # refused before anything was stored or sent
         elif state.finished:
             outcome = state.outcome or "failed"
-        elif isinstance(error, asyncio.CancelledError):
+        elif self._cancelled:
             outcome = "cancelled"
         else:
             outcome = "stopped"  # resumable: the store keeps where it stood
@@ -344,9 +339,10 @@ class FlowTrace:
             span.set_attribute("qes.flow.restarts", len(state.generations) - 1)
             if reasons:
                 span.set_attribute("qes.restart.reasons", reasons)
-        _set_error(span, error)
+        flow._trace = None
+        context.detach(self._token)
         span.end()
-        return outcome
+        self.recorder.flows_finished.add(1, {"qes.flow.outcome": outcome})
 
 
 def _set_error(span: Span, error: BaseException | None) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ._flow import FlowResult, SignatureFlow
+    from ._flow import SignatureFlow
     from ._flow_events import FlowEvent
     from ._protocol import Request, Response
 
@@ -39,6 +39,10 @@ class FlowTrace(Protocol):
 
     def event(self, event: FlowEvent) -> None: ...
 
+    def failed(self, error: BaseException) -> None: ...
+
+    def finish(self) -> None: ...
+
 
 class Hooks(Protocol):
     """What the instrumented places call; see :mod:`qes_async._otel`."""
@@ -53,7 +57,7 @@ class Hooks(Protocol):
 
     async def decide(self, retrying: Awaitable[bool], retries: Any) -> bool: ...
 
-    async def run_flow(self, flow: SignatureFlow, body: Awaitable[FlowResult]) -> FlowResult: ...
+    def flow_started(self, flow: SignatureFlow) -> FlowTrace: ...
 
     def webhook(self, status: int, reason: str) -> None: ...
 

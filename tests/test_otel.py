@@ -356,6 +356,31 @@ async def test_a_failed_flow_ends_its_span_with_the_outcome_and_error(
     assert otel.points("qes.flows.finished") == [({"qes.flow.outcome": "kyc_required"}, 1)]
 
 
+async def test_a_cancelled_flow_ends_its_span_as_cancelled(otel: Telemetry, tmp_path: Path) -> None:
+    asked = asyncio.Event()
+
+    async def consent(request: ConsentRequest) -> bool:
+        asked.set()
+        await asyncio.Event().wait()  # never answers
+        return True
+
+    async with world(tmp_path) as w:
+        signer = CallbackSigner(consent=consent, passcode=lambda r: "")
+        run = asyncio.create_task(w.flow(signer=signer).run())
+        await asyncio.wait_for(asked.wait(), 10)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    (root,) = otel.spans("qes.flow")
+    assert _attrs(root)["qes.flow.outcome"] == "cancelled"
+    assert _attrs(root)["error.type"] == "asyncio.exceptions.CancelledError"
+    (consenting,) = otel.spans("qes.wait consent")
+    assert _attrs(consenting)["qes.wait.outcome"] == "cancelled"
+    waiting = {a["qes.waiting_for"]: v for a, v in otel.points("qes.flows.waiting")}
+    assert waiting["consent"] == 0
+    assert otel.points("qes.flows.finished") == [({"qes.flow.outcome": "cancelled"}, 1)]
+
+
 async def test_a_flow_refused_before_it_starts_is_counted_as_not_started(
     otel: Telemetry, tmp_path: Path
 ) -> None:
