@@ -562,10 +562,13 @@ def _check_outcome(record: FlowRecord) -> None:
     scenario = record.scenario
     if record.outcome != scenario.expect:
         record.problems.append(f"outcome {record.outcome}, expected {scenario.expect}")
-    if scenario.first_ended is not None and (
-        not record.ended or record.ended[0] not in scenario.first_ended
+    # The restart the scenario forces must have happened. Not always first: a slow fault
+    # holds a call for real seconds while simulated time runs thousands of times faster,
+    # so a window may expire before it (and the flow rightly restarts for that first).
+    if scenario.first_ended is not None and not any(
+        why in scenario.first_ended for why in record.ended[:-1]
     ):
-        record.problems.append(f"first generation ended {record.ended[:1]}")
+        record.problems.append(f"no generation ended {scenario.first_ended}: {record.ended}")
 
 
 def _figures(report: ChaosReport, sandbox: SandboxServer, tmp: Path) -> None:

@@ -157,6 +157,7 @@ class QESClient:
         )
         self._tokens = TokenCache(self._fetch_token, self.clock.time)
         self._transport.auth = self._tokens
+        self._transport.routes = self.routes  # telemetry's path templates
         self._transport.scrubber.add(secret)
 
     # ----------------------------------------------------------------------- lifecycle

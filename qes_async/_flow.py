@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from . import _flow_machine as fm
+from . import _telemetry
 from ._clock import Clock, SystemClock
 from ._documents import Document
 from ._errors import DocumentCheckError, FlowError, InvalidInputError
@@ -208,6 +209,10 @@ class SignatureFlow:
         on_event: a callback (sync or async) for every :class:`FlowEvent`.
     """
 
+    #: Set by the telemetry recorder while a run is traced (a class default: no cost per
+    #: flow when telemetry is off).
+    _trace: _telemetry.FlowTrace | None = None
+
     def __init__(
         self,
         client: Any,
@@ -372,6 +377,9 @@ class SignatureFlow:
             DocumentCheckError: a document hash did not match, or a signature did not check.
             StaleStateError: another worker took the flow over.
         """
+        tel = _telemetry.hook  # None unless qes_async.otel.instrument() ran
+        if tel is not None:
+            self._trace = tel.flow_started(self)  # the run's span, current until it ends
         try:  # whatever fails, the event iterators end
             if self._state is None:
                 await self._start()
@@ -384,12 +392,20 @@ class SignatureFlow:
             runner = StepRunner(self, state, self._documents)
             await runner.resync()
             while not state.step.is_terminal:
-                await runner.perform(fm.next_action(state.step))
+                action = fm.next_action(state.step)
+                with self._traced_step(action.value):
+                    await runner.perform(action)
             return self._finish(state)
+        except BaseException as exc:
+            if self._trace is not None:
+                self._trace.failed(exc)
+            raise
         finally:
             self._hub.close()
             self._forget()
             await self._release()
+            if self._trace is not None:
+                self._trace.finish()
 
     # ---------------------------------------------------------------- used by the steps
 
@@ -398,16 +414,25 @@ class SignatureFlow:
         state = self._state
         assert state is not None
         gen = state.generations[-1] if state.generations else None
-        self._hub.emit(
-            FlowEvent(
-                kind=kind,
-                flow_id=state.flow_id,
-                generation=gen.number if gen else 0,
-                time=self.clock.time(),
-                signature_id=gen.signature_id if gen else None,
-                **fields,
-            )
+        event = FlowEvent(
+            kind=kind,
+            flow_id=state.flow_id,
+            generation=gen.number if gen else 0,
+            time=self.clock.time(),
+            signature_id=gen.signature_id if gen else None,
+            **fields,
         )
+        self._hub.emit(event)
+        if self._trace is not None:
+            self._trace.event(event)
+
+    def _traced_step(self, name: str) -> _telemetry.Scope:
+        """The span of one step while the run is traced (else a no-op context)."""
+        return _telemetry.OFF if self._trace is None else self._trace.step(name)
+
+    def _traced_wait(self, what: str, targets: Sequence[object] = ()) -> _telemetry.Scope:
+        """The span of one wait (for a status, or the signer's ``what``), or a no-op."""
+        return _telemetry.OFF if self._trace is None else self._trace.wait(what, targets)
 
     def note(self, kind: str, **data: Any) -> None:
         """Append one entry to the evidence record (saved with the next checkpoint)."""

@@ -150,20 +150,21 @@ class StepRunner:
         """Re-read the remote status and move the machine to what it asks for."""
         if self.state.step in (fm.Step.CREATE, fm.Step.RESTART) or self.state.finished:
             return
-        try:
-            report, via = await self.client.get_signature_status(self.sig), "read"
-            if report.status is Status.ERROR or not report.status.is_known:
-                self.flow.note("status_observed", **_status_facts(report, via))
-                report, via = await self._wait_for(_ACTIONABLE), self._waiter_via
-            settled = await self._settle(report)
-            if settled is not report:
-                self.flow.note("status_observed", **_status_facts(report, via))
-                via = self._waiter_via
-            await self._observe(settled, via)
-        except _Restart as restart:  # e.g. invalid_signature found on resume
-            await self._restart_needed(restart.reason)
-        except UnreachableStatusError as exc:
-            await self._unreachable(exc)
+        with self.flow._traced_step("resync"):
+            try:
+                report, via = await self.client.get_signature_status(self.sig), "read"
+                if report.status is Status.ERROR or not report.status.is_known:
+                    self.flow.note("status_observed", **_status_facts(report, via))
+                    report, via = await self._wait_for(_ACTIONABLE), self._waiter_via
+                settled = await self._settle(report)
+                if settled is not report:
+                    self.flow.note("status_observed", **_status_facts(report, via))
+                    via = self._waiter_via
+                await self._observe(settled, via)
+            except _Restart as restart:  # e.g. invalid_signature found on resume
+                await self._restart_needed(restart.reason)
+            except UnreachableStatusError as exc:
+                await self._unreachable(exc)
 
     async def _settle(self, report: StatusReport) -> StatusReport:
         # An approval or confirmation may have been sent: give its outcome time to show
@@ -171,15 +172,23 @@ class StepRunner:
         settled = _SETTLED.get(self.gen.in_flight or "")
         if settled is not None and report.status is settled[0]:
             deadline = self.flow.clock.time() + self.opts.outcome_grace
-            with contextlib.suppress(WaitTimeoutError):
+            with (
+                contextlib.suppress(WaitTimeoutError),
+                self.flow._traced_wait("status", settled[1]) as wait,
+            ):
                 report = await self.flow.waiter.wait_for(self.sig, settled[1], deadline=deadline)
+                wait.outcome(report.status.value)
         if self.gen.in_flight in _SETTLED:
             self.gen.in_flight = None
         return report
 
     async def _wait_for(self, targets: Sequence[Status]) -> StatusReport:
         deadline = self.flow.clock.time() + self.opts.wait_timeout
-        report: StatusReport = await self.flow.waiter.wait_for(self.sig, targets, deadline=deadline)
+        with self.flow._traced_wait("status", targets) as wait:
+            report: StatusReport = await self.flow.waiter.wait_for(
+                self.sig, targets, deadline=deadline
+            )
+            wait.outcome(report.status.value)
         return report
 
     async def _observe(self, report: StatusReport, via: str) -> None:
@@ -600,20 +609,23 @@ class StepRunner:
                 FlowEventKind.DEADLINE_APPROACHING, waiting_for=what, deadline=deadline
             ),
         )
-        task: asyncio.Future[T] = asyncio.ensure_future(asking)
-        timer: asyncio.Future[None] = asyncio.ensure_future(
-            clock.sleep_until(deadline, passive=True)
-        )
-        try:
-            both: set[asyncio.Future[object]] = {task, timer}  # type: ignore[arg-type]
-            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            warning.cancel()
-            for pending in (task, timer):
-                if not pending.done():
-                    pending.cancel()
-        if task.done() and not task.cancelled() and clock.time() < deadline:
-            return task.result()
+        with self.flow._traced_wait(what) as wait:
+            task: asyncio.Future[T] = asyncio.ensure_future(asking)
+            timer: asyncio.Future[None] = asyncio.ensure_future(
+                clock.sleep_until(deadline, passive=True)
+            )
+            try:
+                both: set[asyncio.Future[object]] = {task, timer}  # type: ignore[arg-type]
+                await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                warning.cancel()
+                for pending in (task, timer):
+                    if not pending.done():
+                        pending.cancel()
+            if task.done() and not task.cancelled() and clock.time() < deadline:
+                wait.outcome("answered")
+                return task.result()
+            wait.outcome("expired")
         await self._ack(request, AnswerKind.EXPIRED)
         raise _Restart(fm.RestartReason.DEADLINE_PASSED)
 

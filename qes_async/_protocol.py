@@ -96,12 +96,27 @@ class Response:
 
     @property
     def request_id(self) -> str | None:
-        """The answer's ``X-Request-Id`` when present."""
-        return self.headers.get("x-request-id")
+        """The answer's ``X-Request-Id`` when present. A server that echoes one of the
+        client's secrets in it (or sends more than an id) gets it cut, since request ids
+        go into logs, errors and models."""
+        rid = self.headers.get("x-request-id")
+        if rid is not None and (
+            len(rid) > _MAX_REQUEST_ID or (self.scrubber is not None and self.scrubber.holds(rid))
+        ):
+            return _cut_request_id(rid, self.scrubber)
+        return rid
 
     def shown_body(self) -> bytes:
         """The body as an error may show it: the client's own secrets cut out."""
         return self.scrubber.body(self.body) if self.scrubber is not None else self.body
+
+
+_MAX_REQUEST_ID = 128
+
+
+def _cut_request_id(rid: str, scrubber: Scrubber | None) -> str:
+    text = scrubber.text(rid) if scrubber is not None else rid
+    return text[:_MAX_REQUEST_ID]
 
 
 @attrs.frozen

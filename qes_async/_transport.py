@@ -22,6 +22,7 @@ import attrs
 from aiohttp import payload
 from yarl import URL
 
+from . import _telemetry
 from ._auth import TokenCache
 from ._clock import Clock
 from ._errors import DecodeError, OutcomeUnknownError, RequestNotSentError, TLSError
@@ -29,6 +30,7 @@ from ._logging import log_attempt, logger
 from ._protocol import Request, Response, error_from_response
 from ._redact import Scrubber
 from ._retry import Decision, Failure, RetryPolicy, Verdict, decide, parse_retry_after
+from ._routes import Routes
 
 __all__ = ["Consumer", "Timeouts", "Transport", "classify_exception"]
 
@@ -150,6 +152,8 @@ class Transport:
         self.clock = clock
         self.sleep = sleep
         self.auth: TokenCache | None = None
+        #: The client's route table: telemetry names each attempt's path template from it.
+        self.routes: Routes | None = None
         self.closed = False
 
     @property
@@ -199,6 +203,8 @@ class Transport:
         """
         started = self.clock.time()
         retries: _Retries | None = None
+        # None unless qes_async.otel.instrument() ran: then this one test is all it costs.
+        tel = _telemetry.hook
         while True:
             token = None
             if request.authenticated and self.auth is not None:
@@ -207,12 +213,17 @@ class Transport:
             began = time.perf_counter() if debug else 0.0
             attempt = (retries.attempts if retries else 0) + 1
             try:
-                response, result = await self._attempt(request, token, consume)
+                if tel is None:
+                    response, result = await self._attempt(request, token, consume)
+                else:  # the attempt in its span (the coroutine holds the token, not the hook)
+                    call = self._attempt(request, token, consume)
+                    response, result = await tel.attempt(self, request, attempt, call)
             except _Failed as failed:
                 retries = retries or _Retries(self.retry.waits())
                 if debug:
                     self._log(request, attempt, began, error=type(failed.cause).__name__)
-                if await self._after_failure(request, failed, retries, started):
+                retrying = self._after_failure(request, failed, retries, started)
+                if await (retrying if tel is None else tel.decide(retrying, retries)):
                     continue
                 raise self._give_up(request, failed) from failed.cause
             if debug:
@@ -220,7 +231,8 @@ class Transport:
             if 200 <= response.status < 300:
                 return response, result
             retries = retries or _Retries(self.retry.waits())
-            if not await self._after_answer(request, response, token, retries, started):
+            retrying = self._after_answer(request, response, token, retries, started)
+            if not await (retrying if tel is None else tel.decide(retrying, retries)):
                 raise _refusal(request, response, retries)
 
     async def _after_failure(
@@ -234,6 +246,7 @@ class Transport:
             policy=self.retry,
             failure=failed.failure,
         )
+        retries.verdict = decision.verdict
         return await self._wait(decision, retries.waits, started)
 
     async def _after_answer(
@@ -261,6 +274,7 @@ class Transport:
             or retries.reauths >= MAX_REAUTHS
             or len(retries.refused) >= MAX_401S,
         )
+        retries.verdict = decision.verdict
         if decision.verdict is Verdict.REAUTH and self.auth is not None and token:
             if self.auth.invalidate(token):
                 retries.reauths += 1  # this call found the token dead
@@ -390,7 +404,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, operation: str) -> bytes:
         f"the answer is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB, more than this "
         "API ever sends",
         status=resp.status,
-        request_id=resp.headers.get("X-Request-Id"),
+        request_id=Response(resp.status, resp.headers, scrubber=None).request_id,
         operation=operation,
     )
 
@@ -398,7 +412,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, operation: str) -> bytes:
 class _Retries:
     """One call's retry state, made at its first failure."""
 
-    __slots__ = ("attempts", "reauths", "refused", "retry_after", "unknown", "waits")
+    __slots__ = ("attempts", "reauths", "refused", "retry_after", "unknown", "verdict", "waits")
 
     def __init__(self, waits: Iterator[float]) -> None:
         self.waits = waits
@@ -407,6 +421,7 @@ class _Retries:
         self.refused: set[str] = set()
         self.retry_after: float | None = None
         self.unknown = False  # the last refusal leaves an unsafe call's outcome unknown
+        self.verdict: Verdict | None = None  # the policy's last answer (for telemetry)
 
 
 def _refusal(request: Request, response: Response, retries: _Retries) -> Exception:

@@ -37,6 +37,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from . import _telemetry
 from ._clock import Clock, SystemClock
 from ._dispatcher import WebhookDispatcher
 from ._errors import InvalidInputError
@@ -238,6 +239,9 @@ class WebhookReceiver:
         return self._count(response)
 
     def _count(self, response: WebhookResponse) -> WebhookResponse:
+        tel = _telemetry.hook  # None unless qes_async.otel.instrument() ran
+        if tel is not None:
+            tel.webhook(response.status, response.reason or f"http_{response.status}")
         if response.status < 300:
             self.accepted += 1
             return response

@@ -8,18 +8,22 @@ from ``conftest``) or the ``secrets_registry`` fixture::
     from conftest import register_secret
 
     register_secret(client_secret, "+31612345678", passcode)
+
+Other texts a test produces (the spans and metrics it exported) are searched too once they
+are declared with :func:`register_texts`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 
 _SECRETS: set[str] = set()
+_TEXT_SOURCES: list[Callable[[], Iterable[str]]] = []
 # Strings shorter than this match by accident (timestamps, ids), so they are refused.
 MIN_SECRET_LENGTH = 4
 
@@ -31,6 +35,12 @@ def register_secret(*values: str | bytes) -> None:
         if len(text) < MIN_SECRET_LENGTH:
             raise ValueError(f"secrets shorter than {MIN_SECRET_LENGTH} characters are refused")
         _SECRETS.add(text)
+
+
+def register_texts(source: Callable[[], Iterable[str]]) -> None:
+    """Declare more texts to search for the registered secrets when the test ends (called
+    then, after every other fixture finished): e.g. every exported span and metric."""
+    _TEXT_SOURCES.append(source)
 
 
 def registered_secrets() -> frozenset[str]:
@@ -71,6 +81,7 @@ def _no_secrets_in_logs() -> Iterator[None]:
     """Capture every log record of the test; fail the test if one holds a secret."""
     global _CURRENT
     _SECRETS.clear()
+    _TEXT_SOURCES.clear()
     capture = _Capture()
     root = logging.getLogger()
     ours = logging.getLogger("qes_async")
@@ -86,12 +97,14 @@ def _no_secrets_in_logs() -> Iterator[None]:
         root.setLevel(old_root)
         ours.setLevel(old_ours)
         _CURRENT = None
-    leaks = [(secret, text) for text in capture.texts() for secret in _SECRETS if secret in text]
+    texts = capture.texts() + [text for source in _TEXT_SOURCES for text in source()]
+    leaks = [(secret, text) for text in texts for secret in _SECRETS if secret in text]
     _SECRETS.clear()
+    _TEXT_SOURCES.clear()
     if leaks:
         secret, text = leaks[0]
         pytest.fail(
-            f"{len(leaks)} log record(s) leak a registered secret "
+            f"{len(leaks)} log record(s) or exported texts leak a registered secret "
             f"({len(secret)} chars); first: {text.replace(secret, '<SECRET>')[:300]!r}",
             pytrace=False,
         )

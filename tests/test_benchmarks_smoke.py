@@ -16,6 +16,8 @@ ROWS = (
     "1 status call, 64 in flight",
     "1 httpx, sequential",
     "1 httpx, 64 in flight",
+    "1 OpenTelemetry on, sequential",
+    "1 OpenTelemetry on, 64 in flight",
     "2 requests/flow, webhooks",
     "2 requests/flow, polling",
     "3 scale: flows/s",

@@ -1,4 +1,4 @@
-"""``import qes_async`` stays light: no sandbox, no pyHanko, no CLI until asked for."""
+"""``import qes_async`` stays light: no sandbox, pyHanko, CLI or OpenTelemetry until asked for."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN = ("qes_async.sandbox", "pyhanko", "qes_async._cli")
+# OpenTelemetry loads only once qes_async.otel.instrument() is called.
+FORBIDDEN = ("qes_async.sandbox", "pyhanko", "qes_async._cli", "opentelemetry", "qes_async._otel")
 
 
 def loaded_after(statement: str) -> list[str]:
@@ -24,7 +25,11 @@ def loaded_after(statement: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "statement",
-    ["import qes_async", "from qes_async import QESClient, SignatureFlow, HybridWaiter"],
+    [
+        "import qes_async",
+        "from qes_async import QESClient, SignatureFlow, HybridWaiter",
+        "import qes_async.otel, qes_async.webhooks",
+    ],
 )
 def test_import_loads_no_sandbox_pyhanko_or_cli(statement: str) -> None:
     modules = loaded_after(statement)

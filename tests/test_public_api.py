@@ -115,5 +115,6 @@ def test_public_submodules_import() -> None:
         "qes_async.webhooks",
         "qes_async.postgres",
         "qes_async.asgi",
+        "qes_async.otel",
     ):
         assert importlib.import_module(module).__all__

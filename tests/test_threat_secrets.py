@@ -391,3 +391,28 @@ async def test_a_form_encoded_token_in_an_error_body_is_masked(fake_api: FakeAPI
             await client.get_signature_details(SIG)
     assert leaked not in str(info.value)
     assert "access_token=***" in str(info.value)
+
+
+async def test_a_request_id_that_echoes_a_secret_is_cut(
+    fake_api: FakeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        token = request.headers["Authorization"].split()[1]
+        status = 400 if request.path.endswith("details") else 200
+        body = {"signatureId": SIG, "status": "pending"} if status == 200 else {"code": "x"}
+        return web.json_response(body, status=status, headers={"X-Request-Id": f"id-{token}"})
+
+    fake_api.add("GET", "/v1/signatures/{id}/status", echo)
+    fake_api.add("GET", "/v1/signatures/{id}/details", echo)
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="qes_async"):
+        async with fake_api.client() as client:
+            report = await client.get_signature_status(SIG)
+            with pytest.raises(BadRequestError) as info:
+                await client.get_signature_details(SIG)
+    shown = [repr(report), str(report.request_id), str(info.value), repr(info.value.__dict__)]
+    shown += [r.getMessage() for r in caplog.records]
+    for text in shown:
+        assert ACCESS_TOKEN not in text, text
+    assert report.request_id == "id-***"
