@@ -245,7 +245,7 @@ async def _finish_flow(args: argparse.Namespace, flow: Any) -> int:
     args.started_flow = flow.flow_id  # for the resume command printed on Ctrl+C
     try:
         result = await flow.run()
-    except (KYCRequiredError, QESError) as exc:
+    except QESError as exc:
         outcome = "kyc_required" if isinstance(exc, KYCRequiredError) else "failed"
         emit_json(
             args,

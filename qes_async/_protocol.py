@@ -99,12 +99,7 @@ class Response:
         """The answer's ``X-Request-Id`` when present. A server that echoes one of the
         client's secrets in it (or sends more than an id) gets it cut, since request ids
         go into logs, errors and models."""
-        rid = self.headers.get("x-request-id")
-        if rid is not None and (
-            len(rid) > _MAX_REQUEST_ID or (self.scrubber is not None and self.scrubber.holds(rid))
-        ):
-            return _cut_request_id(rid, self.scrubber)
-        return rid
+        return request_id_of(self.headers, self.scrubber)
 
     def shown_body(self) -> bytes:
         """The body as an error may show it: the client's own secrets cut out."""
@@ -114,9 +109,15 @@ class Response:
 _MAX_REQUEST_ID = 128
 
 
-def _cut_request_id(rid: str, scrubber: Scrubber | None) -> str:
-    text = scrubber.text(rid) if scrubber is not None else rid
-    return text[:_MAX_REQUEST_ID]
+def request_id_of(headers: Mapping[str, str], scrubber: Scrubber | None) -> str | None:
+    """An answer's ``X-Request-Id``, cut to 128 characters and without the client's
+    secrets (a server may echo one there)."""
+    rid = headers.get("x-request-id")
+    if rid is not None and (
+        len(rid) > _MAX_REQUEST_ID or (scrubber is not None and scrubber.holds(rid))
+    ):
+        return (scrubber.text(rid) if scrubber is not None else rid)[:_MAX_REQUEST_ID]
+    return rid
 
 
 @attrs.frozen

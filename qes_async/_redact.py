@@ -159,12 +159,15 @@ class Scrubber:
                 del self._values[oldest]
         self._values[text] = None
 
-    def text(self, text: str) -> str:
-        """``text`` without any remembered value, then pattern-scrubbed."""
-        for value in sorted(self._values, key=len, reverse=True):
+    def _cut(self, text: str) -> str:
+        for value in sorted(self._values, key=len, reverse=True):  # longest first
             if value in text:
                 text = text.replace(value, "***")
-        return scrub(text)
+        return text
+
+    def text(self, text: str) -> str:
+        """``text`` without any remembered value, then pattern-scrubbed."""
+        return scrub(self._cut(text))
 
     def holds(self, text: str) -> bool:
         """Whether ``text`` contains a remembered value (cheaper than :meth:`text`)."""
@@ -175,9 +178,7 @@ class Scrubber:
         if not self._values or not body:
             return body
         text = body.decode("utf-8", errors="replace")
-        cut = text
-        for value in sorted(self._values, key=len, reverse=True):
-            cut = cut.replace(value, "***")
+        cut = self._cut(text)
         return body if cut == text else cut.encode("utf-8")
 
     def value(self, data: Any, depth: int = 0) -> Any:

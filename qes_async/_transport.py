@@ -27,7 +27,7 @@ from ._auth import TokenCache
 from ._clock import Clock
 from ._errors import DecodeError, OutcomeUnknownError, RequestNotSentError, TLSError
 from ._logging import log_attempt, logger
-from ._protocol import Request, Response, error_from_response
+from ._protocol import Request, Response, error_from_response, request_id_of
 from ._redact import Scrubber
 from ._retry import Decision, Failure, RetryPolicy, Verdict, decide, parse_retry_after
 from ._routes import Routes
@@ -145,6 +145,7 @@ class Transport:
         if ssl is None and self.base_url.scheme == "https":
             self._ssl = default_ssl_context()
         self.scrubber = Scrubber()  # the client's literal secrets, cut from error excerpts
+        self.answered = False  # whether the server ever answered in HTTP (for advice)
         self.retry = retry
         self.timeouts = timeouts
         self._client_timeouts = (timeouts.for_request(False), timeouts.for_request(True))
@@ -302,7 +303,9 @@ class Transport:
                 operation=request.operation,
             )
         advice = None
-        if self.base_url.scheme == "http" and _protocol_error(failed.cause):
+        # Only while the server has never answered in HTTP: a dropped connection later is
+        # an ordinary failure, not a sign that it speaks TLS.
+        if self.base_url.scheme == "http" and not self.answered and _protocol_error(failed.cause):
             advice = (
                 f"The answer from {where} was not HTTP: if the server speaks TLS, use "
                 "https:// in the base URL."
@@ -331,6 +334,7 @@ class Transport:
                 allow_redirects=False,
             ) as resp:
                 head = resp.headers  # case-insensitive; kept as is, copying costs per call
+                self.answered = True
                 if consume is not None and 200 <= resp.status < 300:
                     result = await consume(resp)
                     return Response(resp.status, head, scrubber=self.scrubber), result
@@ -404,7 +408,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, operation: str) -> bytes:
         f"the answer is larger than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB, more than this "
         "API ever sends",
         status=resp.status,
-        request_id=Response(resp.status, resp.headers, scrubber=None).request_id,
+        request_id=request_id_of(resp.headers, None),
         operation=operation,
     )
 
@@ -436,9 +440,7 @@ def _refusal(request: Request, response: Response, retries: _Retries) -> Excepti
 
 def _protocol_error(exc: BaseException) -> bool:
     """An answer that is no HTTP at all (a TLS server's bytes read as HTTP)."""
-    return isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError)) or (
-        "BadStatusLine" in type(exc).__name__ or "BadStatusLine" in repr(exc)
-    )
+    return isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError))
 
 
 def _unknown(request: Request, what: str, hint: str | None = None) -> OutcomeUnknownError:

@@ -22,6 +22,7 @@ import ipaddress
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -277,3 +278,18 @@ async def test_http_to_a_tls_port_hints_at_https(
             await client.get_signature_status("sig-1")
     assert "https://" in str(info.value)
     assert plain.split("//", 1)[1] in str(info.value)  # names the host and port
+
+
+async def test_a_dropped_connection_after_answers_gives_no_tls_hint(fake_api: Any) -> None:
+    """Once the server has answered in HTTP, a drop is an ordinary failure: no https hint."""
+
+    async def drop(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
+
+    fake_api.add("GET", "/v1/signatures/{id}/status", drop)
+    async with fake_api.client(retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.get_signature_status("sig-1")  # the token call answered first
+    assert "https://" not in str(info.value)
