@@ -85,6 +85,12 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
     return web.json_response(body, status=status)
 
 
+def _header_safe(name: str) -> str:
+    """A hostile name as sent: only what would break the part's header line is replaced
+    (quote, CR, LF), so backslashes and bidi characters reach the client."""
+    return "".join("_" if c in '"\r\n' else c for c in name)
+
+
 def _safe_filename(name: str) -> str:
     cleaned = "".join(c if c.isprintable() and c not in '"\\' else "_" for c in name)
     return cleaned or "document.pdf"
@@ -247,7 +253,9 @@ class ApiHandlers:
                 SIGNED_MESSAGE.encode(),
                 f"\r\n--{boundary}\r\nContent-Type: application/pdf\r\n".encode(),
                 b'Content-Disposition: attachment; filename="%s"\r\n\r\n'
-                % _safe_filename(name).encode("utf-8"),
+                % (_header_safe(name) if fault == "hostile_name" else _safe_filename(name)).encode(
+                    "utf-8"
+                ),
                 pdf,
                 f"\r\n--{boundary}--\r\n".encode(),
             ]

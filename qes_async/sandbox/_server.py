@@ -277,9 +277,10 @@ class SandboxServer:
         route = request.match_info.route.name
         if route not in OPERATIONS:
             route = None
-        fault = self.faults.pick(route) if route else None
-        if fault is not None and request.headers.get("X-Sandbox-Faults", "").lower() == "off":
-            fault = None  # a planted call: it reaches the service as sent
+        # A planted call reaches the service as sent, and draws no fault: the faulted run
+        # beside it keeps its scripted steps and its seeded sequence.
+        planted = request.headers.get("X-Sandbox-Faults", "").lower() == "off"
+        fault = self.faults.pick(route) if route and not planted else None
         state = CallState(fault.kind if fault else None)
         CURRENT_CALL.set(state)
         try:
