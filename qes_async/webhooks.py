@@ -148,7 +148,7 @@ class WebhookReceiver:
         self.refused = 0
         #: How many requests were refused, by reason (``unauthorized``, ``not_found``...).
         self.refusals: dict[str, int] = {}
-        self._failed_before = False
+        self._failed_before: set[type[BaseException]] = set()  # kinds logged with a traceback
 
     # ------------------------------------------------------------------ the neutral core
 
@@ -230,10 +230,13 @@ class WebhookReceiver:
     ) -> WebhookResponse:
         try:
             response = self._dispatch(method, path, headers, body, raw_path, prechecked)
-        except Exception:  # a bug must not become a 500 loop of retries with a traceback
-            # The traceback once; a caller who found the bug must not flood the log with it.
-            level = logging.DEBUG if self._failed_before else logging.ERROR
-            self._failed_before = True
+        except Exception as exc:  # a bug must not become a 500 loop of retries
+            # The traceback once per kind of failure: a caller who found a bug must not
+            # flood the log with it, and a second, different bug still shows at ERROR.
+            kind = type(exc)
+            level = logging.DEBUG if kind in self._failed_before else logging.ERROR
+            if len(self._failed_before) < 64:
+                self._failed_before.add(kind)
             log.log(level, "webhook handling failed unexpectedly", exc_info=True)
             response = _problem(400, "bad_request", "the webhook could not be processed")
         return self._count(response)

@@ -495,3 +495,21 @@ async def test_the_relay_refuses_an_event_id_outside_the_syntax_before_any_sql()
         await relay.record(WebhookEvent(signature_id="a\x00b", status=Status.SIGNED))
     assert caught.value.field == "signature_id"
     assert pool.rows == []
+
+
+def test_a_second_different_failure_still_logs_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver, dispatcher = make()
+    failures = iter([RuntimeError("a bug"), RuntimeError("again"), KeyError("another bug")])
+
+    def broken(event: WebhookEvent) -> None:
+        raise next(failures)
+
+    dispatcher.publish = broken  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="qes_async")
+    body = json.dumps({"status": "signed"}).encode()
+    for _ in range(3):
+        receiver.handle("POST", PATH, {**BASIC, **JSON}, body)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.exc_info[1].__class__ for r in errors if r.exc_info] == [RuntimeError, KeyError]

@@ -109,6 +109,8 @@ class Tables:
                 answer TEXT,
                 attempts_left INTEGER,
                 recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
+            # The pruning of stale submissions (on each submission and each safety poll).
+            f"CREATE INDEX IF NOT EXISTS {p}signer_time ON {self.signer} (recorded_at)",
             f"""CREATE TABLE IF NOT EXISTS {self.asks} (
                 flow_id TEXT PRIMARY KEY,
                 worker_id TEXT NOT NULL,
