@@ -8,7 +8,13 @@ counts integers), so the same facts always hash the same.  Appending costs one h
 entry; nothing already in the chain is hashed again.
 
 The record never holds a passcode, a token, the client secret, document bytes or the full
-mobile number (it is masked as everywhere else).
+mobile number (it is masked as everywhere else). It does hold the signing certificate's
+subject, as the audit needs it, and that names the client and their ID document number:
+keep the record as you keep the signed contract.
+
+Appending costs one hash; the whole record is stored again with the flow state at every
+checkpoint, as the rest of the state is (it grows by one entry per status, action and
+download, a few dozen for a ceremony).
 
 :meth:`Evidence.verify` recomputes the chain and, given the folder of the signed files, their
 SHA-256 and size, and names every entry or file that disagrees.  A hash chain shows that

@@ -583,14 +583,18 @@ class StepRunner:
 
     # ---------------------------------------------------------------------------- helpers
 
-    def _agree(self, details: SignatureDetails) -> bool:
+    def _hashes(self, details: SignatureDetails) -> tuple[list[Any], list[Any]]:
+        """(file name, SHA-256) of the documents uploaded and of those the details list."""
         uploaded = sorted((d.file_name, d.sha256) for d in self.state.documents)
         listed = sorted((d.file_name, (d.sha256 or "").lower()) for d in details.documents)
+        return uploaded, listed
+
+    def _agree(self, details: SignatureDetails) -> bool:
+        uploaded, listed = self._hashes(details)
         return uploaded == listed
 
     def _check_hashes(self, details: SignatureDetails) -> None:
-        uploaded = sorted((d.file_name, d.sha256) for d in self.state.documents)
-        listed = sorted((d.file_name, (d.sha256 or "").lower()) for d in details.documents)
+        uploaded, listed = self._hashes(details)
         if uploaded != listed:
             names = sorted({name for name, _ in set(uploaded) ^ set(listed)})
             raise DocumentCheckError(
