@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 import httpx
 
-from qes_async import QESClient, _telemetry
+from qes_async import QESClient
+from qes_async._runtime import telemetry as _telemetry
 
 from ._common import Row, helper_process, rate
 
@@ -36,7 +37,7 @@ def _sdk_telemetry() -> tuple[Any, Callable[[], None]] | None:
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-        from qes_async._otel import Recorder
+        from qes_async._runtime.otel import Recorder
     except ImportError:
         return None
     exporter = InMemorySpanExporter()

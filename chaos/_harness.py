@@ -45,7 +45,7 @@ from qes_async import (
     WebhookDispatcher,
     make_pdf,
 )
-from qes_async._flow_state import parse_state
+from qes_async._flow.state import parse_state
 from qes_async.sandbox import SandboxServer, sandbox_ca
 
 from ._checks import UNSAFE, Capture, DuplicateCount, count_duplicates, find_leaks

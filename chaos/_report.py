@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from qes_async._download import safe_file_name
+from qes_async._client.download import safe_file_name
 from qes_async.sandbox import HTTP_FAULTS
 
 from ._checks import UNSAFE

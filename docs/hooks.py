@@ -27,15 +27,25 @@ DIRECTIVE = re.compile(
 
 # qes_async's private modules, grouped under the headings of its API page.
 GROUPS: list[tuple[str, tuple[str, ...]]] = [
-    ("The client", ("_client", "_documents", "_retry", "_routes", "_transport", "_pdf")),
-    ("Models", ("_models",)),
-    ("The flow", ("_flow", "_flow_events", "_flow_machine", "_flow_state")),
-    ("Evidence", ("_evidence",)),
-    ("The signer", ("_signer",)),
-    ("Waiting", ("_waiters", "_dispatcher")),
-    ("Checkpoints", ("_store",)),
-    ("Time", ("_clock",)),
-    ("Errors", ("_errors",)),
+    (
+        "The client",
+        (
+            "_client.client",
+            "_client.documents",
+            "_client.retry",
+            "_client.routes",
+            "_client.transport",
+            "_client.pdf",
+        ),
+    ),
+    ("Models", ("_core.models",)),
+    ("The flow", ("_flow.driver", "_flow.events", "_flow.machine", "_flow.state")),
+    ("Evidence", ("_flow.evidence",)),
+    ("The signer", ("_signers.signer",)),
+    ("Waiting", ("_waiting.waiters", "_waiting.dispatcher")),
+    ("Checkpoints", ("_flow.store",)),
+    ("Time", ("_runtime.clock",)),
+    ("Errors", ("_core.errors",)),
 ]
 
 
@@ -68,7 +78,7 @@ def _readme_section(title: str, *, heading: bool) -> str:
 
 
 def _cli_help() -> str:
-    from qes_async._cli import build_parser
+    from qes_async._cli.main import build_parser
 
     old = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "92"

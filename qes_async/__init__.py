@@ -23,101 +23,101 @@ __version__ = "0.1.0"
 # name -> private module that defines it
 _EXPORTS: dict[str, str] = {
     # time
-    "Clock": "_clock",
-    "FakeClock": "_clock",
-    "SystemClock": "_clock",
+    "Clock": "_runtime.clock",
+    "FakeClock": "_runtime.clock",
+    "SystemClock": "_runtime.clock",
     # the client
-    "Document": "_documents",
-    "QESClient": "_client",
-    "RetryPolicy": "_retry",
-    "Routes": "_routes",
-    "Timeouts": "_transport",
-    "make_pdf": "_pdf",
+    "Document": "_client.documents",
+    "QESClient": "_client.client",
+    "RetryPolicy": "_client.retry",
+    "Routes": "_client.routes",
+    "Timeouts": "_client.transport",
+    "make_pdf": "_client.pdf",
     # models
-    "Attempt": "_models",
-    "DocumentInfo": "_models",
-    "ErrorDetail": "_models",
-    "LegalCondition": "_models",
-    "PasscodeInfo": "_models",
-    "SignatureDetails": "_models",
-    "SignedDocument": "_models",
-    "Status": "_models",
-    "StatusReport": "_models",
-    "WebhookEvent": "_models",
-    "Workflow": "_models",
+    "Attempt": "_core.models",
+    "DocumentInfo": "_core.models",
+    "ErrorDetail": "_core.models",
+    "LegalCondition": "_core.models",
+    "PasscodeInfo": "_core.models",
+    "SignatureDetails": "_core.models",
+    "SignedDocument": "_core.models",
+    "Status": "_core.models",
+    "StatusReport": "_core.models",
+    "WebhookEvent": "_core.models",
+    "Workflow": "_core.models",
     # errors
-    "AuthenticationError": "_errors",
-    "BadRequestError": "_errors",
-    "ConflictError": "_errors",
-    "ConsentIncompleteError": "_errors",
-    "DecodeError": "_errors",
-    "DocumentCheckError": "_errors",
-    "DocumentMismatchError": "_errors",
-    "FlowError": "_errors",
-    "FlowExpiredError": "_errors",
-    "FlowNotFoundError": "_errors",
-    "InvalidInputError": "_errors",
-    "InvalidPasscodeError": "_errors",
-    "KYCRequiredError": "_errors",
-    "NotFoundError": "_errors",
-    "OutcomeUnknownError": "_errors",
-    "PasscodeExpiredError": "_errors",
-    "PermissionDeniedError": "_errors",
-    "QESError": "_errors",
-    "RateLimitedError": "_errors",
-    "RequestNotSentError": "_errors",
-    "RestartLimitError": "_errors",
-    "ServerError": "_errors",
-    "ServiceError": "_errors",
-    "SignedNotSavedError": "_errors",
-    "StaleStateError": "_errors",
-    "TLSError": "_errors",
-    "TooManyAttemptsError": "_errors",
-    "UnprocessableError": "_errors",
-    "UnreachableStatusError": "_errors",
-    "WaitTimeoutError": "_errors",
+    "AuthenticationError": "_core.errors",
+    "BadRequestError": "_core.errors",
+    "ConflictError": "_core.errors",
+    "ConsentIncompleteError": "_core.errors",
+    "DecodeError": "_core.errors",
+    "DocumentCheckError": "_core.errors",
+    "DocumentMismatchError": "_core.errors",
+    "FlowError": "_core.errors",
+    "FlowExpiredError": "_core.errors",
+    "FlowNotFoundError": "_core.errors",
+    "InvalidInputError": "_core.errors",
+    "InvalidPasscodeError": "_core.errors",
+    "KYCRequiredError": "_core.errors",
+    "NotFoundError": "_core.errors",
+    "OutcomeUnknownError": "_core.errors",
+    "PasscodeExpiredError": "_core.errors",
+    "PermissionDeniedError": "_core.errors",
+    "QESError": "_core.errors",
+    "RateLimitedError": "_core.errors",
+    "RequestNotSentError": "_core.errors",
+    "RestartLimitError": "_core.errors",
+    "ServerError": "_core.errors",
+    "ServiceError": "_core.errors",
+    "SignedNotSavedError": "_core.errors",
+    "StaleStateError": "_core.errors",
+    "TLSError": "_core.errors",
+    "TooManyAttemptsError": "_core.errors",
+    "UnprocessableError": "_core.errors",
+    "UnreachableStatusError": "_core.errors",
+    "WaitTimeoutError": "_core.errors",
     # waiting
-    "HybridWaiter": "_waiters",
-    "PollingWaiter": "_waiters",
-    "StatusWaiter": "_waiters",
-    "WebhookDispatcher": "_dispatcher",
-    "WebhookWaiter": "_waiters",
+    "HybridWaiter": "_waiting.waiters",
+    "PollingWaiter": "_waiting.waiters",
+    "StatusWaiter": "_waiting.waiters",
+    "WebhookDispatcher": "_waiting.dispatcher",
+    "WebhookWaiter": "_waiting.waiters",
     # the flow
-    "FlowEvent": "_flow",
-    "FlowOutcome": "_flow",
-    "FlowResult": "_flow",
-    "FlowView": "_flow",
-    "RestartPolicy": "_flow",
-    "SignatureFlow": "_flow",
+    "FlowEvent": "_flow.driver",
+    "FlowOutcome": "_flow.driver",
+    "FlowResult": "_flow.driver",
+    "FlowView": "_flow.driver",
+    "RestartPolicy": "_flow.driver",
+    "SignatureFlow": "_flow.driver",
     # the human
-    "CallbackSigner": "_signer",
-    "ConsentRequest": "_signer",
-    "PasscodeRequest": "_signer",
-    "Signer": "_signer",
-    "SignerInbox": "_signer",
-    "TerminalSigner": "_signer",
+    "CallbackSigner": "_signers.signer",
+    "ConsentRequest": "_signers.signer",
+    "PasscodeRequest": "_signers.signer",
+    "Signer": "_signers.signer",
+    "SignerInbox": "_signers.signer",
+    "TerminalSigner": "_signers.signer",
     # checkpoints
-    "FlowStore": "_store",
-    "MemoryFlowStore": "_store",
-    "SQLiteFlowStore": "_store",
+    "FlowStore": "_flow.store",
+    "MemoryFlowStore": "_flow.store",
+    "SQLiteFlowStore": "_flow.store",
     # added with the flow and waiters
-    "AnswerKind": "_signer",
-    "DownloadRecord": "_flow_state",
-    "FlowEventKind": "_flow_events",
-    "Generation": "_flow_state",
-    "Lease": "_store",
-    "RestartReason": "_flow_machine",
-    "SelfieRequest": "_signer",
-    "SignerAnswer": "_signer",
-    "SignerRequest": "_signer",
-    "StateFormatError": "_flow_state",
-    "StatusSource": "_waiters",
-    "StoredFlow": "_store",
+    "AnswerKind": "_signers.signer",
+    "DownloadRecord": "_flow.state",
+    "FlowEventKind": "_flow.events",
+    "Generation": "_flow.state",
+    "Lease": "_flow.store",
+    "RestartReason": "_flow.machine",
+    "SelfieRequest": "_signers.signer",
+    "SignerAnswer": "_signers.signer",
+    "SignerRequest": "_signers.signer",
+    "StateFormatError": "_flow.state",
+    "StatusSource": "_waiting.waiters",
+    "StoredFlow": "_flow.store",
     # the evidence record
-    "Evidence": "_evidence",
-    "EvidenceCheck": "_evidence",
-    "EvidenceFormatError": "_evidence",
-    "EvidenceProblem": "_evidence",
+    "Evidence": "_flow.evidence",
+    "EvidenceCheck": "_flow.evidence",
+    "EvidenceFormatError": "_flow.evidence",
+    "EvidenceProblem": "_flow.evidence",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -137,89 +137,89 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._client import QESClient as QESClient
-    from ._clock import Clock as Clock
-    from ._clock import FakeClock as FakeClock
-    from ._clock import SystemClock as SystemClock
-    from ._dispatcher import WebhookDispatcher as WebhookDispatcher
-    from ._documents import Document as Document
-    from ._errors import AuthenticationError as AuthenticationError
-    from ._errors import BadRequestError as BadRequestError
-    from ._errors import ConflictError as ConflictError
-    from ._errors import ConsentIncompleteError as ConsentIncompleteError
-    from ._errors import DecodeError as DecodeError
-    from ._errors import DocumentCheckError as DocumentCheckError
-    from ._errors import DocumentMismatchError as DocumentMismatchError
-    from ._errors import FlowError as FlowError
-    from ._errors import FlowExpiredError as FlowExpiredError
-    from ._errors import FlowNotFoundError as FlowNotFoundError
-    from ._errors import InvalidInputError as InvalidInputError
-    from ._errors import InvalidPasscodeError as InvalidPasscodeError
-    from ._errors import KYCRequiredError as KYCRequiredError
-    from ._errors import NotFoundError as NotFoundError
-    from ._errors import OutcomeUnknownError as OutcomeUnknownError
-    from ._errors import PasscodeExpiredError as PasscodeExpiredError
-    from ._errors import PermissionDeniedError as PermissionDeniedError
-    from ._errors import QESError as QESError
-    from ._errors import RateLimitedError as RateLimitedError
-    from ._errors import RequestNotSentError as RequestNotSentError
-    from ._errors import RestartLimitError as RestartLimitError
-    from ._errors import ServerError as ServerError
-    from ._errors import ServiceError as ServiceError
-    from ._errors import SignedNotSavedError as SignedNotSavedError
-    from ._errors import StaleStateError as StaleStateError
-    from ._errors import TLSError as TLSError
-    from ._errors import TooManyAttemptsError as TooManyAttemptsError
-    from ._errors import UnprocessableError as UnprocessableError
-    from ._errors import UnreachableStatusError as UnreachableStatusError
-    from ._errors import WaitTimeoutError as WaitTimeoutError
-    from ._evidence import Evidence as Evidence
-    from ._evidence import EvidenceCheck as EvidenceCheck
-    from ._evidence import EvidenceFormatError as EvidenceFormatError
-    from ._evidence import EvidenceProblem as EvidenceProblem
-    from ._flow import FlowEvent as FlowEvent
-    from ._flow import FlowOutcome as FlowOutcome
-    from ._flow import FlowResult as FlowResult
-    from ._flow import FlowView as FlowView
-    from ._flow import RestartPolicy as RestartPolicy
-    from ._flow import SignatureFlow as SignatureFlow
-    from ._flow_events import FlowEventKind as FlowEventKind
-    from ._flow_machine import RestartReason as RestartReason
-    from ._flow_state import DownloadRecord as DownloadRecord
-    from ._flow_state import Generation as Generation
-    from ._flow_state import StateFormatError as StateFormatError
-    from ._models import Attempt as Attempt
-    from ._models import DocumentInfo as DocumentInfo
-    from ._models import ErrorDetail as ErrorDetail
-    from ._models import LegalCondition as LegalCondition
-    from ._models import PasscodeInfo as PasscodeInfo
-    from ._models import SignatureDetails as SignatureDetails
-    from ._models import SignedDocument as SignedDocument
-    from ._models import Status as Status
-    from ._models import StatusReport as StatusReport
-    from ._models import WebhookEvent as WebhookEvent
-    from ._models import Workflow as Workflow
-    from ._pdf import make_pdf as make_pdf
-    from ._retry import RetryPolicy as RetryPolicy
-    from ._routes import Routes as Routes
-    from ._signer import AnswerKind as AnswerKind
-    from ._signer import CallbackSigner as CallbackSigner
-    from ._signer import ConsentRequest as ConsentRequest
-    from ._signer import PasscodeRequest as PasscodeRequest
-    from ._signer import SelfieRequest as SelfieRequest
-    from ._signer import Signer as Signer
-    from ._signer import SignerAnswer as SignerAnswer
-    from ._signer import SignerInbox as SignerInbox
-    from ._signer import SignerRequest as SignerRequest
-    from ._signer import TerminalSigner as TerminalSigner
-    from ._store import FlowStore as FlowStore
-    from ._store import Lease as Lease
-    from ._store import MemoryFlowStore as MemoryFlowStore
-    from ._store import SQLiteFlowStore as SQLiteFlowStore
-    from ._store import StoredFlow as StoredFlow
-    from ._transport import Timeouts as Timeouts
-    from ._waiters import HybridWaiter as HybridWaiter
-    from ._waiters import PollingWaiter as PollingWaiter
-    from ._waiters import StatusSource as StatusSource
-    from ._waiters import StatusWaiter as StatusWaiter
-    from ._waiters import WebhookWaiter as WebhookWaiter
+    from ._client.client import QESClient as QESClient
+    from ._client.documents import Document as Document
+    from ._client.pdf import make_pdf as make_pdf
+    from ._client.retry import RetryPolicy as RetryPolicy
+    from ._client.routes import Routes as Routes
+    from ._client.transport import Timeouts as Timeouts
+    from ._core.errors import AuthenticationError as AuthenticationError
+    from ._core.errors import BadRequestError as BadRequestError
+    from ._core.errors import ConflictError as ConflictError
+    from ._core.errors import ConsentIncompleteError as ConsentIncompleteError
+    from ._core.errors import DecodeError as DecodeError
+    from ._core.errors import DocumentCheckError as DocumentCheckError
+    from ._core.errors import DocumentMismatchError as DocumentMismatchError
+    from ._core.errors import FlowError as FlowError
+    from ._core.errors import FlowExpiredError as FlowExpiredError
+    from ._core.errors import FlowNotFoundError as FlowNotFoundError
+    from ._core.errors import InvalidInputError as InvalidInputError
+    from ._core.errors import InvalidPasscodeError as InvalidPasscodeError
+    from ._core.errors import KYCRequiredError as KYCRequiredError
+    from ._core.errors import NotFoundError as NotFoundError
+    from ._core.errors import OutcomeUnknownError as OutcomeUnknownError
+    from ._core.errors import PasscodeExpiredError as PasscodeExpiredError
+    from ._core.errors import PermissionDeniedError as PermissionDeniedError
+    from ._core.errors import QESError as QESError
+    from ._core.errors import RateLimitedError as RateLimitedError
+    from ._core.errors import RequestNotSentError as RequestNotSentError
+    from ._core.errors import RestartLimitError as RestartLimitError
+    from ._core.errors import ServerError as ServerError
+    from ._core.errors import ServiceError as ServiceError
+    from ._core.errors import SignedNotSavedError as SignedNotSavedError
+    from ._core.errors import StaleStateError as StaleStateError
+    from ._core.errors import TLSError as TLSError
+    from ._core.errors import TooManyAttemptsError as TooManyAttemptsError
+    from ._core.errors import UnprocessableError as UnprocessableError
+    from ._core.errors import UnreachableStatusError as UnreachableStatusError
+    from ._core.errors import WaitTimeoutError as WaitTimeoutError
+    from ._core.models import Attempt as Attempt
+    from ._core.models import DocumentInfo as DocumentInfo
+    from ._core.models import ErrorDetail as ErrorDetail
+    from ._core.models import LegalCondition as LegalCondition
+    from ._core.models import PasscodeInfo as PasscodeInfo
+    from ._core.models import SignatureDetails as SignatureDetails
+    from ._core.models import SignedDocument as SignedDocument
+    from ._core.models import Status as Status
+    from ._core.models import StatusReport as StatusReport
+    from ._core.models import WebhookEvent as WebhookEvent
+    from ._core.models import Workflow as Workflow
+    from ._flow.driver import FlowEvent as FlowEvent
+    from ._flow.driver import FlowOutcome as FlowOutcome
+    from ._flow.driver import FlowResult as FlowResult
+    from ._flow.driver import FlowView as FlowView
+    from ._flow.driver import RestartPolicy as RestartPolicy
+    from ._flow.driver import SignatureFlow as SignatureFlow
+    from ._flow.events import FlowEventKind as FlowEventKind
+    from ._flow.evidence import Evidence as Evidence
+    from ._flow.evidence import EvidenceCheck as EvidenceCheck
+    from ._flow.evidence import EvidenceFormatError as EvidenceFormatError
+    from ._flow.evidence import EvidenceProblem as EvidenceProblem
+    from ._flow.machine import RestartReason as RestartReason
+    from ._flow.state import DownloadRecord as DownloadRecord
+    from ._flow.state import Generation as Generation
+    from ._flow.state import StateFormatError as StateFormatError
+    from ._flow.store import FlowStore as FlowStore
+    from ._flow.store import Lease as Lease
+    from ._flow.store import MemoryFlowStore as MemoryFlowStore
+    from ._flow.store import SQLiteFlowStore as SQLiteFlowStore
+    from ._flow.store import StoredFlow as StoredFlow
+    from ._runtime.clock import Clock as Clock
+    from ._runtime.clock import FakeClock as FakeClock
+    from ._runtime.clock import SystemClock as SystemClock
+    from ._signers.signer import AnswerKind as AnswerKind
+    from ._signers.signer import CallbackSigner as CallbackSigner
+    from ._signers.signer import ConsentRequest as ConsentRequest
+    from ._signers.signer import PasscodeRequest as PasscodeRequest
+    from ._signers.signer import SelfieRequest as SelfieRequest
+    from ._signers.signer import Signer as Signer
+    from ._signers.signer import SignerAnswer as SignerAnswer
+    from ._signers.signer import SignerInbox as SignerInbox
+    from ._signers.signer import SignerRequest as SignerRequest
+    from ._signers.signer import TerminalSigner as TerminalSigner
+    from ._waiting.dispatcher import WebhookDispatcher as WebhookDispatcher
+    from ._waiting.waiters import HybridWaiter as HybridWaiter
+    from ._waiting.waiters import PollingWaiter as PollingWaiter
+    from ._waiting.waiters import StatusSource as StatusSource
+    from ._waiting.waiters import StatusWaiter as StatusWaiter
+    from ._waiting.waiters import WebhookWaiter as WebhookWaiter

@@ -26,7 +26,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._signer import (
+from ._signers.signer import (
     AnswerKind,
     ConsentRequest,
     PasscodeRequest,

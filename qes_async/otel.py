@@ -40,8 +40,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import _telemetry
-from ._errors import QESError
+from ._core.errors import QESError
+from ._runtime import telemetry as _telemetry
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -72,7 +72,7 @@ def instrument(
     when ``opentelemetry-api`` is not installed.
     """
     try:
-        from ._otel import Recorder
+        from ._runtime.otel import Recorder
     except ImportError as exc:
         if not (exc.name or "").startswith("opentelemetry"):
             raise

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._clock import FakeClock
+from ._runtime.clock import FakeClock
 
 if TYPE_CHECKING:
-    from ._client import QESClient
-    from ._signer import CallbackSigner
+    from ._client.client import QESClient
+    from ._signers.signer import CallbackSigner
     from .sandbox import SandboxServer
 
 try:
@@ -87,7 +87,7 @@ async def qes_sandbox(qes_clock: FakeClock) -> AsyncIterator[SandboxServer]:
 @_async_fixture
 async def qes_client(qes_sandbox: SandboxServer, qes_clock: FakeClock) -> AsyncIterator[QESClient]:
     """A client of the sandbox, sharing its clock."""
-    from ._client import QESClient
+    from ._client.client import QESClient
 
     async with QESClient(
         qes_sandbox.client_id, qes_sandbox.client_secret, base_url=qes_sandbox.url, clock=qes_clock
@@ -97,7 +97,7 @@ async def qes_client(qes_sandbox: SandboxServer, qes_clock: FakeClock) -> AsyncI
 
 def sandbox_signer(sandbox: SandboxServer, *, consent: bool = True) -> CallbackSigner:
     """A signer that answers ``consent`` and types the passcode the sandbox sent by SMS."""
-    from ._signer import CallbackSigner, PasscodeRequest
+    from ._signers.signer import CallbackSigner, PasscodeRequest
 
     def passcode(request: PasscodeRequest) -> str:
         return sandbox.latest_passcode(request.signature_id)

@@ -37,14 +37,14 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from . import _telemetry
-from ._clock import Clock, SystemClock
-from ._dispatcher import WebhookDispatcher
-from ._errors import InvalidInputError
-from ._lenient import read_status_code
-from ._models import ErrorDetail, Status, WebhookEvent
-from ._validation import is_valid_id
-from ._webhook_auth import AuthResult, BasicAuth, BearerAuth, TokenAnswer
+from ._client.validation import is_valid_id
+from ._core.errors import InvalidInputError
+from ._core.lenient import read_status_code
+from ._core.models import ErrorDetail, Status, WebhookEvent
+from ._runtime import telemetry as _telemetry
+from ._runtime.clock import Clock, SystemClock
+from ._waiting.dispatcher import WebhookDispatcher
+from ._webhooks.auth import AuthResult, BasicAuth, BearerAuth, TokenAnswer
 
 __all__ = [
     "BasicAuth",

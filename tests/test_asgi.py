@@ -23,8 +23,8 @@ from qes_async import (
     Status,
     WebhookDispatcher,
 )
-from qes_async._models import DocumentInfo, LegalCondition
-from qes_async._signer import AnswerKind, SignerAnswer
+from qes_async._core.models import DocumentInfo, LegalCondition
+from qes_async._signers.signer import AnswerKind, SignerAnswer
 from qes_async.asgi import (
     WebhookApp,
     answer_status,

@@ -35,7 +35,7 @@ from qes_async import (
     Timeouts,
     make_pdf,
 )
-from qes_async._protocol import Response, parse_details
+from qes_async._client.protocol import Response, parse_details
 
 SIG = "sig-1"
 GUARD = 10.0  # seconds: a hang guard, never reached by a healthy client

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qes_async._cli import EXIT_CODES, main
+from qes_async._cli.main import EXIT_CODES, main
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def standalone_sandbox() -> Iterator[dict[str, str]]:
         [
             sys.executable,
             "-m",
-            "qes_async._cli",
+            "qes_async._cli.main",
             "sandbox",
             "--fake-clock",
             "--client-id",
@@ -158,7 +158,7 @@ class Terminal:
 
         self.master, self.slave = pty.openpty()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "qes_async._cli", *args],
+            [sys.executable, "-m", "qes_async._cli.main", *args],
             env={**os.environ, **env},
             stdin=self.slave,
             stdout=subprocess.PIPE,
@@ -222,7 +222,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
     return subprocess.run(
-        [sys.executable, "-m", "qes_async._cli", *args],
+        [sys.executable, "-m", "qes_async._cli.main", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -473,7 +473,7 @@ def test_sign_without_a_terminal_takes_its_answers_from_options(
 
 def test_commands_other_than_sandbox_do_not_load_the_sandbox() -> None:
     code = (
-        "import sys, qes_async._cli as cli; cli.build_parser(['status', 'sig-1']); "
+        "import sys, qes_async._cli.main as cli; cli.build_parser(['status', 'sig-1']); "
         "print('qes_async.sandbox' in sys.modules)"
     )
     done = subprocess.run(

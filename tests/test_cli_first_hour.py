@@ -12,7 +12,7 @@ import pytest
 from test_cli import NO_TERMINAL, _cli, standalone_sandbox  # noqa: F401 - a fixture
 
 from qes_async import make_pdf
-from qes_async._cli import EXIT_CODES, main
+from qes_async._cli.main import EXIT_CODES, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -60,7 +60,7 @@ def test_code_0_success(tmp_path: Path) -> None:
 def test_code_1_is_left_for_real_bugs(
     env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import qes_async._cli as cli
+    import qes_async._cli.main as cli
 
     async def broken(args: object) -> int:
         raise RuntimeError("a bug")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qes_async import make_pdf
-from qes_async._cli import main
+from qes_async._cli.main import main
 
 
 @pytest.fixture

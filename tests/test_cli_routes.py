@@ -21,7 +21,15 @@ MOVED = (
     'confirm_signature = "/v1/signatures/{id}/confirm"\n'
 )
 ID, SECRET = "cli-doctor", "cli-doctor-secret"
-COMMAND = (sys.executable, "-m", "qes_async._cli", "sandbox", "--fake-clock", "--serve-for", "60")
+COMMAND = (
+    sys.executable,
+    "-m",
+    "qes_async._cli.main",
+    "sandbox",
+    "--fake-clock",
+    "--serve-for",
+    "60",
+)
 
 Sandbox = Callable[..., dict[str, str]]
 
@@ -29,7 +37,7 @@ Sandbox = Callable[..., dict[str, str]]
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("QES_")}
     return subprocess.run(
-        [sys.executable, "-m", "qes_async._cli", *args],
+        [sys.executable, "-m", "qes_async._cli.main", *args],
         env={**clean, **env},
         stdin=subprocess.DEVNULL,  # a signer prompt must see end of input, not wait
         capture_output=True,

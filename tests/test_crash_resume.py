@@ -35,7 +35,7 @@ from conftest import register_secret
 
 from chaos._checks import count_duplicates, reached_logic
 from qes_async import SQLiteFlowStore, make_pdf
-from qes_async._flow_state import FlowState, parse_state
+from qes_async._flow.state import FlowState, parse_state
 from qes_async.sandbox import SandboxServer, sandbox_ca
 
 WORKER = Path(__file__).with_name("crash_worker.py")

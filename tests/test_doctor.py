@@ -15,7 +15,7 @@ from conftest import register_secret
 from test_threat_tls import _make_pki
 
 from qes_async import FakeClock, QESClient, Routes
-from qes_async._doctor import (
+from qes_async._cli.doctor import (
     Answer,
     DoctorReport,
     Verdict,
@@ -24,7 +24,7 @@ from qes_async._doctor import (
     override_line,
     read_answer,
 )
-from qes_async._doctor_run import run_doctor
+from qes_async._cli.doctor_run import run_doctor
 from qes_async.sandbox import SandboxServer
 
 #: A deployment whose routes differ from our defaults in three places, each findable.

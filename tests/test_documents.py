@@ -11,7 +11,7 @@ from aiohttp import web
 from conftest import FakeAPI, register_secret
 
 from qes_async import DecodeError, Document, InvalidInputError, make_pdf
-from qes_async._download import safe_file_name
+from qes_async._client.download import safe_file_name
 
 SIG = "sig-1"
 DOC_PATH = "/v1/signatures/{id}/documents/{doc}"

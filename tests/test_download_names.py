@@ -9,7 +9,7 @@ import pytest
 from flow_helpers import world
 
 from qes_async import Document, make_pdf
-from qes_async._download import safe_file_name
+from qes_async._client.download import safe_file_name
 
 COLLIDING = [("contract", "contract.pdf"), (".loan.pdf", "loan.pdf"), ("a.PDF", "a.pdf")]
 

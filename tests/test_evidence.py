@@ -27,9 +27,9 @@ from qes_async import (
     SQLiteFlowStore,
     make_pdf,
 )
-from qes_async import _evidence as ev
-from qes_async._cli import EXIT_CODES, EXIT_EVIDENCE_MISMATCH, main
-from qes_async._flow_state import FlowState, dump_state, parse_state
+from qes_async._cli.main import EXIT_CODES, EXIT_EVIDENCE_MISMATCH, main
+from qes_async._flow import evidence as ev
+from qes_async._flow.state import FlowState, dump_state, parse_state
 from qes_async.sandbox import sandbox_ca
 
 
@@ -527,7 +527,7 @@ async def test_a_declined_flow_records_the_refusal(tmp_path: Path) -> None:
 
 
 async def test_statuses_read_after_a_webhook_say_so(tmp_path: Path) -> None:
-    from qes_async._demo import run_demo
+    from qes_async._cli.demo import run_demo
 
     outcome, result, _ = await run_demo(
         "happy", webhooks=True, out_dir=tmp_path, out=lambda line: None

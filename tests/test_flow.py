@@ -288,7 +288,7 @@ async def test_web_app_answers_through_the_inbox(tmp_path: Path) -> None:
     import asyncio
 
     from qes_async import SignerInbox
-    from qes_async._signer import AnswerKind, SignerAnswer
+    from qes_async._signers.signer import AnswerKind, SignerAnswer
 
     async with world(tmp_path) as w:
         inbox = SignerInbox(clock=w.clock)
@@ -323,7 +323,7 @@ def test_pades_validation_keeps_pyhanko_logs_out_of_the_application_log(
     import logging
 
     from qes_async import make_pdf
-    from qes_async._pades import validate_pdf
+    from qes_async._flow.pades import validate_pdf
     from qes_async.sandbox._signing import SignerIdentity, sign_pdf
 
     signed = tmp_path / "signed.pdf"
@@ -338,7 +338,7 @@ def test_pades_validation_keeps_pyhanko_logs_out_of_the_application_log(
 def test_pades_validation_is_remembered_by_content(tmp_path: Path) -> None:
     """The same signed bytes are validated once: the second check needs no file at all."""
     from qes_async import make_pdf
-    from qes_async._pades import validate_pdf_once
+    from qes_async._flow.pades import validate_pdf_once
     from qes_async.sandbox._signing import SignerIdentity, sign_pdf
 
     data = sign_pdf(make_pdf("remembered"), SignerIdentity("Jane", "Doe", "NX7654321"))

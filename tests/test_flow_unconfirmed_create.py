@@ -20,7 +20,7 @@ from qes_async import (
     SignatureFlow,
     make_pdf,
 )
-from qes_async._flow_state import parse_state
+from qes_async._flow.state import parse_state
 
 
 def _creates(sandbox: object) -> list[object]:

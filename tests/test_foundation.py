@@ -22,9 +22,9 @@ from qes_async import (
     TooManyAttemptsError,
     make_pdf,
 )
-from qes_async._converter import structure, unstructure
-from qes_async._errors import error_for_response
-from qes_async._redact import excerpt, mask_phone, scrub
+from qes_async._core.converter import structure, unstructure
+from qes_async._core.errors import error_for_response
+from qes_async._core.redact import excerpt, mask_phone, scrub
 
 # ------------------------------------------------------------------------------- clock
 
@@ -232,14 +232,14 @@ def test_public_names_resolve_lazily() -> None:
 
     code = (
         "import sys, qes_async\n"
-        "before = 'qes_async._models' in sys.modules\n"
+        "before = 'qes_async._core.models' in sys.modules\n"
         "status = qes_async.Status\n"
-        "print(before, 'qes_async._models' in sys.modules, status.__module__)"
+        "print(before, 'qes_async._core.models' in sys.modules, status.__module__)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert out == ["False", "True", "qes_async._models"]  # loaded on first use, not before
+    assert out == ["False", "True", "qes_async._core.models"]  # loaded on first use, not before
     assert qes_async.Status is Status
     with pytest.raises(AttributeError):
         _ = qes_async.NoSuchThing  # type: ignore[attr-defined]

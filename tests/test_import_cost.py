@@ -11,7 +11,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # OpenTelemetry loads only once qes_async.otel.instrument() is called.
-FORBIDDEN = ("qes_async.sandbox", "pyhanko", "qes_async._cli", "opentelemetry", "qes_async._otel")
+FORBIDDEN = (
+    "qes_async.sandbox",
+    "pyhanko",
+    "qes_async._cli",
+    "opentelemetry",
+    "qes_async._runtime.otel",
+)
 
 
 def loaded_after(statement: str) -> list[str]:
@@ -43,4 +49,4 @@ def test_the_client_loads_cattrs_only_when_it_first_structures_an_answer() -> No
     # tests parse every kind of answer through it).
     modules = loaded_after("from qes_async import QESClient")
     assert "cattrs" not in modules
-    assert "qes_async._converter" not in modules
+    assert "qes_async._core.converter" not in modules

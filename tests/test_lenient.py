@@ -21,7 +21,7 @@ from qes_async import (
     Status,
     WebhookDispatcher,
 )
-from qes_async._lenient import language_key, read_status_code
+from qes_async._core.lenient import language_key, read_status_code
 from qes_async.sandbox import IdentityCase, SandboxServer
 from qes_async.webhooks import BasicAuth, WebhookReceiver
 
@@ -173,7 +173,7 @@ async def test_a_restarted_flow_keeps_its_workflow_name(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["", " QES", "QES\n", 3, "x" * 101])
 def test_bad_workflow_names_are_refused(name: object) -> None:
-    from qes_async._validation import check_workflow_name
+    from qes_async._client.validation import check_workflow_name
 
     with pytest.raises(InvalidInputError, match="workflow_name"):
         check_workflow_name(name)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from qes_async import Status
-from qes_async._flow_machine import (
+from qes_async._flow.machine import (
     WAIT_TARGETS,
     Action,
     Event,
@@ -21,7 +21,7 @@ from qes_async._flow_machine import (
     should_restart,
     transition,
 )
-from qes_async._flow_state import (
+from qes_async._flow.state import (
     FORMAT_VERSION,
     DocumentRecord,
     FlowState,
@@ -191,7 +191,7 @@ def test_restart_is_bounded(generations: int, limit: int, allowed: bool) -> None
 def test_machine_is_pure() -> None:
     from pathlib import Path
 
-    import qes_async._flow_machine as machine
+    import qes_async._flow.machine as machine
 
     source = Path(machine.__file__).read_text(encoding="utf-8")
     assert "import asyncio" not in source

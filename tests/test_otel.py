@@ -39,9 +39,9 @@ from qes_async import (
     PasscodeRequest,
     RequestNotSentError,
     WebhookDispatcher,
-    _telemetry,
     make_pdf,
 )
+from qes_async._runtime import telemetry as _telemetry
 from qes_async.sandbox import IdentityCase
 from qes_async.webhooks import BasicAuth, WebhookReceiver
 
@@ -350,7 +350,7 @@ async def test_a_failed_flow_ends_its_span_with_the_outcome_and_error(
             await w.flow().run()
     (root,) = otel.spans("qes.flow")
     assert _attrs(root)["qes.flow.outcome"] == "kyc_required"
-    assert _attrs(root)["error.type"] == "qes_async._errors.KYCRequiredError"
+    assert _attrs(root)["error.type"] == "qes_async._core.errors.KYCRequiredError"
     assert root.status.status_code is StatusCode.ERROR
     assert root.status.description == "KYCRequiredError"  # the class, never the message
     assert otel.points("qes.flows.finished") == [({"qes.flow.outcome": "kyc_required"}, 1)]
@@ -569,7 +569,7 @@ async def test_nothing_is_recorded_once_uninstrumented(otel: Telemetry, fake_api
 def test_instrument_without_opentelemetry_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delitem(sys.modules, "qes_async._otel", raising=False)
+    monkeypatch.delitem(sys.modules, "qes_async._runtime.otel", raising=False)
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(qes_async.otel.TelemetryUnavailableError, match=r"qes-async\[otel\]"):
         qes_async.otel.instrument()

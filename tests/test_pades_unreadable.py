@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qes_async import make_pdf
-from qes_async._pades import validate_pdf, validate_pdf_once
+from qes_async._flow.pades import validate_pdf, validate_pdf_once
 
 UNREADABLE = "unreadable"
 

@@ -1,6 +1,6 @@
 """Property tests (hypothesis) for every parser that reads what someone else wrote.
 
-* response parsers (``qes_async._protocol``): any status and body gives a value or a typed
+* response parsers (``qes_async._client.protocol``): any status and body gives a value or a typed
   :class:`DecodeError` / :class:`ServiceError`, nothing else; well-formed bodies round-trip;
 * the webhook receiver: any method, path, headers and body get a 2xx or 4xx answer, never
   an exception, never a 500, and never the "failed unexpectedly" fallback;
@@ -24,18 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qes_async import DecodeError, ServiceError, Status, WebhookDispatcher
-from qes_async._flow_machine import Step
-from qes_async._flow_state import (
-    DocumentRecord,
-    DownloadRecord,
-    FlowState,
-    Generation,
-    StateFormatError,
-    dump_state,
-    parse_state,
-)
-from qes_async._multipart import End, Headers, MultipartParser, PartData, PartEnd
-from qes_async._protocol import (
+from qes_async._client.multipart import End, Headers, MultipartParser, PartData, PartEnd
+from qes_async._client.protocol import (
     Response,
     error_from_response,
     parse_attempt,
@@ -44,7 +34,17 @@ from qes_async._protocol import (
     parse_token,
     parse_workflow,
 )
-from qes_async._validation import is_valid_id
+from qes_async._client.validation import is_valid_id
+from qes_async._flow.machine import Step
+from qes_async._flow.state import (
+    DocumentRecord,
+    DownloadRecord,
+    FlowState,
+    Generation,
+    StateFormatError,
+    dump_state,
+    parse_state,
+)
 from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver
 
 SETTINGS = settings(

@@ -30,8 +30,8 @@ from qes_async import (
     TooManyAttemptsError,
     UnprocessableError,
 )
-from qes_async._multipart import End, Headers, MultipartParser, PartData, PartEnd
-from qes_async._protocol import (
+from qes_async._client.multipart import End, Headers, MultipartParser, PartData, PartEnd
+from qes_async._client.protocol import (
     Response,
     approval_body,
     build_request,
@@ -40,7 +40,14 @@ from qes_async._protocol import (
     parse_token,
     parse_workflow,
 )
-from qes_async._retry import Decision, Failure, RetryPolicy, Verdict, decide, parse_retry_after
+from qes_async._client.retry import (
+    Decision,
+    Failure,
+    RetryPolicy,
+    Verdict,
+    decide,
+    parse_retry_after,
+)
 
 POLICY = RetryPolicy(attempts=3, jitter=None, max_retry_after=60)
 R, U, D, X, A, N = (
@@ -269,7 +276,7 @@ def test_status_fast_path_agrees_with_the_converter(
     sid: object, status: object, code: object, errors: object
 ) -> None:
     from qes_async import DecodeError, StatusReport
-    from qes_async._protocol import _structured
+    from qes_async._client.protocol import _structured
 
     body: dict[str, object] = {"signatureId": sid, "status": status, "statusCode": code}
     if errors is not None:

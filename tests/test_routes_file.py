@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qes_async import InvalidInputError, Routes
-from qes_async._routes_file import MAX_ROUTES_FILE, read_flat_toml
+from qes_async._client.routes_file import MAX_ROUTES_FILE, read_flat_toml
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

@@ -20,7 +20,7 @@ from qes_async import (
     SignerInbox,
     TerminalSigner,
 )
-from qes_async._signer import AnswerKind, SelfieRequest, SignerAnswer
+from qes_async._signers.signer import AnswerKind, SelfieRequest, SignerAnswer
 
 DEADLINE = FakeClock.DEFAULT_START + 3600
 
@@ -248,7 +248,7 @@ async def test_terminal_signer_selfie_reads_the_file(tmp_path: Path) -> None:
 
 
 async def test_a_submitted_passcode_never_shows_in_the_inbox_reprs() -> None:
-    from qes_async._signer import _Slot
+    from qes_async._signers.signer import _Slot
 
     loop = asyncio.get_running_loop()
     value: asyncio.Future[object] = loop.create_future()

@@ -15,7 +15,7 @@ import pytest
 
 import qes_async.testing
 from qes_async import Document, FlowOutcome, QESClient, SignatureFlow, Status, make_pdf
-from qes_async._signer import CallbackSigner
+from qes_async._signers.signer import CallbackSigner
 from qes_async.sandbox import SandboxServer
 
 
@@ -117,7 +117,7 @@ def test_loading_the_plugin_imports_neither_the_sandbox_nor_the_client() -> None
     code = (
         "import sys, qes_async.testing\n"
         "print(sorted(m for m in sys.modules if m.startswith("
-        "('qes_async.sandbox', 'qes_async._client', 'aiohttp', 'pyhanko'))))"
+        "('qes_async.sandbox', 'qes_async._client.client', 'aiohttp', 'pyhanko'))))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True

@@ -26,7 +26,7 @@ from aiohttp import web
 from conftest import FakeAPI
 
 from qes_async import DecodeError, make_pdf
-from qes_async._client import DEFAULT_MAX_DOWNLOAD_SIZE
+from qes_async._client.client import DEFAULT_MAX_DOWNLOAD_SIZE
 
 SIG = "sig-1"
 DOC_PATH = "/v1/signatures/{id}/documents/{doc}"

@@ -5,7 +5,7 @@ log, a repr, an error message or an error tracker. This module defends against:
 
 - the SDK's own frames holding a secret as a plain local while a request is in flight
   (Sentry, rich tracebacks and loguru's ``diagnose`` record the locals of every frame of
-  a traceback): secrets wait in :class:`~qes_async._redact.Secret` holders, whose repr is
+  a traceback): secrets wait in :class:`~qes_async._core.redact.Secret` holders, whose repr is
   ``Secret('***')``, and headers and bodies are built inside the call;
 - a service that echoes a secret back in an error body: the literal client secret, the
   live token and the passcode sent are cut from the excerpt, ``service_message``,
@@ -40,7 +40,7 @@ from qes_async import (
     SignatureFlow,
     make_pdf,
 )
-from qes_async._redact import Secret
+from qes_async._core.redact import Secret
 from qes_async.sandbox import SandboxServer
 
 SIG = "sig-1"

@@ -25,8 +25,8 @@ from qes_async import (
     Timeouts,
     TooManyAttemptsError,
 )
-from qes_async._clock import to_datetime
-from qes_async._transport import MAX_REAUTHS
+from qes_async._client.transport import MAX_REAUTHS
+from qes_async._runtime.clock import to_datetime
 
 SIG = "sig-1"
 STATUS = {"signatureId": SIG, "status": "pending", "statusCode": 0, "errors": []}
@@ -128,7 +128,7 @@ async def test_unsafe_call_is_never_replayed_after_5xx(
     from test_client_endpoints import DETAILS
 
     from qes_async import Document, SignatureDetails, make_pdf
-    from qes_async._converter import structure
+    from qes_async._core.converter import structure
 
     fake_api.add(method, path, scripted(web.Response(status=500)))
     args: dict[str, tuple[object, ...]] = {
@@ -358,7 +358,7 @@ async def test_401_refreshes_the_token_once_and_retries_once(fake_api: FakeAPI) 
     from test_client_endpoints import DETAILS
 
     from qes_async import SignatureDetails
-    from qes_async._converter import structure
+    from qes_async._core.converter import structure
 
     async with fake_api.client() as client:
         attempt = await client.approve_documents(SIG, structure(DETAILS, SignatureDetails))
@@ -470,7 +470,7 @@ async def test_a_failed_attempt_is_logged_with_its_number(
 
 
 def test_env_var_turns_debug_logging_on() -> None:
-    from qes_async._logging import configure_from_env, logger
+    from qes_async._runtime.logs import configure_from_env, logger
 
     logger.setLevel(logging.WARNING)
     before = list(logger.handlers)
@@ -507,7 +507,7 @@ async def test_an_answer_larger_than_the_api_ever_sends_is_a_decode_error(
     fake_api: FakeAPI, chunked: bool
 ) -> None:
     from qes_async import DecodeError
-    from qes_async._transport import MAX_ANSWER_BYTES
+    from qes_async._client.transport import MAX_ANSWER_BYTES
 
     blob = b'{"signatureId": "' + b"x" * (MAX_ANSWER_BYTES + 10) + b'"}'
 

@@ -26,10 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .._dispatcher import WebhookDispatcher
-from .._errors import InvalidInputError
-from .._models import ErrorDetail, Status, WebhookEvent
-from .._validation import is_valid_id
+from .._client.validation import is_valid_id
+from .._core.errors import InvalidInputError
+from .._core.models import ErrorDetail, Status, WebhookEvent
+from .._waiting.dispatcher import WebhookDispatcher
 from ..webhooks import BearerAuth, WebhookReceiver
 from ._listener import Listener, cancel_and_wait, wait_event
 from ._schema import DEFAULT_PREFIX, Tables

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .._errors import InvalidInputError
+from .._core.errors import InvalidInputError
 
 __all__ = ["DEFAULT_PREFIX", "SCHEMA_VERSION", "Tables", "migrate"]
 

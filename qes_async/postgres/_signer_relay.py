@@ -42,10 +42,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .._clock import Clock, SystemClock
-from .._converter import structure, unstructure
-from .._errors import InvalidInputError
-from .._signer import (
+from .._core.converter import structure, unstructure
+from .._core.errors import InvalidInputError
+from .._runtime.clock import Clock, SystemClock
+from .._signers.signer import (
     AnswerKind,
     ConsentRequest,
     PasscodeRequest,

@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._clock import Clock, SystemClock
-from .._errors import FlowNotFoundError, StaleStateError
-from .._store import Lease, StoredFlow, _decode, _encode
+from .._core.errors import FlowNotFoundError, StaleStateError
+from .._flow.store import Lease, StoredFlow, _decode, _encode
+from .._runtime.clock import Clock, SystemClock
 from ._schema import DEFAULT_PREFIX, Tables, migrate
 
 __all__ = ["PostgresFlowStore"]

@@ -17,12 +17,12 @@ from typing import Any
 
 import attrs
 
-from .._clock import Clock, SystemClock
-from .._dispatcher import WebhookDispatcher
-from .._errors import StaleStateError
-from .._flow import FlowResult, FlowView, SignatureFlow
-from .._signer import SignerInbox
-from .._store import Lease, StoredFlow
+from .._core.errors import StaleStateError
+from .._flow.driver import FlowResult, FlowView, SignatureFlow
+from .._flow.store import Lease, StoredFlow
+from .._runtime.clock import Clock, SystemClock
+from .._signers.signer import SignerInbox
+from .._waiting.dispatcher import WebhookDispatcher
 from ._listener import Listener, cancel_and_wait
 from ._relay import PostgresRelay
 from ._schema import DEFAULT_PREFIX

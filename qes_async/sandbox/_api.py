@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .._pdf import make_pdf
-from .._routes import Routes
+from .._client.pdf import make_pdf
+from .._client.routes import Routes
 from ._model import Document, ServiceError, Signature, bad_request
 from ._requests import (
     parse_approval,

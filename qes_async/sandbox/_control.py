@@ -371,7 +371,7 @@ def _record(value: Any) -> dict[str, Any]:
 
 
 def _clock_body(sandbox: SandboxServer) -> dict[str, Any]:
-    from .._clock import FakeClock
+    from .._runtime.clock import FakeClock
 
     return {
         "time": sandbox.clock.time(),

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .._lenient import LANGUAGE_TAG
+from .._core.lenient import LANGUAGE_TAG
 from ._model import bad_request
 
 __all__ = [

@@ -31,8 +31,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
-from .._clock import Clock, FakeClock, SystemClock
-from .._routes import Routes
+from .._client.routes import Routes
+from .._runtime.clock import Clock, FakeClock, SystemClock
 from ._api import CURRENT_CALL, OPERATIONS, ApiHandlers, CallState
 from ._control import CONTROL_PREFIX, add_control_routes
 from ._faults import HTTP_FAULTS, Fault, FaultPlan

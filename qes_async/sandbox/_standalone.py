@@ -14,8 +14,8 @@ import signal
 import sys
 from typing import TextIO
 
-from .._clock import Clock, FakeClock, SystemClock
-from .._errors import InvalidInputError
+from .._core.errors import InvalidInputError
+from .._runtime.clock import Clock, FakeClock, SystemClock
 from ._server import SandboxServer
 from ._signing import EXTRA_HINT, MissingExtraError
 
@@ -85,7 +85,7 @@ def _webhook_auth(
 
 def build_server(args: argparse.Namespace) -> SandboxServer:
     """A :class:`SandboxServer` configured from parsed arguments."""
-    from .._routes import Routes
+    from .._client.routes import Routes
 
     clock: Clock = FakeClock() if args.fake_clock else SystemClock()
     basic, bearer = _webhook_auth(args)

@@ -31,8 +31,8 @@ from typing import Any
 
 import attrs
 
-from .._clock import Clock
-from .._redact import mask_phone
+from .._core.redact import mask_phone
+from .._runtime.clock import Clock
 from ._model import (
     LEGAL_CONDITIONS,
     WAITING_STATUSES,

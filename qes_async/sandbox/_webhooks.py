@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import attrs
 
-from .._clock import Clock
+from .._runtime.clock import Clock
 from ._faults import WEBHOOK_FAULTS, Fault, FaultPlan
 
 __all__ = ["WebhookConfig", "WebhookDelivery", "WebhookDispatcher"]

@@ -17,7 +17,7 @@ from qes_async import (
     WebhookDispatcher,
     WebhookEvent,
 )
-from qes_async._signer import AnswerKind, PasscodeRequest, SignerAnswer
+from qes_async._signers.signer import AnswerKind, PasscodeRequest, SignerAnswer
 from qes_async.postgres import Listener, PostgresRelay, SignerRelay, migrate
 
 __all__ = ["pg_dsn", "pg_prefix"]

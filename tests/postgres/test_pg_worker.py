@@ -143,7 +143,7 @@ async def test_any_worker_reads_a_flows_result_without_the_service(
     pg_dsn: str, pg_prefix: str
 ) -> None:
     from qes_async import FlowNotFoundError
-    from qes_async._flow_state import FlowState, Generation, dump_state
+    from qes_async._flow.state import FlowState, Generation, dump_state
 
     await _migrated(pg_dsn, pg_prefix)
     state = FlowState(
@@ -155,7 +155,7 @@ async def test_any_worker_reads_a_flows_result_without_the_service(
     )
     state.generations.append(Generation(number=1, started_at=1.0, signature_id="sig-9"))
     state.outcome = "declined"
-    from qes_async import _flow_machine as fm
+    from qes_async._flow import machine as fm
 
     state.step = fm.Step.DECLINED
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sandbox_helpers import PHONE, Api, api, clock, sandbox
 
-from qes_async._clock import FakeClock
+from qes_async._runtime.clock import FakeClock
 from qes_async.sandbox import IdentityCase, MissingExtraError, SandboxServer, sandbox_ca
 from qes_async.sandbox._control import _CASE_FIELDS, _FAULT_OPTIONS, CONTROL_PREFIX
 from qes_async.sandbox._standalone import build_server, main, run
@@ -158,7 +158,9 @@ def test_standalone_prints_an_export_line_the_cli_reads() -> None:
         "QES_CLIENT_ID": "me",
         "QES_CLIENT_SECRET": secret,
     }
-    cli = (Path(__file__).resolve().parents[2] / "qes_async" / "_cli.py").read_text("utf-8")
+    cli = (Path(__file__).resolve().parents[2] / "qes_async" / "_cli" / "main.py").read_text(
+        "utf-8"
+    )
     for name in ("QES_BASE_URL", "QES_CLIENT_ID", "QES_CLIENT_SECRET"):
         assert f'os.environ.get("{name}")' in cli
 
@@ -188,7 +190,7 @@ def test_standalone_without_the_sandbox_extra_says_what_to_install(
 async def test_ca_endpoint_serves_the_ca_that_signs_documents(
     api: Api, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    from qes_async._pades import VALID, validate_pdf
+    from qes_async._flow.pades import VALID, validate_pdf
 
     answer = await api.call("GET", "/_sandbox/ca.pem", auth=False)
     assert answer.status == 200

@@ -9,7 +9,7 @@ import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qes_async._clock import FakeClock
+from qes_async._runtime.clock import FakeClock
 from qes_async.sandbox import SandboxServer
 from qes_async.sandbox._requests import parse_multipart
 

@@ -1,0 +1,1 @@
+"""The command line: qes-async, its demo and its doctor."""

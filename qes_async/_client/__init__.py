@@ -1,0 +1,1 @@
+"""The client: operations, protocol, transport, auth, retry, routes, downloads, documents."""

@@ -1,0 +1,388 @@
+"""The pure protocol layer: build request values, read response values, map errors.
+
+No I/O and no aiohttp here: a :class:`Request` says what to send, a :class:`Response` is what
+came back (status, headers, body bytes), and the functions below turn one into the other
+side's values. The transport only moves bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from .._core.errors import DecodeError, InvalidInputError, ServiceError, error_for_response
+from .._core.models import (
+    Attempt,
+    ErrorDetail,
+    SignatureDetails,
+    Status,
+    StatusReport,
+    Workflow,
+)
+from .._core.redact import Scrubber
+from .routes import Routes
+
+__all__ = [
+    "Part",
+    "Request",
+    "Response",
+    "Token",
+    "approval_body",
+    "build_request",
+    "decode_json",
+    "error_from_response",
+    "parse_attempt",
+    "parse_details",
+    "parse_status",
+    "parse_token",
+    "parse_workflow",
+    "token_request",
+]
+
+T = TypeVar("T")
+JSON_HEADERS = {"Accept": "application/json"}
+
+
+@attrs.frozen
+class Part:
+    """One part of a multipart/form-data body.
+
+    ``data`` holds small bytes (JSON metadata, a selfie); ``source`` is a callable returning
+    a fresh async iterator of chunks, so the body can be rebuilt for every attempt.
+    """
+
+    name: str
+    content_type: str
+    filename: str | None = None
+    data: bytes | None = attrs.field(default=None, repr=False)
+    source: Callable[[], Any] | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class Request:
+    """What to send: method, route name (for logs and retries), path, and the body.
+
+    ``idempotent`` decides whether a 5xx or a lost answer may be retried.
+    """
+
+    method: str
+    operation: str
+    path: str
+    params: Mapping[str, str] = attrs.field(factory=dict)
+    json: Any = attrs.field(default=None, repr=False)
+    parts: tuple[Part, ...] = ()
+    headers: Mapping[str, str] = attrs.field(factory=lambda: dict(JSON_HEADERS))
+    idempotent: bool = False
+    authenticated: bool = True
+    transfer: bool = False  # a large upload or download: bounded per read, not in total
+
+
+@attrs.frozen
+class Response:
+    """What came back: status, headers and the body bytes.
+
+    Headers are looked up by lower-case name: the transport hands over the answer's
+    case-insensitive mapping as is; hand-made responses use lower-case keys.
+    """
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    body: bytes = attrs.field(default=b"", repr=False)
+    #: The literal secrets of the client that received it, cut from any excerpt.
+    scrubber: Scrubber | None = attrs.field(default=None, repr=False, eq=False)
+
+    @property
+    def request_id(self) -> str | None:
+        """The answer's ``X-Request-Id`` when present. A server that echoes one of the
+        client's secrets in it (or sends more than an id) gets it cut, since request ids
+        go into logs, errors and models."""
+        return request_id_of(self.headers, self.scrubber)
+
+    def shown_body(self) -> bytes:
+        """The body as an error may show it: the client's own secrets cut out."""
+        return self.scrubber.body(self.body) if self.scrubber is not None else self.body
+
+
+_MAX_REQUEST_ID = 128
+
+
+def request_id_of(headers: Mapping[str, str], scrubber: Scrubber | None) -> str | None:
+    """An answer's ``X-Request-Id``, cut to 128 characters and without the client's
+    secrets (a server may echo one there)."""
+    rid = headers.get("x-request-id")
+    if rid is not None and (
+        len(rid) > _MAX_REQUEST_ID or (scrubber is not None and scrubber.holds(rid))
+    ):
+        return (scrubber.text(rid) if scrubber is not None else rid)[:_MAX_REQUEST_ID]
+    return rid
+
+
+@attrs.frozen
+class Token:
+    """An access token and when it expires (POSIX seconds). Never shown in a repr."""
+
+    value: str = attrs.field(repr=False)
+    expires_at: float
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
+
+
+# ------------------------------------------------------------------------------- requests
+
+_IDEMPOTENT = {"GET", "PUT", "HEAD"}
+_OPERATIONS: dict[str, str] = {
+    "create_workflow": "POST",
+    "upload_documents": "POST",
+    "upload_mobile_number": "PUT",
+    "upload_selfie": "POST",
+    "get_signature_details": "GET",
+    "approve_documents": "POST",
+    "confirm_signature": "POST",
+    "get_signature_status": "GET",
+    "download_signed_document": "GET",
+    "get_infocert_contract": "GET",
+}
+
+
+def build_request(routes: Routes, operation: str, **kw: Any) -> Request:
+    """A request for an endpoint; ``signature_id`` and ``document_id`` fill the path."""
+    path_params = {"id": kw.pop("signature_id")} if "signature_id" in kw else {}
+    if "document_id" in kw:
+        path_params["document_id"] = kw.pop("document_id")
+    method = _OPERATIONS[operation]
+    return Request(
+        method=method,
+        operation=operation,
+        path=routes.path(operation, **path_params),
+        idempotent=method in _IDEMPOTENT,
+        **kw,
+    )
+
+
+def token_request(routes: Routes, client_id: str, client_secret: str) -> Request:
+    """``POST /v1/oauth2/token`` with the client-credentials grant (retry-safe: no effect)."""
+    return Request(
+        method="POST",
+        operation="create_token",
+        path=routes.create_token,
+        json={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        },
+        headers={**JSON_HEADERS, "Cache-Control": "no-cache"},
+        idempotent=True,
+        authenticated=False,
+    )
+
+
+def approval_body(details: SignatureDetails, passcode_language: str | None) -> dict[str, Any]:
+    """Approve every document (with its SHA-256) and accept every legal condition."""
+    missing = [d.document_id for d in details.documents if not d.sha256]
+    if missing or not details.documents:
+        raise InvalidInputError(
+            "details",
+            "lists no documents" if not missing else f"has no sha256 for {', '.join(missing)}",
+            advice="Pass the SignatureDetails returned by get_signature_details unchanged.",
+        )
+    body: dict[str, Any] = {
+        "approvedDocuments": [
+            {"documentId": d.document_id, "sha256": d.sha256} for d in details.documents
+        ],
+        "acceptedLegalConditions": [
+            {"id": c.id, "version": c.version} for c in details.legal_conditions
+        ],
+    }
+    if passcode_language:
+        body["passcodeLanguage"] = passcode_language
+    return body
+
+
+# ------------------------------------------------------------------------------ responses
+
+
+def _undecodable(message: str, response: Response, operation: str) -> DecodeError:
+    """A :class:`DecodeError` about ``response``, with its status, excerpt and request id."""
+    return DecodeError(
+        message,
+        status=response.status,
+        body=response.shown_body(),
+        request_id=response.request_id,
+        operation=operation,
+    )
+
+
+def decode_json(response: Response, operation: str) -> Any:
+    """The body as JSON, or :class:`DecodeError` with an excerpt of what came instead."""
+    try:
+        return json.loads(response.body)  # bytes: UTF-8 (or -16/-32) is detected
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a deep nest
+        raise _undecodable("the answer is not valid JSON", response, operation) from None
+
+
+def _model(response: Response, operation: str, cls: type[T], required: Sequence[str]) -> T:
+    return _structured(decode_json(response, operation), response, operation, cls, required)
+
+
+def _structured(
+    data: Any, response: Response, operation: str, cls: type[T], required: Sequence[str]
+) -> T:
+    if not isinstance(data, dict) or any(data.get(k) in (None, "") for k in required):
+        raise _undecodable(
+            f"expected a JSON object with {', '.join(required)}", response, operation
+        )
+    if _has_request_id(cls):
+        data = {**data, "requestId": response.request_id}  # the header's, never the body's
+    try:
+        value = _structure(data, cls)
+    except (ValueError, TypeError) as exc:
+        cause = exc.__cause__ if isinstance(exc, _ShapeError) else exc
+        raise _undecodable(
+            f"unexpected shape ({type(cause).__name__})", response, operation
+        ) from None
+    return value
+
+
+class _ShapeError(ValueError):
+    """cattrs' validation error, as a ValueError (its ``__cause__``)."""
+
+
+def _structure(data: Any, cls: type[T]) -> T:
+    """The package converter's ``structure``, loaded on first use: cattrs and the
+    converter's generated code cost import time that the common status call never needs.
+    """
+    import cattrs
+
+    from .._core.converter import structure
+
+    try:
+        return structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        raise _ShapeError(str(exc)) from exc
+
+
+_WITH_REQUEST_ID: dict[type[Any], bool] = {}
+
+
+def _has_request_id(cls: type[Any]) -> bool:
+    known = _WITH_REQUEST_ID.get(cls)
+    if known is None:
+        known = _WITH_REQUEST_ID[cls] = attrs.has(cls) and "request_id" in attrs.fields_dict(cls)
+    return known
+
+
+def parse_workflow(response: Response) -> Workflow:
+    """201 ``{"workflowId", "clientId"}``."""
+    return _model(response, "create_workflow", Workflow, ["workflowId"])
+
+
+def parse_details(response: Response) -> SignatureDetails:
+    """200 signature details."""
+    return _model(response, "get_signature_details", SignatureDetails, ["signatureId"])
+
+
+def parse_attempt(response: Response, operation: str) -> Attempt:
+    """200 ``{"attemptId"}`` (an empty body is accepted: the id is informative only)."""
+    if not response.body.strip():
+        return Attempt(request_id=response.request_id)
+    return _model(response, operation, Attempt, [])
+
+
+_STATUSES: dict[str, Status] = {member.value: member for member in Status}
+
+
+def parse_status(response: Response) -> StatusReport:
+    """200 ``{"signatureId", "status", "statusCode", "errors"}``.
+
+    The status read is the hottest call (every waiter makes it), so the common shape (text
+    id and status, an integer or null code, no errors) is built directly; anything else
+    goes through the converter, which decides what is acceptable.
+    """
+    data = decode_json(response, "get_signature_status")
+    if type(data) is dict:
+        sid, status, code = data.get("signatureId"), data.get("status"), data.get("statusCode")
+        if (
+            type(sid) is str
+            and sid
+            and type(status) is str
+            and status
+            and (code is None or type(code) is int)
+            and not data.get("errors")
+        ):
+            known = _STATUSES.get(status)  # a dict lookup; Status() costs more per call
+            return StatusReport(sid, known or Status(status), code, (), response.request_id)
+    return _structured(
+        data, response, "get_signature_status", StatusReport, ["signatureId", "status"]
+    )
+
+
+def parse_token(response: Response, now: float) -> Token:
+    """200 token; ``token_type`` and ``expires_in`` default to Bearer and 3600 s."""
+    data = decode_json(response, "create_token")
+    token = data.get("access_token") if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token:
+        raise DecodeError(
+            "the token answer has no access_token",
+            status=response.status,
+            request_id=response.request_id,
+            operation="create_token",
+        )
+    expires_in = data.get("expires_in")
+    if not isinstance(expires_in, (int, float)) or isinstance(expires_in, bool) or expires_in <= 0:
+        expires_in = 3600
+    token_type = data.get("token_type")
+    return Token(
+        value=token,
+        expires_at=now + float(expires_in),
+        token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+    )
+
+
+def _error_fields(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):  # a nest too deep to read
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_details(raw: Any) -> list[ErrorDetail]:
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if isinstance(item, dict):
+            try:
+                out.append(_structure(item, ErrorDetail))
+            except (ValueError, TypeError):
+                continue
+    return out
+
+
+def error_from_response(
+    response: Response, operation: str, retry_after: float | None = None
+) -> ServiceError:
+    """The typed :class:`ServiceError` for an error answer (lenient about the body).
+
+    What the error shows of the body (its excerpt, ``service_message``, ``errors`` and
+    ``raw``) is scrubbed: secret fields masked, the client's own secrets cut out.
+    """
+    scrubber = response.scrubber if response.scrubber is not None else Scrubber()
+    data = scrubber.value(_error_fields(response.body))
+    code = data.get("code") if isinstance(data.get("code"), str) else None
+    message = data.get("message") if isinstance(data.get("message"), str) else None
+    left = data.get("attemptsLeft")
+    return error_for_response(
+        response.status,
+        code=code,
+        retry_after=retry_after,
+        attempts_left=left if isinstance(left, int) and not isinstance(left, bool) else None,
+        service_message=message,
+        request_id=response.request_id,
+        body=response.shown_body(),
+        errors=_error_details(data.get("errors")),
+        operation=operation,
+        raw=data,
+    )

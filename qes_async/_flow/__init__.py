@@ -1,0 +1,1 @@
+"""The flow: driver, steps, machine, state, events, checkpoint store, PAdES check, evidence."""

@@ -1,0 +1,425 @@
+"""The evidence record: what a client was shown, approved and signed, as a hash chain.
+
+Every flow keeps one, built as it runs and checkpointed with its state (so a flow resumed on
+another worker continues the same chain).  Each entry carries the SHA-256 of the entry
+before it and its own SHA-256, computed over its canonical JSON form: keys sorted, UTF-8,
+no insignificant whitespace, and no floats (times are RFC 3339 strings in UTC, sizes and
+counts integers), so the same facts always hash the same.  Appending costs one hash of one
+entry; nothing already in the chain is hashed again.
+
+The record never holds a passcode, a token, the client secret, document bytes or the full
+mobile number (it is masked as everywhere else). It does hold the signing certificate's
+subject, as the audit needs it, and that names the client and their ID document number:
+keep the record as you keep the signed contract.
+
+Appending costs one hash; the whole record is stored again with the flow state at every
+checkpoint, as the rest of the state is (it grows by one entry per status, action and
+download, a few dozen for a ceremony).
+
+:meth:`Evidence.verify` recomputes the chain and, given the folder of the signed files, their
+SHA-256 and size, and names every entry or file that disagrees.  A hash chain shows that
+nothing inside the record was changed, dropped or reordered since it was written; keep its
+``final_hash`` apart from the record (your own database, a log) to also pin its end.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, MutableSequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .._core.errors import FlowError
+
+__all__ = [
+    "EVIDENCE_FORMAT",
+    "GENESIS",
+    "Evidence",
+    "EvidenceCheck",
+    "EvidenceFormatError",
+    "EvidenceProblem",
+    "append_entry",
+    "canonical_json",
+    "instant",
+]
+
+#: The record's format; :meth:`Evidence.from_json` reads this one only.
+EVIDENCE_FORMAT = "qes-async-evidence/1"
+#: What the first entry carries as the previous entry's hash.
+GENESIS = "0" * 64
+
+_ENTRY_KEYS = frozenset({"seq", "kind", "time", "generation", "prev", "data", "hash"})
+_RECORD_KEYS = frozenset({"format", "flow_id", "entries", "final_hash"})
+# Entries that name a file saved to disk, checked by verify(documents_dir=...).
+_FILE_KINDS = ("document_downloaded", "contract_downloaded")
+_CHUNK = 1 << 20
+
+
+class EvidenceFormatError(FlowError, ValueError):
+    """An evidence record that cannot be read: not JSON, another format, or a wrong shape."""
+
+    advice = (
+        "The record was damaged or altered, or written by another version of qes_async; "
+        "export it again from the flow store (qes-async evidence FLOW_ID)."
+    )
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical form that is hashed: sorted keys, UTF-8, compact, no floats.
+
+    Raises:
+        TypeError: a float (or another non-JSON value) inside ``value``.
+    """
+    _refuse_floats(value, "$")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def _refuse_floats(value: Any, where: str) -> None:
+    if isinstance(value, float):
+        raise TypeError(f"evidence holds no floats ({where}); use an int or a string")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"evidence keys are strings ({where})")
+            _refuse_floats(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for n, item in enumerate(value):
+            _refuse_floats(item, f"{where}[{n}]")
+    elif value is not None and not isinstance(value, (str, int, bool)):
+        raise TypeError(f"evidence holds only JSON values ({where}: {type(value).__name__})")
+
+
+def instant(posix: float) -> str:
+    """A POSIX instant as RFC 3339 UTC with milliseconds (``2026-12-02T20:20:46.123Z``)."""
+    if not math.isfinite(posix):
+        raise ValueError("an evidence time must be finite")
+    moment = datetime.datetime.fromtimestamp(posix, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def entry_hash(entry: Mapping[str, Any]) -> str:
+    """The SHA-256 of an entry's canonical form, without its own ``hash``."""
+    body = {key: value for key, value in entry.items() if key != "hash"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def append_entry(
+    entries: MutableSequence[dict[str, Any]],
+    kind: str,
+    *,
+    time: float,
+    generation: int,
+    data: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Append one entry to ``entries`` (a flow state's list), chained to the last one.
+
+    ``None`` values in ``data`` are left out, so a fact that is not known takes no room.
+    """
+    entry: dict[str, Any] = {
+        "seq": len(entries),
+        "kind": kind,
+        "time": instant(time),
+        "generation": generation,
+        "prev": entries[-1]["hash"] if entries else GENESIS,
+        "data": _compact(data),
+    }
+    entry["hash"] = entry_hash(entry)
+    entries.append(entry)
+    return entry
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_compact(v) for v in value]
+    return value
+
+
+@attrs.frozen
+class EvidenceProblem:
+    """One disagreement found by :meth:`Evidence.verify`.
+
+    Attributes:
+        where: what disagrees: ``entry 7 (status_observed)``, ``file loan.pdf``,
+            ``final_hash``, ``flow_id`` or ``record`` (its bytes).
+        detail: how it disagrees.
+    """
+
+    where: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.detail}"
+
+
+@attrs.frozen
+class EvidenceCheck:
+    """The outcome of :meth:`Evidence.verify`: ``ok`` when nothing disagrees.
+
+    Truthy when ok, so ``if record.verify(): ...`` reads as it should.
+    """
+
+    entries: int
+    final_hash: str | None
+    files_checked: int = 0
+    problems: tuple[EvidenceProblem, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the chain and every checked file agree."""
+        return not self.problems
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def as_json(self) -> dict[str, Any]:
+        """The check as plain JSON data (``qes-async evidence --verify --json``)."""
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "final_hash": self.final_hash,
+            "files_checked": self.files_checked,
+            "problems": [{"where": p.where, "detail": p.detail} for p in self.problems],
+        }
+
+
+class Evidence:
+    """A flow's evidence record (see :mod:`qes_async._flow.evidence` for what it holds).
+
+    Get one from :attr:`FlowResult.evidence`, from a stored flow
+    (``qes-async evidence FLOW_ID``), or from an exported file with :meth:`from_json`.
+    """
+
+    def __init__(
+        self, flow_id: str, entries: Iterable[Mapping[str, Any]], *, final_hash: str | None = None
+    ) -> None:
+        self.flow_id = flow_id
+        # A copy: changing the record never changes the flow state it was taken from.
+        self.entries: tuple[dict[str, Any], ...] = tuple(copy.deepcopy(dict(e)) for e in entries)
+        last = self.entries[-1].get("hash") if self.entries else GENESIS
+        self.final_hash: str = final_hash if final_hash is not None else str(last)
+        self._source: bytes | None = None  # the bytes it was read from, if any
+
+    # ------------------------------------------------------------------------ reading
+
+    def to_json(self) -> str:
+        """The record as its export form: JSON, sorted keys, indented, ending in a newline.
+
+        The form is deterministic: :meth:`verify` of a record read back from a file also
+        checks that its bytes are exactly this form, so no byte of it can change unseen.
+        """
+        return _export(self._as_data())
+
+    def _as_data(self) -> dict[str, Any]:
+        return {
+            "format": EVIDENCE_FORMAT,
+            "flow_id": self.flow_id,
+            "entries": list(self.entries),
+            "final_hash": self.final_hash,
+        }
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Evidence:
+        """Read an exported record.
+
+        Raises:
+            EvidenceFormatError: not JSON, another format, or a wrong shape (naming where).
+        """
+        raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise EvidenceFormatError(
+                f"the evidence record is not UTF-8 (byte {exc.start})"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise EvidenceFormatError(
+                f"the evidence record is not JSON (line {exc.lineno}, column {exc.colno}: "
+                f"{exc.msg})"
+            ) from None
+        if not isinstance(data, dict):
+            raise EvidenceFormatError("the evidence record must be a JSON object")
+        extra, missing = set(data) - _RECORD_KEYS, _RECORD_KEYS - set(data)
+        if extra or missing:
+            raise EvidenceFormatError(
+                f"the evidence record has unknown fields {sorted(extra)} or misses "
+                f"{sorted(missing)}"
+            )
+        if data["format"] != EVIDENCE_FORMAT:
+            raise EvidenceFormatError(
+                f"evidence format {data['format']!r} is not supported (this version reads "
+                f"{EVIDENCE_FORMAT!r})"
+            )
+        entries = data["entries"]
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise EvidenceFormatError("the evidence record's entries must be a list of objects")
+        for n, entry in enumerate(entries):
+            _check_shape(n, entry)
+        if not isinstance(data["flow_id"], str) or not isinstance(data["final_hash"], str):
+            raise EvidenceFormatError("flow_id and final_hash must be strings")
+        record = cls(data["flow_id"], entries, final_hash=data["final_hash"])
+        record._source = raw
+        return record
+
+    # ------------------------------------------------------------------------ checking
+
+    def verify(self, documents_dir: str | Path | None = None) -> EvidenceCheck:
+        """Recompute the chain and, given a folder, the signed files' SHA-256 and size.
+
+        Blocking (it reads the files): in async code run it with ``asyncio.to_thread``.
+        Files are looked up by the ``file_name`` their entry records.
+
+        Returns:
+            an :class:`EvidenceCheck` whose ``problems`` name each entry or file that
+            disagrees (empty when the record verifies).
+        """
+        problems: list[EvidenceProblem] = []
+        prev = GENESIS
+        for n, entry in enumerate(self.entries):
+            where = _name(n, entry)
+            if entry.get("seq") != n:
+                problems.append(
+                    EvidenceProblem(
+                        where, f"is at position {n} but numbered {entry.get('seq')!r}: moved"
+                    )
+                )
+            if entry.get("prev") != prev:
+                problems.append(
+                    EvidenceProblem(
+                        where,
+                        "does not carry the hash of the entry before it (moved, "
+                        "removed or inserted)",
+                    )
+                )
+            try:
+                recomputed = entry_hash(entry)
+            except (TypeError, ValueError) as exc:
+                problems.append(EvidenceProblem(where, f"cannot be hashed ({exc})"))
+                recomputed = None
+            if recomputed != entry.get("hash"):
+                problems.append(EvidenceProblem(where, "its content does not match its hash"))
+            prev = str(entry.get("hash"))
+        last = self.entries[-1].get("hash") if self.entries else GENESIS
+        if self.final_hash != last:
+            problems.append(EvidenceProblem("final_hash", "is not the hash of the last entry"))
+        if not self.entries:
+            problems.append(EvidenceProblem("record", "has no entries"))
+        else:
+            first = self.entries[0]
+            started = first.get("data", {}).get("flow_id") if isinstance(first, dict) else None
+            if first.get("kind") != "flow_started" or started != self.flow_id:
+                problems.append(
+                    EvidenceProblem("flow_id", "is not the flow the first entry started")
+                )
+        if self._source is not None:
+            problems.extend(_byte_problems(self._source, self.to_json().encode("utf-8")))
+        files = 0
+        if documents_dir is not None:
+            for n, entry in enumerate(self.entries):
+                if entry.get("kind") in _FILE_KINDS:
+                    files += 1
+                    problems.extend(_file_problems(Path(documents_dir), n, entry))
+        return EvidenceCheck(
+            entries=len(self.entries),
+            final_hash=self.final_hash,
+            files_checked=files,
+            problems=tuple(problems),
+        )
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Evidence):
+            return NotImplemented
+        return self._as_data() == other._as_data()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Evidence(flow_id={self.flow_id!r}, entries={len(self.entries)}, "
+            f"final_hash={self.final_hash[:16]!r}...)"
+        )
+
+
+def _export(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _name(n: int, entry: Mapping[str, Any]) -> str:
+    kind = entry.get("kind")
+    return f"entry {n} ({kind})" if isinstance(kind, str) else f"entry {n}"
+
+
+def _check_shape(n: int, entry: Mapping[str, Any]) -> None:
+    keys = set(entry)
+    if keys != _ENTRY_KEYS:
+        raise EvidenceFormatError(
+            f"entry {n} has unknown fields {sorted(keys - _ENTRY_KEYS)} or misses "
+            f"{sorted(_ENTRY_KEYS - keys)}"
+        )
+    types = {"seq": int, "generation": int, "kind": str, "time": str, "prev": str, "hash": str}
+    for key, kind in types.items():
+        if not isinstance(entry[key], kind) or isinstance(entry[key], bool):
+            raise EvidenceFormatError(f"entry {n}: {key} must be a {kind.__name__}")
+    if not isinstance(entry["data"], dict):
+        raise EvidenceFormatError(f"entry {n}: data must be an object")
+
+
+def _byte_problems(source: bytes, expected: bytes) -> list[EvidenceProblem]:
+    if source == expected:
+        return []
+    at = next(
+        (i for i, (a, b) in enumerate(zip(source, expected, strict=False)) if a != b),
+        min(len(source), len(expected)),
+    )
+    line = source.count(b"\n", 0, at) + 1
+    return [
+        EvidenceProblem(
+            "record",
+            f"its bytes differ from the export form at byte {at} (line {line}): changed "
+            "outside qes_async",
+        )
+    ]
+
+
+def _file_problems(folder: Path, n: int, entry: Mapping[str, Any]) -> list[EvidenceProblem]:
+    data = entry.get("data", {})
+    name = data.get("file_name") if isinstance(data, Mapping) else None
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        return [EvidenceProblem(_name(n, entry), "names no file to check")]
+    path = folder / name
+    where = f"file {name}"
+    try:
+        digest, size = _sha256_of(path)
+    except FileNotFoundError:
+        return [EvidenceProblem(where, f"is missing from {folder} ({_name(n, entry)})")]
+    except OSError as exc:
+        return [EvidenceProblem(where, f"cannot be read ({exc.strerror or type(exc).__name__})")]
+    problems = []
+    if digest != data.get("sha256"):
+        problems.append(EvidenceProblem(where, f"its SHA-256 is not the one in {_name(n, entry)}"))
+    if size != data.get("size"):
+        problems.append(
+            EvidenceProblem(where, f"is {size} bytes, {_name(n, entry)} says {data.get('size')}")
+        )
+    return problems
+
+
+def _sha256_of(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size

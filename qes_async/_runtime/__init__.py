@@ -1,0 +1,1 @@
+"""What every layer uses at run time: the clock, logging, telemetry hooks."""

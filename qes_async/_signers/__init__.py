@@ -1,0 +1,1 @@
+"""Asking the human: signers and the terminal prompt."""

@@ -1,0 +1,1 @@
+"""Waiting for a status: the waiters, polling, the pure waiting logic, the dispatcher."""

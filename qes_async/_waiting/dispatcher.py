@@ -1,0 +1,222 @@
+"""Routes webhook events to the waiters of each signature: per-signature mailboxes.
+
+:meth:`WebhookDispatcher.publish` is the one narrow way in: synchronous, never blocking,
+called by the webhook receiver and (later) by a relay between processes. Waiters take a
+:class:`Subscription` for their signature and sleep on it; an event wakes only the waiters
+of its own signature (a dict lookup, no scan over everyone), and a sleeping waiter costs a
+future and one timer, not a task.
+
+An event that arrives before anyone waits for its signature is kept, bounded in number and
+age, and handed to the first subscriber, so no event is lost to the race between "the
+service sent a webhook" and "the flow started waiting".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from types import TracebackType
+
+from .._core.errors import InvalidInputError
+from .._core.models import WebhookEvent
+from .._runtime.clock import Clock, SystemClock
+
+__all__ = ["Subscription", "WebhookDispatcher"]
+
+log = logging.getLogger("qes_async.webhooks")
+
+# A mailbox keeps the latest few events: they only ever prompt a status re-read, so older
+# ones carry nothing a newer one does not.
+MAILBOX_SIZE = 16
+
+
+class Subscription:
+    """One waiter's mailbox for one signature; use it as a context manager.
+
+    Created by :meth:`WebhookDispatcher.subscribe`; leaving the ``with`` block (or
+    :meth:`close`) unsubscribes.
+    """
+
+    __slots__ = ("_closed", "_dispatcher", "_events", "_future", "signature_id")
+
+    def __init__(self, dispatcher: WebhookDispatcher, signature_id: str) -> None:
+        self.signature_id = signature_id
+        self._dispatcher = dispatcher
+        self._events: deque[WebhookEvent] = deque(maxlen=MAILBOX_SIZE)
+        self._future: asyncio.Future[bool] | None = None
+        self._closed = False
+
+    def deliver(self, event: WebhookEvent) -> None:
+        """Put an event in the mailbox and wake the waiter (synchronous)."""
+        self._events.append(event)
+        self._wake(True)
+
+    def _wake(self, by_event: bool) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(by_event)
+
+    @property
+    def has_events(self) -> bool:
+        """True when events wait in the mailbox."""
+        return bool(self._events)
+
+    def drain(self) -> list[WebhookEvent]:
+        """Take every event out of the mailbox, oldest first."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    async def wait(self, until: float) -> bool:
+        """Sleep until an event arrives (True) or the clock reaches ``until`` (False).
+
+        The timer is passive: it never moves a fake clock.
+        """
+        if self._events:
+            return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._future = future
+        timer = self._dispatcher.clock.call_at(until, lambda: self._wake(False))
+        try:
+            return await future
+        finally:
+            timer.cancel()
+            self._future = None
+
+    def close(self) -> None:
+        """Unsubscribe; further events for the signature no longer reach this mailbox."""
+        if not self._closed:
+            self._closed = True
+            self._dispatcher._unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Subscription({self.signature_id!r}, events={len(self._events)})"
+
+
+class _Pending:
+    __slots__ = ("events", "updated")
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[float, WebhookEvent]] = deque(maxlen=MAILBOX_SIZE)
+        self.updated = 0.0
+
+
+class WebhookDispatcher:
+    """Hands webhook events to the waiters of their signature.
+
+    Args:
+        clock: the shared clock (default: the system clock); waiters' timers run on it.
+        max_pending: at most this many signatures keep events that nobody waited for yet;
+            beyond it the least recently updated are dropped.
+        pending_ttl: seconds an unclaimed event is kept.
+
+    Thread safety: call :meth:`publish` from the event loop's thread; from another thread
+    use ``loop.call_soon_threadsafe(dispatcher.publish, event)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        max_pending: int = 10_000,
+        pending_ttl: float = 600.0,
+    ) -> None:
+        if max_pending < 0:
+            raise InvalidInputError("max_pending", "must be >= 0")
+        if not pending_ttl >= 0:
+            raise InvalidInputError("pending_ttl", "must be >= 0 seconds")
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.max_pending = max_pending
+        self.pending_ttl = pending_ttl
+        self._subscribers: dict[str, list[Subscription]] = {}
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self.published = 0
+        self.dropped = 0
+
+    def publish(self, event: WebhookEvent) -> None:
+        """Deliver an event to its signature's waiters, or keep it until one comes.
+
+        Synchronous and never blocking; it never raises for a well-formed event.
+        """
+        self.published += 1
+        subscribers = self._subscribers.get(event.signature_id)
+        if subscribers:
+            for subscription in subscribers:
+                subscription.deliver(event)
+            return
+        self._keep(event)
+
+    def subscribe(self, signature_id: str) -> Subscription:
+        """Open a mailbox for ``signature_id``; events kept for it are moved in at once."""
+        subscription = Subscription(self, signature_id)
+        self._subscribers.setdefault(signature_id, []).append(subscription)
+        pending = self._pending.pop(signature_id, None)
+        if pending is not None:
+            oldest = self.clock.time() - self.pending_ttl
+            for kept_at, event in pending.events:
+                if kept_at >= oldest:
+                    subscription.deliver(event)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.signature_id)
+        if subscribers is None:
+            return
+        # A signature has one waiter or a handful, so this list removal is short.
+        subscribers.remove(subscription)
+        if not subscribers:
+            del self._subscribers[subscription.signature_id]
+
+    def _forget(self, signature_id: str) -> None:
+        """Drop the events kept for a signature whose flow has ended (nobody will claim
+        them: a resumed flow re-reads the status first anyway). Open mailboxes stay."""
+        pending = self._pending.pop(signature_id, None)
+        if pending is not None:
+            self.dropped += len(pending.events)
+
+    def _keep(self, event: WebhookEvent) -> None:
+        now = self.clock.time()
+        pending = self._pending.pop(event.signature_id, None) or _Pending()
+        pending.events.append((now, event))
+        pending.updated = now
+        self._pending[event.signature_id] = pending
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        # Entries are ordered by last update, so expiry and overflow both trim the front.
+        while self._pending:
+            signature_id, oldest = next(iter(self._pending.items()))
+            too_many = len(self._pending) > self.max_pending
+            if not too_many and now - oldest.updated <= self.pending_ttl:
+                break
+            del self._pending[signature_id]
+            self.dropped += len(oldest.events)
+            log.debug("dropped %d unclaimed webhook event(s)", len(oldest.events))
+
+    @property
+    def pending_count(self) -> int:
+        """How many signatures hold events that nobody has claimed yet."""
+        return len(self._pending)
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many mailboxes are open."""
+        return sum(len(s) for s in self._subscribers.values())
+
+    def __repr__(self) -> str:
+        return (
+            f"WebhookDispatcher(waiting_signatures={len(self._subscribers)}, "
+            f"pending={len(self._pending)})"
+        )

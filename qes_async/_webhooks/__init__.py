@@ -1,0 +1,1 @@
+"""Webhook authentication (the receiver's public face is qes_async.webhooks)."""
