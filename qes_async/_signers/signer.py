@@ -104,14 +104,26 @@ class AnswerKind(str, enum.Enum):
     NO_SUCH_FLOW = "no_such_flow"  # no flow with this id is waiting for the signer
     NOT_ASKED = "not_asked"  # the flow is waiting for another kind of answer
     PENDING = "pending"  # taken, but the flow did not say in time how it turned out
+    # Kept: the flow exists but is moving to another worker (its driver stopped); the next
+    # driver uses the answer when it asks again. Show "one moment", then read what the
+    # flow waits for after ``retry_after`` seconds.
+    MOVING = "moving"
 
 
 @attrs.frozen
 class SignerAnswer:
-    """The typed answer to a submission (and what a flow tells its signer)."""
+    """The typed answer to a submission (and what a flow tells its signer).
+
+    Attributes:
+        kind: how it turned out (:class:`AnswerKind`).
+        attempts_left: passcode tries left, after a wrong passcode.
+        retry_after: with ``MOVING``, seconds after which the page should look again at
+            what the flow waits for (its next driver has asked by then in the usual case).
+    """
 
     kind: AnswerKind
     attempts_left: int | None = None
+    retry_after: float | None = None
 
     @property
     def accepted(self) -> bool:
@@ -133,6 +145,7 @@ _MESSAGES = {
     AnswerKind.NO_SUCH_FLOW: "No signature is waiting for this.",
     AnswerKind.NOT_ASKED: "This signature is waiting for something else.",
     AnswerKind.PENDING: "Received; the outcome is not known yet.",
+    AnswerKind.MOVING: "One moment: your answer is kept and used as soon as possible.",
 }
 
 

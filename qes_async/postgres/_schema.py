@@ -111,6 +111,13 @@ class Tables:
                 recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
             # The pruning of stale submissions (on each submission and each safety poll).
             f"CREATE INDEX IF NOT EXISTS {p}signer_time ON {self.signer} (recorded_at)",
+            # kept: its submitter was told the flow is moving and left; the next driver
+            # uses it. claimed_pid: the claiming worker's listening session, whose end
+            # tells a waiting submitter at once that the claimer died.
+            f"ALTER TABLE {self.signer} ADD COLUMN IF NOT EXISTS kept BOOLEAN NOT NULL"
+            " DEFAULT FALSE",
+            f"ALTER TABLE {self.signer} ADD COLUMN IF NOT EXISTS claimed_pid INTEGER",
+            f"CREATE INDEX IF NOT EXISTS {p}signer_flow ON {self.signer} (flow_id)",
             f"""CREATE TABLE IF NOT EXISTS {self.asks} (
                 flow_id TEXT PRIMARY KEY,
                 worker_id TEXT NOT NULL,

@@ -2,23 +2,32 @@
 
 A flow waits for its signer in the :class:`~qes_async.SignerInbox` of the one worker that
 drives it.  A submission arriving elsewhere becomes a row in the signer table plus a NOTIFY
-(payload: row id and flow id); the driving worker claims the row (clearing the secret
-value in the same statement, so a passcode lives in the table for the seconds between
-submit and claim only), hands it to its inbox, writes the inbox's typed answer back and
-NOTIFYs.  The submitting request waits, bounded, for that answer:
+(payload: row id, kind and flow id); the driving worker claims the row once its flow asks
+for that answer (clearing the secret value in the same statement), hands it to its inbox,
+writes the inbox's typed answer back and NOTIFYs.  The submitting request waits, bounded,
+for that answer, and what it is told depends on the flow as the shared flows table shows
+it (leases are read on the injected clock):
 
-* nobody claims it within ``claim_timeout`` (no worker drives the flow): ``NO_SUCH_FLOW``,
-  and the row is withdrawn;
-* claimed but not answered within ``answer_timeout``: ``PENDING``.
+* the flow has finished: ``NO_SUCH_FLOW`` at once, and nothing is stored;
+* the flow exists but nobody holds its lease (its worker died), or nobody claims the
+  submission within ``answer_within`` (one second: its driver is gone, or its flow is
+  between two questions): ``MOVING`` with a ``retry_after``; the row is *kept* and the
+  flow's next driver uses it when its flow asks for that kind of answer (a later
+  submission of the same kind for the same flow replaces a kept one);
+* claimed, and the claimer's listening session ends (the claiming worker died) before the
+  answer: ``MOVING`` at once; else, not answered within ``answer_timeout``: ``PENDING``;
+* a flow the flows table does not know (driven without the shared store): ``NO_SUCH_FLOW``
+  once nobody claimed it within ``claim_timeout``, and the row is withdrawn.
 
 A submission whose submitting worker dies before a claim (and before it can withdraw the
-row) would keep its secret (a passcode, a selfie) in the table for good. Every submission
-older than ``submission_max_age`` (default :data:`DEFAULT_SUBMISSION_MAX_AGE`, two hours:
-the longest window of the ceremony, the consent window and the passcode's validity) is
+row), or a kept one no driver ever used, would keep its secret (a passcode, a selfie) in the
+table for good. Every submission older than ``submission_max_age`` (default
+:data:`DEFAULT_SUBMISSION_MAX_AGE`, two hours: the longest window of the ceremony, the
+consent window and the passcode's validity), and every one for a finished flow, is
 therefore deleted by whichever worker is alive: in the same statement as each new
-submission, and on the safety poll (every 60th poll, as for questions). The age is read
-from the database's clock (``recorded_at`` against ``now()``), the same clock on every
-worker.
+submission (the old ones), and on the safety poll (every 60th poll, as for questions). The
+age is read from the database's clock (``recorded_at`` against ``now()``), the same clock
+on every worker.
 
 What a flow waits for is shown on every worker too: the driving worker's inbox reports
 each question and its end, and the relay mirrors them into the asks table (the request
@@ -27,6 +36,7 @@ without any secret: documents, legal conditions, masked number, deadline, attemp
 passed and the worker that asked still holds the flow's lease (a lease owner is the
 worker's id, or the worker's id, a slash and the run's own id).
 """
+
 
 # Table names are interpolated only from Tables, whose prefix is checked against
 # [a-z_][a-z0-9_]*; every value is a bind parameter.
@@ -84,8 +94,14 @@ class SignerRelay:
         drives: ``flow_id -> bool``, whether this worker drives that flow now.
         worker_id: this worker's name (recorded as the claimer).
         prefix: the table name prefix.
-        claim_timeout: seconds a submission waits for the driving worker to claim it.
-        answer_timeout: seconds it then waits for the answer (default: the inbox's + 5).
+        claim_timeout: seconds a submission for a flow the flows table does not know
+            waits for a worker to claim it.
+        answer_timeout: seconds a claimed submission waits for the answer (default: the
+            inbox's + 5).
+        answer_within: seconds a submission for a stored flow waits for its driver to claim
+            it before answering ``MOVING`` (kept for the next driver).
+        retry_after: seconds a ``MOVING`` answer tells the page to wait beyond what is
+            left of a dead driver's lease (the worker passes its sweep interval + 1).
         poll_interval: safety re-read interval on both sides when a NOTIFY is missed.
         clock: the clock deadlines and leases are read from (share the worker's).
         submission_max_age: seconds after which a submission nobody claimed or withdrew
@@ -106,6 +122,8 @@ class SignerRelay:
         poll_interval: float = 1.0,
         clock: Clock | None = None,
         submission_max_age: float = DEFAULT_SUBMISSION_MAX_AGE,
+        answer_within: float = 1.0,
+        retry_after: float = 2.0,
     ) -> None:
         if not 0 < submission_max_age < float("inf"):
             raise InvalidInputError(
@@ -124,6 +142,9 @@ class SignerRelay:
         self.worker_id = worker_id
         self._drives = drives
         self._claim_timeout = claim_timeout
+        self._answer_within = answer_within
+        self._retry_after = retry_after
+        self._listener = listener
         inbox_timeout = float(getattr(inbox, "_answer_timeout", 30.0))
         self._answer_timeout = answer_timeout if answer_timeout is not None else inbox_timeout + 5
         self._poll_interval = poll_interval
@@ -140,42 +161,65 @@ class SignerRelay:
 
     async def submit_consent(self, flow_id: str, approve: bool) -> SignerAnswer:
         """Approve (or decline) for the flow ``flow_id``, wherever it runs."""
-        if self._drives(flow_id):
+        if self._asking_here(flow_id):
             return await self.inbox.submit_consent(flow_id, approve)
         return await self._submit(flow_id, "consent", "true" if approve else "false")
 
     async def submit_passcode(self, flow_id: str, passcode: str) -> SignerAnswer:
         """Give the SMS passcode to the flow ``flow_id``, wherever it runs."""
-        if self._drives(flow_id):
+        if self._asking_here(flow_id):
             return await self.inbox.submit_passcode(flow_id, passcode)
         return await self._submit(flow_id, "passcode", passcode)
 
     async def submit_selfie(self, flow_id: str, jpeg: bytes) -> SignerAnswer:
         """Give the selfie to the flow ``flow_id``, wherever it runs."""
-        if self._drives(flow_id):
+        if self._asking_here(flow_id):
             return await self.inbox.submit_selfie(flow_id, jpeg)
         return await self._submit(flow_id, "selfie", base64.b64encode(jpeg).decode("ascii"))
 
+    def _asking_here(self, flow_id: str) -> bool:
+        # A flow driven here but between two questions (resyncing after a takeover) goes
+        # through the table, where its answer is kept until it asks.
+        return self._drives(flow_id) and self.inbox.pending(flow_id) is not None
+
     async def _submit(self, flow_id: str, kind: str, value: str) -> SignerAnswer:
-        table = self.tables.signer
-        row_id = int(
-            await self.pool.fetchval(
-                # Each submission also deletes the stale ones a dead worker left behind.
-                f"WITH stale AS (DELETE FROM {table}"
-                " WHERE recorded_at < now() - make_interval(secs => $5)),"
-                f" row AS (INSERT INTO {table} (flow_id, kind, value)"
-                " VALUES ($1, $2, $3) RETURNING id)"
-                " SELECT id FROM row, pg_notify($4, row.id::text || ' ' || $1)",
-                flow_id,
-                kind,
-                value,
-                self.tables.signer_channel,
-                self._submission_max_age,
-            )
+        table, flows = self.tables.signer, self.tables.flows
+        now = self._clock.time()
+        row = await self.pool.fetchrow(
+            # Each submission also deletes the stale ones a dead worker left behind, and
+            # the kept one of the same kind it replaces; a finished flow stores nothing.
+            f"WITH stale AS (DELETE FROM {table}"
+            " WHERE recorded_at < now() - make_interval(secs => $5)"
+            " OR (flow_id = $1 AND kind = $2 AND kept AND claimed_by IS NULL)),"
+            f" flow AS (SELECT finished, lease_expires FROM {flows} WHERE flow_id = $1),"
+            f" row AS (INSERT INTO {table} (flow_id, kind, value)"
+            " SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM flow WHERE finished)"
+            " RETURNING id)"
+            " SELECT (SELECT id FROM row) AS id, (SELECT finished FROM flow) AS finished,"
+            " (SELECT lease_expires FROM flow) AS lease_expires,"
+            " (SELECT pg_notify($4, id::text || ' ' || $2 || ' ' || $1) FROM row) AS n",
+            flow_id,
+            kind,
+            value,
+            self.tables.signer_channel,
+            self._submission_max_age,
         )
+        if row["id"] is None:
+            return SignerAnswer(AnswerKind.NO_SUCH_FLOW)  # it has finished: nothing waits
+        row_id = int(row["id"])
+        stored = row["finished"] is not None
+        lease_left = max(0.0, float(row["lease_expires"]) - now) if stored else 0.0
         event = self._answered[row_id] = asyncio.Event()
         try:
-            answer = await self._await_answer(row_id, event)
+            if stored and lease_left == 0.0:
+                # Nobody drives it (its worker died): keep it for the next driver.
+                answer = await self._keep(row_id, lease_left) or await self._await_answer(
+                    row_id, event, stored=True, lease_left=lease_left
+                )
+            else:
+                answer = await self._await_answer(
+                    row_id, event, stored=stored, lease_left=lease_left
+                )
         except BaseException:
             # Cancelled (the page's client went away) or failed: an unclaimed row would
             # keep the passcode in the table for a worker that may never come.
@@ -187,24 +231,45 @@ class SignerRelay:
             await self._forget(row_id)  # nobody will read a later answer
         return answer
 
+    async def _keep(self, row_id: int, lease_left: float) -> SignerAnswer | None:
+        """Mark an unclaimed submission kept for the next driver; None if claimed."""
+        kept = await self.pool.fetchval(
+            f"UPDATE {self.tables.signer} SET kept = true"
+            " WHERE id = $1 AND claimed_by IS NULL RETURNING id",
+            row_id,
+        )
+        if kept is None:
+            return None
+        return SignerAnswer(AnswerKind.MOVING, retry_after=lease_left + self._retry_after)
+
     async def _forget(self, row_id: int) -> None:
         with contextlib.suppress(Exception):
             await self.pool.execute(f"DELETE FROM {self.tables.signer} WHERE id = $1", row_id)
 
-    async def _await_answer(self, row_id: int, event: asyncio.Event) -> SignerAnswer:
+    async def _await_answer(
+        self, row_id: int, event: asyncio.Event, *, stored: bool, lease_left: float
+    ) -> SignerAnswer:
         loop = asyncio.get_running_loop()
-        claim_by = loop.time() + self._claim_timeout
+        claim_by = loop.time() + (self._answer_within if stored else self._claim_timeout)
         answer_by: float | None = None
         table = self.tables.signer
         while True:
             row = await self.pool.fetchrow(
-                f"SELECT claimed_by, answer, attempts_left FROM {table} WHERE id = $1", row_id
+                "SELECT claimed_by, answer, attempts_left, claimed_pid IS NULL OR EXISTS"
+                " (SELECT 1 FROM pg_stat_activity WHERE pid = claimed_pid) AS claimer_alive"
+                f" FROM {table} WHERE id = $1",
+                row_id,
             )
             now = loop.time()
             if row is not None and row["answer"] is not None:
                 await self.pool.execute(f"DELETE FROM {table} WHERE id = $1", row_id)
                 return SignerAnswer(AnswerKind(row["answer"]), row["attempts_left"])
             if row is not None and row["claimed_by"] is None and now >= claim_by:
+                if stored:
+                    kept = await self._keep(row_id, lease_left)
+                    if kept is not None:
+                        return kept
+                    continue  # claimed in between: read it again
                 withdrawn = await self.pool.fetchval(
                     f"DELETE FROM {table} WHERE id = $1 AND claimed_by IS NULL RETURNING id",
                     row_id,
@@ -212,11 +277,17 @@ class SignerRelay:
                 if withdrawn is not None:
                     return SignerAnswer(AnswerKind.NO_SUCH_FLOW)
                 continue  # claimed in between: read it again
-            if row is not None and row["claimed_by"] is not None and answer_by is None:
-                answer_by = now + self._answer_timeout
+            if row is not None and row["claimed_by"] is not None:
+                if not row["claimer_alive"]:
+                    # Its claimer died before answering: its flow's next driver asks again.
+                    await self._forget(row_id)
+                    return SignerAnswer(AnswerKind.MOVING, retry_after=self._retry_after)
+                if answer_by is None:
+                    answer_by = now + self._answer_timeout
             if row is None or (answer_by is not None and now >= answer_by):
                 return SignerAnswer(AnswerKind.PENDING)
-            wake = min(claim_by if answer_by is None else answer_by, now + self._poll_interval)
+            poll = self._poll_interval if answer_by is None else min(self._poll_interval, 0.5)
+            wake = min(claim_by if answer_by is None else answer_by, now + poll)
             await wait_event(event, wake - now)
             event.clear()
 
@@ -267,25 +338,34 @@ class SignerRelay:
                         self.worker_id,
                     )
                 else:
-                    await self.pool.execute(
-                        f"INSERT INTO {table} (flow_id, worker_id, kind, request, deadline)"
+                    # The same statement finds the answers kept for this flow while it
+                    # had no question (its driver died, or it was between two).
+                    waiting = await self.pool.fetch(
+                        f"WITH ask AS (INSERT INTO {table}"
+                        " (flow_id, worker_id, kind, request, deadline)"
                         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (flow_id) DO UPDATE SET"
-                        " worker_id = $2, kind = $3, request = $4, deadline = $5",
+                        " worker_id = $2, kind = $3, request = $4, deadline = $5)"
+                        f" SELECT id FROM {self.tables.signer}"
+                        " WHERE flow_id = $1 AND claimed_by IS NULL ORDER BY id",
                         flow_id,
                         self.worker_id,
                         _KINDS[type(request)],
                         json.dumps(unstructure(request)),
                         request.deadline,
                     )
+                    if self._drives(flow_id):
+                        for found in waiting:
+                            self._spawn(found["id"], flow_id)
             except Exception as exc:  # a page shows nothing; the flow itself goes on
                 log.warning("could not publish a signer question (%s)", type(exc).__name__)
             if self._asks.get(flow_id, _GONE) is request:
                 del self._asks[flow_id]  # else it changed meanwhile: write the newer one
 
     def _on_request(self, payload: str) -> None:
-        row_id, _, flow_id = payload.partition(" ")
+        row_id, _, rest = payload.partition(" ")
+        _kind, _, flow_id = rest.partition(" ")
         if self._drives(flow_id):
-            self._spawn(int(row_id))
+            self._spawn(int(row_id), flow_id)
 
     async def serve_waiting(self) -> int:
         """Claim every waiting submission for a flow this worker drives; returns how many.
@@ -293,14 +373,22 @@ class SignerRelay:
         Runs after each (re)connection of the listener and on the worker's slow poll.
         """
         rows = await self.pool.fetch(
-            f"SELECT id, flow_id FROM {self.tables.signer} WHERE claimed_by IS NULL"
+            f"SELECT id, flow_id FROM {self.tables.signer} WHERE claimed_by IS NULL ORDER BY id"
         )
-        mine = [row["id"] for row in rows if self._drives(row["flow_id"])]
-        for row_id in mine:
-            self._spawn(row_id)
+        mine = [
+            (row["id"], row["flow_id"])
+            for row in rows
+            if self._drives(row["flow_id"]) and self.inbox.pending(row["flow_id"]) is not None
+        ]
+        for row_id, flow_id in mine:
+            self._spawn(row_id, flow_id)
         return len(mine)
 
-    def _spawn(self, row_id: int) -> None:
+    def _spawn(self, row_id: int, flow_id: str) -> None:
+        if self.inbox.pending(flow_id) is None:
+            # Its flow asks nothing now (it is resyncing, or between two questions): the
+            # row waits, and the flow's next question finds it (see _publish).
+            return
         task = asyncio.create_task(self._serve(row_id))
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
@@ -309,18 +397,23 @@ class SignerRelay:
         table = self.tables.signer
         try:
             row = await self.pool.fetchrow(
-                f"UPDATE {table} AS t SET claimed_by = $2, value = NULL FROM"
+                f"UPDATE {table} AS t SET claimed_by = $2, claimed_pid = $3, value = NULL FROM"
                 f" (SELECT id, value FROM {table} WHERE id = $1 AND claimed_by IS NULL"
-                " FOR UPDATE) AS old WHERE t.id = old.id RETURNING t.flow_id, t.kind, old.value",
+                " FOR UPDATE) AS old WHERE t.id = old.id"
+                " RETURNING t.flow_id, t.kind, t.kept, old.value",
                 row_id,
                 self.worker_id,
+                self._listener.backend_pid,
             )
             if row is None:
                 return  # another worker, or a withdrawn submission
             answer = await self._hand_over(row["flow_id"], row["kind"], row["value"] or "")
+            # A kept submission's submitter has gone: nobody reads the answer.
             await self.pool.execute(
-                f"WITH row AS (UPDATE {table} SET answer = $2, attempts_left = $3"
-                " WHERE id = $1 RETURNING id) SELECT pg_notify($4, row.id::text) FROM row",
+                f"WITH gone AS (DELETE FROM {table} WHERE id = $1 AND kept),"
+                f" row AS (UPDATE {table} SET answer = $2, attempts_left = $3"
+                " WHERE id = $1 AND NOT kept RETURNING id)"
+                " SELECT pg_notify($4, row.id::text) FROM row",
                 row_id,
                 answer.kind.value,
                 answer.attempts_left,
@@ -365,14 +458,18 @@ class SignerRelay:
         return int(deleted)
 
     async def prune_submissions(self) -> int:
-        """Delete submissions older than ``submission_max_age``; returns how many.
+        """Delete submissions older than ``submission_max_age``, and those for a flow that
+        has finished; returns how many.
 
-        Their submitting worker died before a claim, so nobody will withdraw them; an
-        unclaimed one still holds its secret.
+        Their submitting worker died before a claim, or they were kept for a flow that
+        ended without asking again, so nobody will withdraw them; an unclaimed one still
+        holds its secret.
         """
         status = await self.pool.execute(
-            f"DELETE FROM {self.tables.signer}"
-            " WHERE recorded_at < now() - make_interval(secs => $1)",
+            f"DELETE FROM {self.tables.signer} AS s"
+            " WHERE s.recorded_at < now() - make_interval(secs => $1)"
+            f" OR EXISTS (SELECT 1 FROM {self.tables.flows} AS f"
+            " WHERE f.flow_id = s.flow_id AND f.finished)",
             self._submission_max_age,
         )
         return int(status.split()[-1])

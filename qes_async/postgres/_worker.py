@@ -49,7 +49,12 @@ class WorkerSettings:
             creator is about to lease it).
         max_flows: the most flows this worker drives at once (the sweeper stops there).
         relay_poll_interval: the relay's safety re-read interval.
-        signer_claim_timeout: how long a submission waits for the driving worker.
+        signer_claim_timeout: how long a submission for a flow the store does not know
+            waits for a worker to claim it (then ``NO_SUCH_FLOW``).
+        signer_answer_within: how long a submission for a stored flow waits for its
+            driver to take it; then, or at once when nobody holds the flow's lease, it is
+            kept for the flow's next driver and answered ``MOVING`` with a
+            ``retry_after`` (what is left of the lease + ``sweep_interval`` + 1 s).
         signer_submission_max_age: a signer submission nobody claimed (its worker died) is
             deleted, secret and all, after this long (default two hours).
         event_retention: webhook events older than this are pruned by the sweeper.
@@ -63,6 +68,7 @@ class WorkerSettings:
     max_flows: int = 1000
     relay_poll_interval: float = 5.0
     signer_claim_timeout: float = 5.0
+    signer_answer_within: float = 1.0
     signer_submission_max_age: float = DEFAULT_SUBMISSION_MAX_AGE
     event_retention: float = 24 * 3600.0
     pool_size: int = 10
@@ -281,6 +287,8 @@ class Worker:
             claim_timeout=s.signer_claim_timeout,
             clock=self.clock,
             submission_max_age=s.signer_submission_max_age,
+            answer_within=s.signer_answer_within,
+            retry_after=s.sweep_interval + 1.0,
         )
         await self._relay.start()
         await self.listener.start()
