@@ -267,3 +267,76 @@ async def test_a_flow_resumed_onto_invalid_signature_restarts_and_signs(tmp_path
         result = await (await SignatureFlow.resume(flow.flow_id, **w.resume_kw(db))).run()
     assert result.outcome is FlowOutcome.SIGNED
     assert [g.ended for g in result.generations] == ["invalid_signature", "signed"]
+
+
+class _StopWhenInFlight:
+    """A store that cancels the flow's task right after it marks ``call`` in flight (the
+    worker dies before the call is sent)."""
+
+    def __init__(self, inner: SQLiteFlowStore, call: str, clock: Any) -> None:
+        self.inner, self.call, self.clock = inner, call, clock
+        self.task: asyncio.Task[Any] | None = None
+        self.marked_at: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def save(self, flow_id: str, data: Any, **kw: Any) -> int:
+        version = await self.inner.save(flow_id, data, **kw)
+        gen = data["generations"][-1]
+        if gen.get("in_flight") == self.call and self.task is not None:
+            self.marked_at = self.clock.time()
+            self.task.cancel()
+        return version
+
+
+async def _resume_after_unsent_approval(tmp_path: Path, later: float) -> tuple[float, Any]:
+    """Stop a flow right after it marked its approval in flight, resume it ``later``
+    seconds after that, and return how long (fake seconds) it took to ask for consent
+    again, and the result."""
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        store = _StopWhenInFlight(db, "approve", w.clock)
+        flow = w.flow(store=store, outcome_grace=30.0)
+        store.task = asyncio.ensure_future(flow.run())
+        with pytest.raises(asyncio.CancelledError):
+            await store.task
+        assert store.marked_at is not None
+        w.clock.set_time(store.marked_at + later)
+        resumed_at = w.clock.time()
+        signer = w.signer()
+        asked: list[float] = []
+        inner = signer._consent
+
+        async def consent(request: Any) -> bool:
+            asked.append(w.clock.time())
+            return bool(await inner(request))
+
+        signer._consent = consent
+        again = [Document.from_bytes("loan.pdf", make_pdf("Loan"))]
+        resumed = await SignatureFlow.resume(
+            flow.flow_id, documents=again, **w.resume_kw(db, signer=signer, outcome_grace=30.0)
+        )
+        result = await resumed.run()
+        _assert_once_per_generation(w, result)
+        return asked[0] - resumed_at, result
+
+
+async def test_a_takeover_after_an_unsent_approval_asks_again_without_waiting_the_grace(
+    tmp_path: Path,
+) -> None:
+    """The new worker comes after the dead one's lease (here 5 minutes): the grace counted
+    from the send has passed, so the status it reads (still user_consent_required: the
+    approval never left) decides at once."""
+    waited, result = await _resume_after_unsent_approval(tmp_path, later=301.0)
+    assert result.outcome is FlowOutcome.SIGNED
+    assert waited < 5.0  # fake seconds; the old code waited the whole grace (30 s) here
+
+
+async def test_a_resume_right_after_an_unsent_approval_waits_what_is_left_of_the_grace(
+    tmp_path: Path,
+) -> None:
+    """Negative control: resumed 10 s after the approval was marked, the flow still gives
+    its outcome the remaining 20 s to show before it approves again."""
+    waited, result = await _resume_after_unsent_approval(tmp_path, later=10.0)
+    assert result.outcome is FlowOutcome.SIGNED
+    assert waited >= 20.0 - 1e-6

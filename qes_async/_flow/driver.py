@@ -203,7 +203,10 @@ class SignatureFlow:
             with the flow, so a restart or a resumed flow creates the same kind of workflow.
         deadline_warning: seconds before a deadline when ``deadline_approaching`` fires.
         wait_timeout: the longest wait for one status change.
-        outcome_grace: after an unknown outcome, how long the status may take to show it.
+        outcome_grace: after an unknown outcome of an approval or confirmation, how long
+            its outcome may take to show in the status, counted from when it was sent
+            (default 30 s). A flow resumed later (a takeover) re-reads the status once and
+            waits only for what is left of this.
         lease_ttl: seconds a worker's lease on the flow lasts (renewed at each checkpoint);
             after a crash another worker can resume the flow once it ran out.
         on_event: a callback (sync or async) for every :class:`FlowEvent`.
@@ -235,7 +238,7 @@ class SignatureFlow:
         passcode_language: str | None = None,
         deadline_warning: float = 600.0,
         wait_timeout: float = 24 * 3600.0,
-        outcome_grace: float = 60.0,
+        outcome_grace: float = 30.0,
         lease_ttl: float = 300.0,
         on_event: Callable[[FlowEvent], object] | None = None,
         workflow_name: str = DEFAULT_WORKFLOW_NAME,

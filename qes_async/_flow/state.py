@@ -92,6 +92,9 @@ class Generation:
     reason: str | None = None  # why this generation began (None for the first)
     signature_id: str | None = None
     in_flight: str | None = None
+    # When the unsafe call in flight was marked (POSIX seconds): the time its outcome has
+    # had to show in the status is counted from here, also by a worker that took over.
+    in_flight_at: float | None = None
     documents_uploaded: bool = False
     document_ids: list[str] = attrs.Factory(list)  # from the details, for the downloads
     approvals_sent: int = 0

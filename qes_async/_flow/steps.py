@@ -168,10 +168,16 @@ class StepRunner:
 
     async def _settle(self, report: StatusReport) -> StatusReport:
         # An approval or confirmation may have been sent: give its outcome time to show
-        # before concluding it was never processed (and only then send it again).
+        # before concluding it was never processed (and only then send it again). The
+        # time counts from when it was sent: a worker taking the flow over after the dead
+        # one's lease ran out has waited that long already, and the status it has just
+        # read (an approval that reached the service shows as confirmation_required) is
+        # then the answer, with no further wait.
         settled = _SETTLED.get(self.gen.in_flight or "")
-        if settled is not None and report.status is settled[0]:
-            deadline = self.flow.clock.time() + self.opts.outcome_grace
+        now = self.flow.clock.time()
+        sent_at = self.gen.in_flight_at if self.gen.in_flight_at is not None else now
+        deadline = min(sent_at, now) + self.opts.outcome_grace
+        if settled is not None and report.status is settled[0] and deadline > now:
             with (
                 contextlib.suppress(WaitTimeoutError),
                 self.flow._traced_wait("status", settled[1]) as wait,
@@ -179,7 +185,7 @@ class StepRunner:
                 report = await self.flow.waiter.wait_for(self.sig, settled[1], deadline=deadline)
                 wait.outcome(report.status.value)
         if self.gen.in_flight in _SETTLED:
-            self.gen.in_flight = None
+            self.gen.in_flight = self.gen.in_flight_at = None
         return report
 
     async def _wait_for(self, targets: Sequence[Status]) -> StatusReport:
@@ -460,7 +466,7 @@ class StepRunner:
         await self._acting("confirm_signature", self.client.confirm_signature(self.sig, passcode))
 
     async def _unsafe(self, name: str, request: SignerRequest, call: Awaitable[None]) -> None:
-        self.gen.in_flight = name
+        self.gen.in_flight, self.gen.in_flight_at = name, self.flow.clock.time()
         try:
             await self.flow.save()
             await call
