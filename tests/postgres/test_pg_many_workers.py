@@ -34,6 +34,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 FLOWS_PER_WORKER = 100
 HUMANS = ("human-0", "human-1")
+# Driven by w2, which dies while it waits for this human's passcode.
+MOVED = "human-2"
+LEASE_TTL, SWEEP = 3.0, 0.5  # worker_app.SETTINGS
 HERE = Path(__file__).parent
 
 
@@ -109,22 +112,26 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
             args += [str(pdf), str(tmp_path)]
             for n in range(4):  # w0..w2 drive flows, "receiver" only receives
                 name = f"w{n}" if n < 3 else "receiver"
-                # w2's signer takes 2 s to consent: its flows are parked when it is killed
-                proc, port = await _spawn(name, args, 1000 if n < 3 else 0, 2.0 if n == 2 else 0)
+                # w2's signer takes 5 s to consent: its flows are parked when it is killed
+                proc, port = await _spawn(name, args, 1000 if n < 3 else 0, 5.0 if n == 2 else 0)
                 procs.append(proc)
                 ports.append(port)
             async with aiohttp.ClientSession() as http:
                 for n in range(3):
                     ids = [f"f-{n}-{i}" for i in range(FLOWS_PER_WORKER)]
-                    ids += list(HUMANS) if n == 0 else []
+                    ids += list(HUMANS) if n == 0 else [MOVED] if n == 2 else []
                     async with http.post(f"http://127.0.0.1:{ports[n]}/start", json={"ids": ids}):
                         pass
                 # w2 dies mid-run, once a few of its flows wait for its slow signer (its flows
                 # run together and finish within a moment of each other, so waiting for some
                 # of them to finish could miss the window)
                 await _until_step(conn, pg_prefix, "consent", 5, "f-2-%", timeout=30)
+                moved = [await _consent_then_passcode_asked(http, conn, pg_prefix, ports, MOVED)]
+                killed_at = asyncio.get_running_loop().time()
                 procs[2].send_signal(signal.SIGKILL)
                 await procs[2].wait()
+                # The human types the passcode while the driver is dead: kept, "one moment".
+                moved.append(await _type_passcode(http, conn, pg_prefix, sandbox, ports, MOVED))
                 orphans = await conn.fetchval(
                     f"SELECT count(*) FROM {pg_prefix}flows"
                     " WHERE NOT finished AND flow_id LIKE 'f-2-%'"
@@ -133,13 +140,18 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
                     f"SELECT finished, count(*) FROM {pg_prefix}flows"
                     " WHERE flow_id LIKE 'f-2-%' GROUP BY finished"
                 )
+                takeover = await _until_taken_over(conn, pg_prefix, killed_at, timeout=30)
+                print(
+                    f"\ntakeover after SIGKILL: {takeover:.2f} s"
+                    f" (bound lease_ttl + sweep_interval = {LEASE_TTL + SWEEP:.1f} s + a few)"
+                )
                 answers = [
                     await _be_human(http, conn, pg_prefix, sandbox, ports, f) for f in HUMANS
                 ]
-                await _until_finished(conn, pg_prefix, 3 * FLOWS_PER_WORKER + 2, timeout=45)
+                await _until_finished(conn, pg_prefix, 3 * FLOWS_PER_WORKER + 3, timeout=45)
                 # A flow is finished in the database inside run(); its worker counts it
                 # once run() returns, so read the counters once they have settled.
-                stats = await _settled_stats(http, ports, 3 * FLOWS_PER_WORKER + 2, at_kill)
+                stats = await _settled_stats(http, ports, 3 * FLOWS_PER_WORKER + 3, at_kill)
             rows = await conn.fetch(
                 f"SELECT flow_id, data->>'step' AS step, data->'generations' AS gens"
                 f" FROM {pg_prefix}flows"
@@ -158,24 +170,32 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
     # of them, w2's unfinished ones by takeover; the receiver drives nothing
     finished_by_w2 = sum(r["count"] for r in at_kill if r["finished"])
     assert [s["worker_id"] for s in stats] == ["w0", "w1", "receiver"]
-    assert sum(s["completed"] for s in stats) == 3 * FLOWS_PER_WORKER + 2 - finished_by_w2, stats
+    assert sum(s["completed"] for s in stats) == 3 * FLOWS_PER_WORKER + 3 - finished_by_w2, (
+        stats,
+        at_kill,
+    )
     assert sum(s["taken_over"] for s in stats) >= orphans
     assert stats[2]["completed"] == stats[2]["running"] == 0
     assert all(s["running"] == 0 for s in stats)
     assert sum(s["submissions_served"] for s in stats) >= 3 * len(HUMANS)  # consent, 2 passcodes
-    expected = {f"f-{n}-{i}" for n in range(3) for i in range(FLOWS_PER_WORKER)} | set(HUMANS)
+    expected = {f"f-{n}-{i}" for n in range(3) for i in range(FLOWS_PER_WORKER)}
+    expected |= {*HUMANS, MOVED}
     assert {r["flow_id"] for r in rows} == expected, [
         (r["flow_id"], r["step"]) for r in rows if r["flow_id"] not in expected
     ]
-    assert Counter(r["step"] for r in rows) == {"signed": 3 * FLOWS_PER_WORKER + 2}
+    assert Counter(r["step"] for r in rows) == {"signed": 3 * FLOWS_PER_WORKER + 3}
     # every process received webhooks (the killed one until it died)
     assert sorted(hits) == sorted(ports)
     assert min(hits.values()) > 0
+    # The passcode typed while its driver was dead was kept, and the next driver used it.
+    assert moved[0] == {"kind": "accepted", "attempts_left": None, "retry_after": None}
+    assert moved[1]["kind"] == "moving", moved
+    assert 0 < moved[1]["retry_after"] <= LEASE_TTL + SWEEP + 1.0
     for answer in answers:
         assert answer == [
-            {"kind": "accepted", "attempts_left": None},
-            {"kind": "wrong_passcode", "attempts_left": 2},
-            {"kind": "accepted", "attempts_left": None},
+            {"kind": "accepted", "attempts_left": None, "retry_after": None},
+            {"kind": "wrong_passcode", "attempts_left": 2, "retry_after": None},
+            {"kind": "accepted", "attempts_left": None, "retry_after": None},
         ]
     processed = Counter(
         (r.route, r.signature_id) for r in log if r.processed and r.route is not None
@@ -193,7 +213,7 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
             owners.setdefault(g["signature_id"], []).append(r["flow_id"])
     shared = {sid: flows for sid, flows in owners.items() if len(flows) > 1}
     assert shared == {}  # one workflow belongs to one flow
-    assert len(signature_ids) == len(set(signature_ids)) == 3 * FLOWS_PER_WORKER + 2
+    assert len(signature_ids) == len(set(signature_ids)) == 3 * FLOWS_PER_WORKER + 3
     created = {r.signature_id for r in log if r.route == "create_workflow" and r.processed}
     assert set(signature_ids) <= created
     # A worker killed after sending create_workflow but before saving its answer leaves a
@@ -211,6 +231,67 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
         assert accepted[("confirm_signature", sig)] == 1
         # a human's wrong passcode is one more (refused) confirmation, nobody else's
         assert processed[("confirm_signature", sig)] == (2 if sig in human_sigs else 1)
+
+
+async def _until_taken_over(conn: Any, prefix: str, killed_at: float, timeout: float) -> float:
+    """Seconds from the kill until every flow the dead worker left unfinished is held by a
+    live worker (or has finished)."""
+    loop = asyncio.get_running_loop()
+    query = (
+        f"SELECT count(*) FROM {prefix}flows WHERE NOT finished"
+        " AND (flow_id LIKE 'f-2-%' OR flow_id = $1)"
+        " AND (lease_owner IS NULL OR lease_owner LIKE 'w2/%' OR lease_owner = 'w2')"
+    )
+    last = -1
+    while (left := await conn.fetchval(query, MOVED)) > 0:
+        if left != last and os.environ.get("QES_TAKEOVER_TRACE"):
+            print(f"{loop.time() - killed_at:6.2f}s {left} left", flush=True)
+            last = left
+        assert loop.time() < killed_at + timeout, "the dead worker's flows were not taken over"
+        await asyncio.sleep(0.02)
+    return loop.time() - killed_at
+
+
+async def _consent_then_passcode_asked(
+    http: aiohttp.ClientSession, conn: Any, prefix: str, ports: list[int], flow_id: str
+) -> dict[str, Any]:
+    """Consent for ``flow_id`` through w0 (it drives on w2), then wait for its passcode
+    question to show."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30
+    while True:
+        async with http.get(f"http://127.0.0.1:{ports[0]}/pending/{flow_id}") as resp:
+            shown = await resp.json()
+        if shown["kind"] == "ConsentRequest":
+            break
+        assert loop.time() < end, shown
+        await asyncio.sleep(0.05)
+    url = f"http://127.0.0.1:{ports[0]}/consent/{flow_id}"
+    async with http.post(url, json={"approve": True}) as resp:
+        answer: dict[str, Any] = await resp.json()
+    while True:
+        async with http.get(f"http://127.0.0.1:{ports[0]}/pending/{flow_id}") as resp:
+            shown = await resp.json()
+        if shown["kind"] == "PasscodeRequest":
+            return answer
+        assert loop.time() < end, shown
+        await asyncio.sleep(0.05)
+
+
+async def _type_passcode(
+    http: aiohttp.ClientSession,
+    conn: Any,
+    prefix: str,
+    sandbox: SandboxServer,
+    ports: list[int],
+    flow_id: str,
+) -> dict[str, Any]:
+    data = await conn.fetchval(f"SELECT data FROM {prefix}flows WHERE flow_id = $1", flow_id)
+    right = sandbox.latest_passcode(json.loads(data)["generations"][-1]["signature_id"])
+    url = f"http://127.0.0.1:{ports[1]}/passcode/{flow_id}"
+    async with http.post(url, json={"passcode": right}) as resp:
+        answer: dict[str, Any] = await resp.json()
+    return answer
 
 
 async def _until_step(

@@ -103,7 +103,13 @@ async def serve(worker: Worker, pdf: Path, options: Any) -> None:
             got = await worker.signer.submit_consent(flow_id, bool(body["approve"]))
         else:
             got = await worker.signer.submit_passcode(flow_id, str(body["passcode"]))
-        return web.json_response({"kind": got.kind.value, "attempts_left": got.attempts_left})
+        return web.json_response(
+            {
+                "kind": got.kind.value,
+                "attempts_left": got.attempts_left,
+                "retry_after": got.retry_after,
+            }
+        )
 
     async def pending(request: web.Request) -> web.Response:
         asked = await worker.signer.pending(request.match_info["id"])
