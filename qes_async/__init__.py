@@ -100,6 +100,11 @@ _EXPORTS: dict[str, str] = {
     "FlowStore": "_flow.store",
     "MemoryFlowStore": "_flow.store",
     "SQLiteFlowStore": "_flow.store",
+    # documents any worker finds again
+    "DocumentSource": "_flow.sources",
+    "DocumentSourceError": "_core.errors",
+    "FileDocumentSource": "_flow.sources",
+    "MemoryDocumentSource": "_flow.sources",
     # added with the flow and waiters
     "AnswerKind": "_signers.signer",
     "DownloadRecord": "_flow.state",
@@ -150,6 +155,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._core.errors import DecodeError as DecodeError
     from ._core.errors import DocumentCheckError as DocumentCheckError
     from ._core.errors import DocumentMismatchError as DocumentMismatchError
+    from ._core.errors import DocumentSourceError as DocumentSourceError
     from ._core.errors import FlowError as FlowError
     from ._core.errors import FlowExpiredError as FlowExpiredError
     from ._core.errors import FlowNotFoundError as FlowNotFoundError
@@ -196,6 +202,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._flow.evidence import EvidenceFormatError as EvidenceFormatError
     from ._flow.evidence import EvidenceProblem as EvidenceProblem
     from ._flow.machine import RestartReason as RestartReason
+    from ._flow.sources import DocumentSource as DocumentSource
+    from ._flow.sources import FileDocumentSource as FileDocumentSource
+    from ._flow.sources import MemoryDocumentSource as MemoryDocumentSource
     from ._flow.state import DownloadRecord as DownloadRecord
     from ._flow.state import Generation as Generation
     from ._flow.state import StateFormatError as StateFormatError

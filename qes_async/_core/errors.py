@@ -30,6 +30,7 @@ __all__ = [
     "DecodeError",
     "DocumentCheckError",
     "DocumentMismatchError",
+    "DocumentSourceError",
     "FlowError",
     "FlowExpiredError",
     "FlowNotFoundError",
@@ -421,6 +422,26 @@ class DocumentCheckError(FlowError):
     """A document failed a check: hash mismatch in details, bad signed PDF, bad signature."""
 
     advice = "Do not use this document; nothing was approved or kept on its account."
+
+
+class DocumentSourceError(DocumentCheckError):
+    """A document source cannot give a flow's documents back as they were stored: one is
+    missing, or its bytes no longer have the SHA-256 they were stored with.
+
+    Attributes:
+        flow_id: the flow whose documents were asked for.
+        file_name: the document that failed.
+    """
+
+    advice = (
+        "Restore the document as it was when the flow started, or pass it to "
+        "SignatureFlow.resume(documents=...); a changed document is never uploaded."
+    )
+
+    def __init__(self, flow_id: str, file_name: str, why: str) -> None:
+        self.flow_id = flow_id
+        self.file_name = file_name
+        super().__init__(f"flow {flow_id}: document {file_name!r} {why}")
 
 
 class RestartLimitError(FlowError):

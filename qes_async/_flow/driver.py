@@ -30,7 +30,7 @@ from .._client.validation import (
     check_mobile_number,
     check_workflow_name,
 )
-from .._core.errors import DocumentCheckError, FlowError, InvalidInputError
+from .._core.errors import DocumentCheckError, FlowError, InvalidInputError, StaleStateError
 from .._core.redact import mask_phone
 from .._runtime import telemetry as _telemetry
 from .._runtime.clock import Clock, SystemClock
@@ -39,6 +39,7 @@ from .._signers.signer import Signer
 from . import machine as fm
 from .events import EventHub, FlowEvent, FlowEventKind
 from .evidence import Evidence, append_entry
+from .sources import DocumentSource
 from .state import (
     DocumentRecord,
     DownloadRecord,
@@ -210,6 +211,11 @@ class SignatureFlow:
         lease_ttl: seconds a worker's lease on the flow lasts (renewed at each checkpoint);
             after a crash another worker can resume the flow once it ran out.
         on_event: a callback (sync or async) for every :class:`FlowEvent`.
+        document_source: where the documents are kept so that a resume or a restart on
+            any worker finds them again (a :class:`~qes_async.DocumentSource`, such as
+            :class:`~qes_async.FileDocumentSource` or
+            ``qes_async.postgres.PostgresDocumentSource``): stored before the flow is,
+            loaded by :meth:`resume`, discarded once the flow has ended.
     """
 
     #: Set by the telemetry recorder while a run is traced (a class default: no cost per
@@ -242,6 +248,7 @@ class SignatureFlow:
         lease_ttl: float = 300.0,
         on_event: Callable[[FlowEvent], object] | None = None,
         workflow_name: str = DEFAULT_WORKFLOW_NAME,
+        document_source: DocumentSource | None = None,
     ) -> None:
         check_workflow_name(workflow_name)
         for value, name in ((language, "language"), (passcode_language, "passcode_language")):
@@ -269,6 +276,7 @@ class SignatureFlow:
             outcome_grace,
         )
         self._documents = list(documents)
+        self.document_source = document_source
         self._hub = EventHub([on_event] if on_event else [])
         self._owner = uuid.uuid4().hex
         self._lease_ttl = lease_ttl
@@ -299,18 +307,25 @@ class SignatureFlow:
     ) -> SignatureFlow:
         """Load a stored flow to continue it with :meth:`run`.
 
-        Documents uploaded from a path are read back from it; pass ``documents=`` for those
-        given as bytes (matched by SHA-256).
+        The documents come from ``documents=`` (matched by SHA-256), else from the
+        flow's ``document_source=`` (pass the one it started with), else from the paths
+        they were uploaded from. A flow that has ended needs none.
 
         Raises:
             FlowNotFoundError: no stored flow has this id.
             StateFormatError: the stored state is of an unknown format version.
+            DocumentCheckError: a document cannot be found again with its SHA-256
+                (:class:`~qes_async.DocumentSourceError` when the source's has changed).
         """
         stored = await store.load(flow_id)
         flow = cls(client, signer=signer, store=store, flow_id=flow_id, **options)
         flow._state = parse_state(stored.data)
         flow._version = stored.version
-        flow._documents = await _documents_back(flow._state.documents, documents)
+        given = list(documents)
+        if not flow._state.finished:
+            if not given and flow.document_source is not None:
+                given = await flow.document_source.load(flow_id)
+            flow._documents = await _documents_back(flow._state.documents, given)
         flow._resumed = True
         return flow
 
@@ -406,6 +421,7 @@ class SignatureFlow:
         finally:
             self._hub.close()
             self._forget()
+            await self._discard_documents()
             await self._release()
             if self._trace is not None:
                 self._trace.finish()
@@ -526,10 +542,18 @@ class SignatureFlow:
             ],
             sdk=f"qes-async {__version__}",
         )
+        source = self.document_source
+        if source is not None:
+            # Before the flow exists anywhere: a flow a worker can find has its documents.
+            await source.store(state.flow_id, self._documents)
         try:
             self._version = await self.store.create(state.flow_id, dump_state(state))
-        except BaseException:
+        except BaseException as exc:
             self._state = None
+            if source is not None and not isinstance(exc, StaleStateError):
+                # (a flow of this id exists already: those are its documents now)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(source.discard(state.flow_id))
             raise
 
     def _finish(self, state: FlowState) -> FlowResult:
@@ -561,6 +585,16 @@ class SignatureFlow:
                     waiter_forget(gen.signature_id)
             except Exception:  # a cache must never turn the run's outcome into an error
                 log.exception("releasing the caches of a finished flow failed")
+
+    async def _discard_documents(self) -> None:
+        """Once the flow has ended, its document source forgets its documents."""
+        state, source = self._state, self.document_source
+        if state is None or source is None or not state.finished:
+            return
+        try:
+            await asyncio.shield(source.discard(state.flow_id))
+        except Exception as exc:  # the outcome stands; the source's own pruning catches up
+            log.warning("could not discard a finished flow's documents (%s)", type(exc).__name__)
 
     async def _acquire(self, flow_id: str) -> Lease:
         """Take the lease. A store may finish a take it was cancelled in (SQLite runs it on

@@ -22,7 +22,8 @@ from .._core.errors import InvalidInputError
 __all__ = ["DEFAULT_PREFIX", "SCHEMA_VERSION", "Tables", "migrate"]
 
 DEFAULT_PREFIX = "qes_"
-SCHEMA_VERSION = 1
+# 2: the documents table; kept and claimed_pid on signer submissions (added in place).
+SCHEMA_VERSION = 2
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 
@@ -57,6 +58,11 @@ class Tables:
     def asks(self) -> str:
         """What each flow waits for from its signer, for pages served by any worker."""
         return f"{self.prefix}asks"
+
+    @property
+    def documents(self) -> str:
+        """The documents of unfinished flows (PostgresDocumentSource)."""
+        return f"{self.prefix}documents"
 
     @property
     def meta(self) -> str:
@@ -124,10 +130,19 @@ class Tables:
                 kind TEXT NOT NULL,
                 request JSONB NOT NULL,
                 deadline DOUBLE PRECISION NOT NULL)""",
+            f"""CREATE TABLE IF NOT EXISTS {self.documents} (
+                flow_id TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                file_name TEXT NOT NULL,
+                display_name TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                data BYTEA NOT NULL,
+                PRIMARY KEY (flow_id, position))""",
             f"""CREATE TABLE IF NOT EXISTS {self.meta} (
                 key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
-            f"INSERT INTO {self.meta} (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')"
-            " ON CONFLICT (key) DO NOTHING",
+            f"INSERT INTO {self.meta} AS m (key, value)"
+            f" VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (key) DO UPDATE"
+            " SET value = excluded.value WHERE m.value::int < excluded.value::int",
         ]
 
     @property

@@ -19,20 +19,24 @@ import attrs
 
 from .._core.errors import StaleStateError
 from .._flow.driver import FlowResult, FlowView, SignatureFlow
+from .._flow.sources import DocumentSource
 from .._flow.store import Lease, StoredFlow
 from .._runtime.clock import Clock, SystemClock
 from .._signers.signer import SignerInbox
 from .._waiting.dispatcher import WebhookDispatcher
+from ._documents import DEFAULT_MAX_DOCUMENT_SIZE, PostgresDocumentSource
 from ._listener import Listener, cancel_and_wait
 from ._relay import PostgresRelay
 from ._schema import DEFAULT_PREFIX
 from ._signer_relay import DEFAULT_SUBMISSION_MAX_AGE, SignerRelay
 from ._store import PostgresFlowStore
 
-__all__ = ["Worker", "WorkerSettings", "WorkerStats"]
+__all__ = ["Resume", "Worker", "WorkerSettings", "WorkerStats"]
 
 log = logging.getLogger("qes_async.postgres")
 
+#: The ``resume=`` callback of a :class:`Worker`: ``async def resume(flow_id: str) ->
+#: SignatureFlow``, the stored flow loaded (``SignatureFlow.resume``) but not yet run.
 Resume = Callable[[str], Awaitable[SignatureFlow]]
 
 
@@ -59,6 +63,8 @@ class WorkerSettings:
             deleted, secret and all, after this long (default two hours).
         event_retention: webhook events older than this are pruned by the sweeper.
         pool_size: connections in the worker's pool.
+        max_document_size: the largest document the worker's default document source
+            (:class:`PostgresDocumentSource`) keeps, in bytes.
     """
 
     prefix: str = DEFAULT_PREFIX
@@ -72,6 +78,7 @@ class WorkerSettings:
     signer_submission_max_age: float = DEFAULT_SUBMISSION_MAX_AGE
     event_retention: float = 24 * 3600.0
     pool_size: int = 10
+    max_document_size: int = DEFAULT_MAX_DOCUMENT_SIZE
 
 
 @attrs.frozen
@@ -183,6 +190,10 @@ class Worker:
         settings: :class:`WorkerSettings`.
         worker_id: a name unique among workers (default: random).
         clock: the clock of leases (default: the system clock).
+        document_source: where flows keep their documents so that any worker can resume
+            or restart them (default: a :class:`PostgresDocumentSource` on the worker's
+            database); give flows, and ``SignatureFlow.resume`` in ``resume``,
+            ``document_source=worker.document_source``.
     """
 
     def __init__(
@@ -193,6 +204,7 @@ class Worker:
         settings: WorkerSettings | None = None,
         worker_id: str | None = None,
         clock: Clock | None = None,
+        document_source: DocumentSource | None = None,
     ) -> None:
         self.settings = s = settings or WorkerSettings()
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
@@ -202,6 +214,9 @@ class Worker:
             dsn, prefix=s.prefix, clock=self.clock, min_size=2, max_size=s.pool_size
         )
         self.store = _LeasingStore(self.pg, self.worker_id, s.lease_ttl)
+        self.document_source: DocumentSource = document_source or PostgresDocumentSource(
+            self.pg, max_document_size=s.max_document_size
+        )
         self.dispatcher = WebhookDispatcher(clock=self.clock)
         self.inbox = SignerInbox(clock=self.clock)
         self.listener = Listener(dsn)
@@ -391,6 +406,9 @@ class Worker:
                 sweeps += 1
                 if sweeps % 100 == 0:
                     await self.relay.prune(self.settings.event_retention)
+                    prune = getattr(self.document_source, "prune", None)
+                    if prune is not None:
+                        await prune()  # documents of flows whose worker died as they ended
             except Exception as exc:
                 log.warning("sweep failed (%s)", type(exc).__name__)
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))

@@ -141,9 +141,9 @@ async def test_migration_is_idempotent_and_concurrency_safe(pg_dsn: str, pg_pref
         for conn in conns:
             await conn.close()
     assert [r[0] for r in names] == [
-        f"{pg_prefix}{t}" for t in ("asks", "events", "flows", "meta", "signer")
+        f"{pg_prefix}{t}" for t in ("asks", "documents", "events", "flows", "meta", "signer")
     ]
-    assert version == "1"
+    assert version == "2"
 
 
 @pytest.mark.parametrize("prefix", ["", "Qes_", "1x", "a;drop", "x" * 41])
@@ -170,7 +170,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_migrate_command_twice(pg_dsn: str, pg_prefix: str) -> None:
     for _ in range(2):
         done = _cli("migrate", "--dsn", pg_dsn, "--prefix", pg_prefix)
-        assert (done.returncode, done.stdout) == (0, f"schema 1 ready (prefix {pg_prefix})\n")
+        assert (done.returncode, done.stdout) == (0, f"schema 2 ready (prefix {pg_prefix})\n")
 
 
 def test_migrate_command_hides_the_dsn_on_failure() -> None:
