@@ -18,11 +18,12 @@ from ._relay import PostgresRelay, RecordingDispatcher
 from ._schema import DEFAULT_PREFIX, SCHEMA_VERSION, Tables, migrate
 from ._signer_relay import SignerRelay
 from ._store import PostgresFlowStore
-from ._worker import Resume, Worker, WorkerSettings, WorkerStats
+from ._worker import LeasingStore, Resume, Worker, WorkerSettings, WorkerStats
 
 __all__ = [
     "DEFAULT_PREFIX",
     "SCHEMA_VERSION",
+    "LeasingStore",
     "Listener",
     "PostgresDocumentSource",
     "PostgresFlowStore",

@@ -31,7 +31,7 @@ from ._schema import DEFAULT_PREFIX
 from ._signer_relay import DEFAULT_SUBMISSION_MAX_AGE, SignerRelay
 from ._store import PostgresFlowStore
 
-__all__ = ["Resume", "Worker", "WorkerSettings", "WorkerStats"]
+__all__ = ["LeasingStore", "Resume", "Worker", "WorkerSettings", "WorkerStats"]
 
 log = logging.getLogger("qes_async.postgres")
 
@@ -108,39 +108,47 @@ class WorkerStats:
     submissions_served: int
 
 
-class _LeasingStore:
-    """The store as the worker's flows see it: leases are tagged with the worker's id and
-    remembered, so the heartbeat can renew them while a flow waits for a human."""
+class LeasingStore(PostgresFlowStore):
+    """The worker's :class:`PostgresFlowStore` as its flows see it (``worker.store``).
+
+    It is the full store (``orphaned()``, ``unfinished()``, ``renew()``... on the worker's
+    pool, opened by :meth:`Worker.start`), and it also tags each lease a flow takes with
+    the worker's id and remembers it, so the heartbeat renews it while the flow waits for
+    a human. Its pool is the worker's: opening or closing it is the worker's business.
+    """
 
     def __init__(self, inner: PostgresFlowStore, worker_id: str, ttl: float) -> None:
+        super().__init__(pool=inner, prefix=inner.tables.prefix, clock=inner.clock)
         self.inner = inner
         self._worker_id = worker_id
         self._ttl = ttl
         self.leases: dict[str, Lease] = {}
         self.claims: dict[str, str] = {}
 
-    async def create(
-        self, flow_id: str, data: Mapping[str, Any], *, due_at: float | None = None
-    ) -> int:
-        return await self.inner.create(flow_id, data, due_at=due_at)
+    @property
+    def pool(self) -> Any:
+        """The worker's asyncpg pool (after :meth:`Worker.start`)."""
+        return self.inner.pool
 
-    async def load(self, flow_id: str) -> StoredFlow:
-        return await self.inner.load(flow_id)
+    async def open(self) -> PostgresFlowStore:
+        """A no-op: :meth:`Worker.start` opens the pool."""
+        return self
 
-    async def save(self, flow_id: str, data: Mapping[str, Any], **kw: Any) -> int:
-        return await self.inner.save(flow_id, data, **kw)
+    async def close(self) -> None:
+        """A no-op: :meth:`Worker.close` closes the pool."""
 
     async def acquire(self, flow_id: str, owner: str, ttl: float) -> Lease:
+        """Take the lease for this worker (its id, a slash, the run's owner)."""
         # A flow the sweeper claimed keeps the claim's owner, so its run renews the claim.
         tagged = self.claims.get(flow_id) or f"{self._worker_id}/{owner}"
-        lease = await self.inner.acquire(flow_id, tagged, self._ttl)
+        lease = await super().acquire(flow_id, tagged, self._ttl)
         self.leases[flow_id] = lease
         return lease
 
     async def claim(self, flow_id: str) -> Lease:
         """Lease ``flow_id`` for this worker before resuming it (StaleStateError if held)."""
         owner = f"{self._worker_id}/{uuid.uuid4().hex[:12]}"
-        lease = await self.inner.acquire(flow_id, owner, self._ttl)
+        lease = await super().acquire(flow_id, owner, self._ttl)
         self.claims[flow_id] = owner
         self.leases[flow_id] = lease
         return lease
@@ -151,19 +159,13 @@ class _LeasingStore:
         self.leases.pop(flow_id, None)
 
     async def release(self, lease: Lease) -> None:
+        """Give the lease up and stop renewing it."""
         if self.leases.get(lease.flow_id) == lease:
             del self.leases[lease.flow_id]
-        await self.inner.release(lease)
-
-    async def unfinished(self, *, due_before: float | None = None, limit: int = 100) -> list[str]:
-        return await self.inner.unfinished(due_before=due_before, limit=limit)
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything else is the full PostgresFlowStore's (orphaned(), pool, ...).
-        return getattr(self.inner, name)
+        await super().release(lease)
 
     def __repr__(self) -> str:
-        return f"_LeasingStore({self.inner!r}, leases={len(self.leases)})"
+        return f"LeasingStore({self.inner!r}, leases={len(self.leases)})"
 
 
 class Worker:
@@ -176,11 +178,16 @@ class Worker:
     ``worker.signer.submit_consent/submit_passcode``: both work on any worker.
     :meth:`result` reads any flow's result or progress, on any worker.
 
-    Before :meth:`start`: ``store``, ``dispatcher`` and ``inbox`` exist and may be handed
-    to flows and waiters (the store's own calls need the pool that ``start`` opens);
-    ``relay`` and ``signer`` exist only after it and raise :class:`RuntimeError` before.
-    ``store`` is the flows' leasing view of ``pg``, the full
-    :class:`PostgresFlowStore`: every other method of it (``orphaned()``...) is there.
+    Before :meth:`start`: ``store``, ``pg``, ``document_source``, ``dispatcher``,
+    ``inbox``, ``settings``, ``worker_id`` and :meth:`stats` may be used, and handed to
+    flows and waiters; what reads the database (a call of ``store``, ``pg`` or
+    ``document_source``, :meth:`result`, :meth:`sweep`) raises :class:`RuntimeError`
+    until ``start`` has opened the pool. ``relay`` and ``signer`` exist only after it and
+    raise :class:`RuntimeError` before, as :meth:`drive` does.
+
+    ``store`` is a :class:`LeasingStore`: the full :class:`PostgresFlowStore`
+    (``orphaned()``, ``unfinished()``...) on the worker's pool, whose leases the
+    heartbeat renews; ``pg`` is the same store without that bookkeeping.
 
     Args:
         dsn: the libpq connection string (never logged or shown).
@@ -213,7 +220,7 @@ class Worker:
         self.pg = PostgresFlowStore(
             dsn, prefix=s.prefix, clock=self.clock, min_size=2, max_size=s.pool_size
         )
-        self.store = _LeasingStore(self.pg, self.worker_id, s.lease_ttl)
+        self.store = LeasingStore(self.pg, self.worker_id, s.lease_ttl)
         self.document_source: DocumentSource = document_source or PostgresDocumentSource(
             self.pg, max_document_size=s.max_document_size
         )
@@ -334,7 +341,13 @@ class Worker:
 
     def drive(self, flow: SignatureFlow) -> asyncio.Task[FlowResult | None]:
         """Run ``flow`` here under its lease; the task's result is None if another worker
-        drives it, or it failed (the store keeps why)."""
+        drives it, or it failed (the store keeps why).
+
+        Raises:
+            RuntimeError: the worker has not started.
+        """
+        if self._signer is None:
+            raise RuntimeError("worker.drive() needs a started worker: await worker.start()")
         flow_id = flow.flow_id
         task = asyncio.create_task(self._drive(flow), name=f"qes-flow-{flow_id}")
         self.running[flow_id] = task

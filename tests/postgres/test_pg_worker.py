@@ -170,3 +170,62 @@ async def test_any_worker_reads_a_flows_result_without_the_service(
     assert view.finished
     assert view.result is not None
     assert (view.result.outcome.value, view.signature_id) == ("declined", "sig-9")
+
+
+async def test_worker_store_is_a_full_postgres_store_and_what_needs_start_says_so(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    from qes_async.postgres import LeasingStore, PostgresDocumentSource, PostgresFlowStore
+
+    async def resume(flow_id: str) -> Any:
+        raise AssertionError("not used")
+
+    await _orphan(pg_dsn, pg_prefix, "orphan-s")
+    worker = Worker(pg_dsn, resume=resume, settings=_settings(pg_prefix), worker_id="w4")
+    assert isinstance(worker.store, LeasingStore)
+    assert isinstance(worker.store, PostgresFlowStore)
+    assert isinstance(worker.document_source, PostgresDocumentSource)
+    assert worker.stats().running == 0
+    # What reads the database says plainly that the worker has not started.
+    with pytest.raises(RuntimeError, match="not open"):
+        await worker.store.load("orphan-s")
+    with pytest.raises(RuntimeError, match="not open"):
+        await worker.result("orphan-s")
+    with pytest.raises(RuntimeError, match=r"await worker\.start"):
+        worker.drive(SimpleNamespace(flow_id="orphan-s"))  # type: ignore[arg-type]
+    assert worker.running == {}
+    async with worker:
+        assert await worker.store.orphaned(idle_for=0) == ["orphan-s"]
+        assert await worker.store.unfinished() == ["orphan-s"]
+        lease = await worker.store.claim("orphan-s")
+        assert lease.owner.startswith("w4/")
+        assert worker.store.leases == {"orphan-s": lease}
+        assert await worker.store.orphaned(idle_for=0) == []
+
+
+async def test_any_worker_reads_where_an_unfinished_flow_stands(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    from qes_async._flow import machine as fm
+    from qes_async._flow.state import FlowState, Generation, dump_state
+
+    await _migrated(pg_dsn, pg_prefix)
+    state = FlowState("run-1", "c-1", "+31612345678", [], created_at=1.0)
+    gen = Generation(number=1, started_at=1.0, signature_id="sig-3")
+    gen.last_status, gen.deadlines = "confirmation_required", {"confirmation": 5000.0}
+    state.generations.append(gen)
+    state.step = fm.Step.PASSCODE
+
+    async def resume(flow_id: str) -> Any:
+        raise AssertionError("not used")
+
+    async with Worker(pg_dsn, resume=resume, settings=_settings(pg_prefix), worker_id="w3") as w:
+        await w.pg.create("run-1", dump_state(state))
+        view = await w.result("run-1")
+    assert (view.finished, view.result) == (False, None)
+    assert (view.step, view.status, view.signature_id) == (
+        "passcode",
+        "confirmation_required",
+        "sig-3",
+    )
+    assert view.next_deadline == 5000.0
