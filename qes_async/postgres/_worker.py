@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -20,7 +20,7 @@ import attrs
 from .._core.errors import StaleStateError
 from .._flow.driver import FlowResult, FlowView, SignatureFlow
 from .._flow.sources import DocumentSource
-from .._flow.store import Lease, StoredFlow
+from .._flow.store import Lease
 from .._runtime.clock import Clock, SystemClock
 from .._signers.signer import SignerInbox
 from .._waiting.dispatcher import WebhookDispatcher
