@@ -25,6 +25,25 @@ from ._schema import DEFAULT_PREFIX, Tables, migrate
 __all__ = ["PostgresFlowStore"]
 
 
+_QUIET: list[type] = []
+
+
+def _quiet_connection_class() -> type:
+    """An asyncpg Connection whose release to the pool sends nothing (see ``open``)."""
+    if not _QUIET:
+        import asyncpg
+
+        class QuietConnection(asyncpg.Connection):  # type: ignore[misc]
+            def get_reset_query(self) -> str:  # asyncpg >= 0.30
+                return ""
+
+            def _get_reset_query(self) -> str:  # asyncpg 0.29
+                return ""
+
+        _QUIET.append(QuietConnection)
+    return _QUIET[0]
+
+
 def _stale(flow_id: str, why: str) -> StaleStateError:
     return StaleStateError(f"flow {flow_id}: {why}")
 
@@ -84,12 +103,22 @@ class PostgresFlowStore:
         return self._clock
 
     async def open(self) -> PostgresFlowStore:
-        """Open the pool (from ``dsn``) and migrate if asked."""
+        """Open the pool (from ``dsn``) and migrate if asked.
+
+        The pool it opens does not send asyncpg's reset statements (unlock, close, unlisten,
+        reset) each time a connection goes back to it: the store's statements leave no
+        session state behind, and those would double the round trips of every call. Keep
+        session settings, LISTEN and session advisory locks off this pool (pass your own
+        ``pool=`` for that).
+        """
         if self._pool is None:
             import asyncpg
 
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._sizes[0], max_size=self._sizes[1]
+                self._dsn,
+                min_size=self._sizes[0],
+                max_size=self._sizes[1],
+                connection_class=_quiet_connection_class(),
             )
         if self._migrate:
             await migrate(self._pool, self.tables.prefix)

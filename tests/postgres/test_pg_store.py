@@ -179,3 +179,41 @@ def test_migrate_command_hides_the_dsn_on_failure() -> None:
     assert done.returncode == 1
     assert "hunter2" not in done.stderr + done.stdout
     assert done.stderr.startswith("error: migration failed (")
+
+
+async def test_the_stores_pool_sends_no_reset_statements_on_release(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    """Each call used to cost two round trips: the statement, and asyncpg's four reset
+    statements when the connection went back to the pool. Counted by the server."""
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        try:
+            await admin.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await admin.fetchval("SELECT pg_stat_statements_reset()")
+        except asyncpg.PostgresError:
+            pytest.skip("the server does not preload pg_stat_statements")
+        query = "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query = $1"
+        async with PostgresFlowStore(pg_dsn, prefix=pg_prefix, migrate=True) as store:
+            await store.create("f-r", {"format": 1})
+            for _ in range(10):
+                await store.load("f-r")
+            loads = await admin.fetchval(
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE $1",
+                f"SELECT version, data::text, finished, due_at, updated_at FROM {pg_prefix}flows%",
+            )
+            resets = await admin.fetchval(query, "RESET ALL")
+        # a pool of asyncpg's own does send them (the control for the counter)
+        pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=1)
+        try:
+            await admin.fetchval("SELECT pg_stat_statements_reset()")
+            for _ in range(10):
+                await pool.fetchval("SELECT 1")
+            control = await admin.fetchval(query, "RESET ALL")
+        finally:
+            await pool.close()
+    finally:
+        await admin.close()
+    assert loads == 10
+    assert resets == 0
+    assert control == 10
