@@ -61,6 +61,8 @@ class Cluster:
             f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}'"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             " -c max_connections=200"
+            # statement counts, read by the many-workers test (each worker's round trips)
+            " -c shared_preload_libraries=pg_stat_statements"
         )
         self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"),

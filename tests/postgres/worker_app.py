@@ -11,6 +11,7 @@ of a test only.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ from qes_async import (
 from qes_async.postgres import Worker, WorkerSettings
 from qes_async.webhooks import BasicAuth, WebhookReceiver
 
+# Compressed for the test; QES_TEST_LEASE_TTL lengthens the lease (and the grace) for a
+# loaded machine running thousands of flows.
+_TTL = float(os.environ.get("QES_TEST_LEASE_TTL", "3"))
 SETTINGS = {
-    "lease_ttl": 3.0,
+    "lease_ttl": _TTL,
     "sweep_interval": 0.5,
-    "orphan_grace": 3.0,
+    "orphan_grace": _TTL,
     "relay_poll_interval": 2.0,
 }
 
@@ -65,6 +69,8 @@ async def main(
                 "waiter": HybridWaiter(client, worker.dispatcher, safety_interval=2.0),
                 "download_dir": workdir / "signed" / flow_id,
                 "lease_ttl": SETTINGS["lease_ttl"],
+                # Flows start from bytes: a takeover finds them in the database.
+                "document_source": worker.document_source,
                 # Like the leases, compressed: a worker killed after recording an approval
                 # as in flight but before sending it leaves a flow whose new driver waits
                 # this long for the status to show the approval before sending it again.
@@ -81,6 +87,7 @@ async def main(
 
 
 async def serve(worker: Worker, pdf: Path, options: Any) -> None:
+    pdf_bytes = pdf.read_bytes()
     receiver = WebhookReceiver(worker.relay.recorder, BasicAuth("fourthline", "hook-pass"))
 
     async def start(request: web.Request) -> web.Response:
@@ -89,7 +96,7 @@ async def serve(worker: Worker, pdf: Path, options: Any) -> None:
             flow = SignatureFlow(
                 opts.pop("client"),
                 flow_id=flow_id,
-                documents=[Document.from_path(pdf)],
+                documents=[Document.from_bytes(pdf.name, pdf_bytes)],
                 mobile_number="+31612345678",
                 client_reference="client-1",
                 **opts,
