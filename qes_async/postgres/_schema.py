@@ -123,6 +123,9 @@ class Tables:
             f"ALTER TABLE {self.signer} ADD COLUMN IF NOT EXISTS kept BOOLEAN NOT NULL"
             " DEFAULT FALSE",
             f"ALTER TABLE {self.signer} ADD COLUMN IF NOT EXISTS claimed_pid INTEGER",
+            # generation: of the question shown when it was submitted; a kept answer is
+            # never given to a later workflow's question (a new SMS, a new consent).
+            f"ALTER TABLE {self.signer} ADD COLUMN IF NOT EXISTS generation INTEGER",
             f"CREATE INDEX IF NOT EXISTS {p}signer_flow ON {self.signer} (flow_id)",
             f"""CREATE TABLE IF NOT EXISTS {self.asks} (
                 flow_id TEXT PRIMARY KEY,

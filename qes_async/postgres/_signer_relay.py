@@ -192,9 +192,10 @@ class SignerRelay:
             " WHERE recorded_at < now() - make_interval(secs => $5)"
             " OR (flow_id = $1 AND kind = $2 AND kept AND claimed_by IS NULL)),"
             f" flow AS (SELECT finished, lease_expires FROM {flows} WHERE flow_id = $1),"
-            f" row AS (INSERT INTO {table} (flow_id, kind, value)"
-            " SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM flow WHERE finished)"
-            " RETURNING id)"
+            f" row AS (INSERT INTO {table} (flow_id, kind, value, generation)"
+            " SELECT $1, $2, $3, (SELECT (request->>'generation')::int"
+            f" FROM {self.tables.asks} WHERE flow_id = $1)"
+            " WHERE NOT EXISTS (SELECT 1 FROM flow WHERE finished) RETURNING id)"
             " SELECT (SELECT id FROM row) AS id, (SELECT finished FROM flow) AS finished,"
             " (SELECT lease_expires FROM flow) AS lease_expires,"
             " (SELECT pg_notify($4, id::text || ' ' || $2 || ' ' || $1) FROM row) AS n",
@@ -400,14 +401,21 @@ class SignerRelay:
                 f"UPDATE {table} AS t SET claimed_by = $2, claimed_pid = $3, value = NULL FROM"
                 f" (SELECT id, value FROM {table} WHERE id = $1 AND claimed_by IS NULL"
                 " FOR UPDATE) AS old WHERE t.id = old.id"
-                " RETURNING t.flow_id, t.kind, t.kept, old.value",
+                " RETURNING t.flow_id, t.kind, t.kept, t.generation, old.value",
                 row_id,
                 self.worker_id,
                 self._listener.backend_pid,
             )
             if row is None:
                 return  # another worker, or a withdrawn submission
-            answer = await self._hand_over(row["flow_id"], row["kind"], row["value"] or "")
+            asked = self.inbox.pending(row["flow_id"])
+            shown = row["generation"]
+            if shown is not None and asked is not None and asked.generation != shown:
+                # Answers a question of an earlier workflow (the flow restarted meanwhile):
+                # a passcode from an older SMS must not cost the new one an attempt.
+                answer = SignerAnswer(AnswerKind.EXPIRED)
+            else:
+                answer = await self._hand_over(row["flow_id"], row["kind"], row["value"] or "")
             # A kept submission's submitter has gone: nobody reads the answer.
             await self.pool.execute(
                 f"WITH gone AS (DELETE FROM {table} WHERE id = $1 AND kept),"

@@ -203,3 +203,27 @@ async def test_kept_submissions_of_a_finished_flow_are_pruned(pg_dsn: str, pg_pr
         assert await web.signer.prune_submissions() == 1
         left = await pool.fetch(f"SELECT flow_id FROM {pg_prefix}signer")
         assert [r["flow_id"] for r in left] == ["f8"]
+
+
+async def test_a_kept_answer_is_never_given_to_a_later_workflows_question(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    async with node(pg_dsn, pg_prefix, "web") as web, node(pg_dsn, pg_prefix, "next") as nxt:
+        pool = web.signer.pool
+        await _flow(pool, pg_prefix, "f9", None, 0)
+        # The page showed generation 1's passcode question, then its driver died.
+        await pool.execute(
+            f"INSERT INTO {pg_prefix}asks (flow_id, worker_id, kind, request, deadline)"
+            " VALUES ('f9', 'dead', 'passcode', '{\"generation\": 1}', $1)",
+            NOW + 60,
+        )
+        assert (await web.signer.submit_passcode("f9", "111111")).kind is AnswerKind.MOVING
+        # The next driver had to start a new workflow: its SMS is another passcode.
+        nxt.driving.add("f9")
+        asking = asyncio.create_task(
+            nxt.inbox.passcode(PasscodeRequest("f9", "sig-2", 2, deadline=NOW + 3600))
+        )
+        await _until(lambda: nxt.signer.served == 1)
+        assert not asking.done()  # the old passcode was not given to it
+        assert await _rows(pool, pg_prefix) == []
+        asking.cancel()
