@@ -429,28 +429,38 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_ttl / 3)
-            for flow_id, lease in list(self.store.leases.items()):
-                try:
-                    # renew, not acquire: a lease its flow released meanwhile stays free
-                    renewed = await self.pg.renew(lease, self.settings.lease_ttl)
-                except StaleStateError:
-                    if flow_id not in self.store.leases:
-                        continue  # its run ended and let go of it while we looked
-                    if await self._finished(flow_id):
-                        # A late renewal (a busy loop) found the lease expired after the
-                        # run had saved the flow's end: the run is returning, not lost.
-                        continue
-                    log.warning("lost the lease of flow %s; stopping it here", flow_id)
-                    self.leases_lost += 1
-                    task = self.running.get(flow_id)
-                    if task is not None:
-                        task.cancel()
-                    continue
-                except Exception as exc:
-                    log.warning("lease renewal failed (%s)", type(exc).__name__)
-                    continue
-                if flow_id in self.store.leases:
-                    self.store.leases[flow_id] = renewed
+            await self.renew_leases()
+
+    async def renew_leases(self) -> int:
+        """Renew the leases of the flows driven here, in one statement; stop the flows
+        whose lease another worker took. Returns how many were renewed (the heartbeat
+        calls this every ``lease_ttl / 3``)."""
+        held = dict(self.store.leases)
+        try:
+            # renew, not acquire: a lease its flow released meanwhile stays free
+            renewed = await self.pg.renew_many(list(held.values()), self.settings.lease_ttl)
+        except Exception as exc:
+            log.warning("lease renewal failed (%s)", type(exc).__name__)
+            return 0
+        for flow_id, lease in held.items():
+            if flow_id in renewed:
+                if self.store.leases.get(flow_id) == lease:
+                    self.store.leases[flow_id] = renewed[flow_id]
+                continue
+            if flow_id not in self.store.leases:
+                continue  # its run ended and let go of it while we looked
+            if self.store.leases[flow_id] != lease:
+                continue  # its run took a new lease meanwhile (a checkpoint's renewal)
+            if await self._finished(flow_id):
+                # A late renewal (a busy loop) found the lease expired after the run had
+                # saved the flow's end: the run is returning, not lost.
+                continue
+            log.warning("lost the lease of flow %s; stopping it here", flow_id)
+            self.leases_lost += 1
+            task = self.running.get(flow_id)
+            if task is not None:
+                task.cancel()
+        return len(renewed)
 
     async def _finished(self, flow_id: str) -> bool:
         try:

@@ -229,3 +229,43 @@ async def test_any_worker_reads_where_an_unfinished_flow_stands(
         "sig-3",
     )
     assert view.next_deadline == 5000.0
+
+
+async def test_the_heartbeat_renews_every_lease_at_once_and_stops_a_flow_that_lost_its_own(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    import asyncio
+
+    from qes_async import FakeClock
+    from qes_async.postgres import PostgresFlowStore
+
+    async def resume(flow_id: str) -> Any:
+        raise AssertionError("not used")
+
+    for flow_id in ("h-1", "h-2", "h-3"):
+        await _orphan(pg_dsn, pg_prefix, flow_id)
+    clock = FakeClock(time.time(), auto_advance=False)
+    worker = Worker(
+        pg_dsn, resume=resume, settings=_settings(pg_prefix), worker_id="w2", clock=clock
+    )
+    async with worker, PostgresFlowStore(pg_dsn, prefix=pg_prefix, clock=clock) as other:
+        leases = {f: await worker.store.claim(f) for f in ("h-1", "h-2", "h-3")}
+        parked = asyncio.create_task(asyncio.Event().wait())
+        worker.running["h-3"] = parked  # type: ignore[assignment]
+        # h-3's lease runs out (the loop stalled) and another worker takes it.
+        clock.advance(worker.settings.lease_ttl + 1)
+        await other.acquire("h-3", "elsewhere", 30)
+        assert await worker.renew_leases() == 2
+        await asyncio.sleep(0)
+        assert parked.cancelled()
+        assert worker.stats().leases_lost == 1
+        expires = dict(
+            await worker.pg.pool.fetch(
+                f"SELECT flow_id, lease_expires FROM {pg_prefix}flows ORDER BY flow_id"
+            )
+        )
+        worker.running.clear()
+    now = clock.time()
+    for flow_id in ("h-1", "h-2"):
+        assert expires[flow_id] == pytest.approx(now + worker.settings.lease_ttl)
+        assert worker.store.leases.get(flow_id, leases[flow_id]).token == leases[flow_id].token
