@@ -96,6 +96,7 @@ async def _balancer(
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}", hits
 
 
+@pytest.mark.timeout(120 + 2 * FLOWS_PER_WORKER)  # 3x1000 takes minutes, not seconds
 async def test_three_workers_and_a_receiver_finish_every_flow(
     pg_dsn: str, pg_prefix: str, tmp_path: Path
 ) -> None:
