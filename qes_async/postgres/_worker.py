@@ -39,6 +39,8 @@ log = logging.getLogger("qes_async.postgres")
 #: SignatureFlow``, the stored flow loaded (``SignatureFlow.resume``) but not yet run.
 Resume = Callable[[str], Awaitable[SignatureFlow]]
 
+_SWEEP_BATCH = 16  # flows a sweep claims and resumes at once
+
 
 @attrs.frozen
 class WorkerSettings:
@@ -376,32 +378,39 @@ class Worker:
             return 0
         ids = await self.pg.orphaned(idle_for=self.settings.orphan_grace, limit=room * 2)
         random.shuffle(ids)  # workers sweeping together start on different flows
+        ids = [flow_id for flow_id in ids if flow_id not in self.running]
         started = 0
-        for flow_id in ids:
+        # A few at once: after a worker's death its flows come back in one sweep, and one
+        # at a time (a claim, a load, the documents: three round trips each) took longer
+        # than the lease for a thousand of them.
+        for at in range(0, len(ids), _SWEEP_BATCH):
             if started >= room:
                 break
-            if flow_id in self.running:
-                continue
-            try:
-                lease = await self.store.claim(flow_id)
-            except StaleStateError:
-                continue  # another worker got there first
-            try:
-                flow = await self._resume(flow_id)
-            except BaseException as exc:
-                await self._let_go(flow_id, lease)
-                if not isinstance(exc, Exception):
-                    raise
-                # One flow that cannot be resumed must not end the sweep for the others.
-                log.warning("could not resume flow %s (%s)", flow_id, type(exc).__name__)
-                continue
-            if flow.state is not None and flow.state.finished:
-                await self._let_go(flow_id, lease)  # it ended on its own worker meanwhile
-                continue
-            self.drive(flow)
-            self.taken_over += 1
-            started += 1
+            batch = ids[at : at + min(_SWEEP_BATCH, room - started)]
+            started += sum(await asyncio.gather(*(self._take_over(f) for f in batch)))
         return started
+
+    async def _take_over(self, flow_id: str) -> bool:
+        """Claim, resume and drive one flow; False if another worker has it or it ended."""
+        try:
+            lease = await self.store.claim(flow_id)
+        except StaleStateError:
+            return False  # another worker got there first
+        try:
+            flow = await self._resume(flow_id)
+        except BaseException as exc:
+            await self._let_go(flow_id, lease)
+            if not isinstance(exc, Exception):
+                raise
+            # One flow that cannot be resumed must not end the sweep for the others.
+            log.warning("could not resume flow %s (%s)", flow_id, type(exc).__name__)
+            return False
+        if flow.state is not None and flow.state.finished:
+            await self._let_go(flow_id, lease)  # it ended on its own worker meanwhile
+            return False
+        self.drive(flow)
+        self.taken_over += 1
+        return True
 
     async def _let_go(self, flow_id: str, lease: Lease) -> None:
         self.store.forget(flow_id)

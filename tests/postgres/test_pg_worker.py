@@ -83,7 +83,9 @@ async def test_stats_count_a_taken_over_flow_and_how_it_ended(pg_dsn: str, pg_pr
 
     async with Worker(pg_dsn, resume=resume, settings=_settings(pg_prefix), worker_id="w8") as w:
         assert await w.sweep() == 1
-        assert await w.running["orphan-1"] is None  # stopped: the store keeps why
+        task = w.running.get("orphan-1")
+        if task is not None:  # (the sweep's batch may have let it run to its end already)
+            assert await task is None  # stopped: the store keeps why
         stats = w.stats()
     assert (stats.taken_over, stats.stopped, stats.completed, stats.running) == (1, 1, 0, 0)
 
