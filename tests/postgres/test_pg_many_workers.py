@@ -217,10 +217,13 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
     # every process received webhooks (the killed one until it died)
     assert sorted(hits) == sorted(ports)
     assert min(hits.values()) > 0
-    # The passcode typed while its driver was dead was kept, and the next driver used it.
+    # The passcode typed while its driver was dead was kept, and the next driver used it
+    # (the flow signed, confirmed once, below): answered moving ("one moment"), or
+    # accepted when the next driver took the flow over within the second it waits.
     assert moved[0] == {"kind": "accepted", "attempts_left": None, "retry_after": None}
-    assert moved[1]["kind"] == "moving", moved
-    assert 0 < moved[1]["retry_after"] <= LEASE_TTL + SWEEP + 1.0
+    assert moved[1]["kind"] in ("moving", "accepted"), moved
+    if moved[1]["kind"] == "moving":
+        assert 0 < moved[1]["retry_after"] <= LEASE_TTL + SWEEP + 1.0
     for answer in answers:
         assert answer == [
             {"kind": "accepted", "attempts_left": None, "retry_after": None},
