@@ -148,6 +148,7 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
                     f"SELECT finished, count(*) FROM {pg_prefix}flows"
                     " WHERE flow_id LIKE 'f-2-%' GROUP BY finished"
                 )
+                print(f"\npasscode typed while its driver was dead: {moved[1]}")
                 takeover = await _until_taken_over(
                     conn, pg_prefix, killed_at, timeout=30 + total / 50
                 )
