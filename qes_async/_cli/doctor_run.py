@@ -19,6 +19,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from .._client.operations import Operation
 from .._client.routes import Routes
 from .doctor import (
     Answer,
@@ -222,7 +223,7 @@ class _Prober:
         that answers like the baseline is looked for elsewhere, so the probes can go on."""
         path = self.target.routes.create_token
         answer, data, token = await self._ask_token(path)
-        row = RouteCheck("create_token", "POST", path, "200 token", Verdict.OK)
+        row = RouteCheck(Operation.CREATE_TOKEN, "POST", path, "200 token", Verdict.OK)
         if token is None:
             _, baseline = await self.baseline(None)
             verdict = classify(answer, baseline)
@@ -248,7 +249,7 @@ class _Prober:
                 continue
             answer, data, token = await self._ask_token(candidate)
             if token is not None or classify(answer, baseline) is Verdict.OK:
-                line = override_line("create_token", candidate)
+                line = override_line(Operation.CREATE_TOKEN, candidate)
                 note = f"{candidate} answers {answer.describe() if token is None else '200 token'}"
                 return attrs.evolve(row, override=line, note=note, found=candidate), data, token
         note = f"none of {len(TOKEN_PATHS)} other likely paths answered; ask Fourthline"

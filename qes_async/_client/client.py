@@ -12,7 +12,6 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
-import attrs
 from yarl import URL
 
 from .._core.errors import DecodeError, InvalidInputError
@@ -24,6 +23,7 @@ from . import protocol as proto
 from .auth import TokenCache
 from .documents import Document
 from .download import TAIL, consume_signed_document, pdf_defect
+from .operations import OPERATIONS, Operation
 from .retry import RetryPolicy
 from .routes import ENVIRONMENTS, Routes
 from .transport import Timeouts, Transport
@@ -45,9 +45,7 @@ __all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "DEFAULT_MAX_DOWNLOAD_SIZE", "QESClient"
 _STATUS_REQUESTS_KEPT = 16_384  # prepared status reads, oldest dropped first
 # The operations whose path holds the signature id alone (what _forget drops per signature).
 _SIGNATURE_OPERATIONS = tuple(
-    field.name
-    for field in attrs.fields(Routes)
-    if "{id}" in str(field.default) and "{document_id}" not in str(field.default)
+    op.name.value for op in OPERATIONS.values() if op.placeholders == frozenset({"id"})
 )
 
 DEFAULT_MAX_DOCUMENT_SIZE = 50 * 1024 * 1024
@@ -216,7 +214,7 @@ class QESClient:
             )
         request = proto.build_request(
             self.routes,
-            "create_workflow",
+            Operation.CREATE_WORKFLOW,
             json={"workflowName": workflow_name, "clientReference": client_reference},
         )
         return proto.parse_workflow(await self._transport.send(request))
@@ -261,10 +259,9 @@ class QESClient:
         ]
         request = proto.build_request(
             self.routes,
-            "upload_documents",
+            Operation.UPLOAD_DOCUMENTS,
             signature_id=signature_id,
             parts=tuple(parts),
-            transfer=True,
         )
         await self._transport.send(request)
 
@@ -277,7 +274,7 @@ class QESClient:
         self._transport.scrubber.add(number)
         request = proto.build_request(
             self.routes,
-            "upload_mobile_number",
+            Operation.UPLOAD_MOBILE_NUMBER,
             signature_id=signature_id,
             json={"mobileNumber": number.reveal()},
         )
@@ -296,7 +293,7 @@ class QESClient:
             )
         request = proto.build_request(
             self.routes,
-            "upload_selfie",
+            Operation.UPLOAD_SELFIE,
             signature_id=signature_id,
             parts=(proto.Part("selfie", "image/jpeg", filename="selfie.jpg", data=bytes(jpeg)),),
         )
@@ -311,7 +308,7 @@ class QESClient:
             check_language(language)
         request = proto.build_request(
             self.routes,
-            "get_signature_details",
+            Operation.GET_SIGNATURE_DETAILS,
             signature_id=signature_id,
             params={"language": language} if language else {},
         )
@@ -329,9 +326,9 @@ class QESClient:
             check_language(passcode_language, "passcode_language")
         body = proto.approval_body(details, passcode_language)
         request = proto.build_request(
-            self.routes, "approve_documents", signature_id=signature_id, json=body
+            self.routes, Operation.APPROVE_DOCUMENTS, signature_id=signature_id, json=body
         )
-        return proto.parse_attempt(await self._transport.send(request), "approve_documents")
+        return proto.parse_attempt(await self._transport.send(request), Operation.APPROVE_DOCUMENTS)
 
     async def confirm_signature(self, signature_id: str, passcode: str | Secret) -> Attempt:
         """Confirm with the SMS passcode. Never replayed.
@@ -347,11 +344,11 @@ class QESClient:
         self._transport.scrubber.add(code)
         request = proto.build_request(
             self.routes,
-            "confirm_signature",
+            Operation.CONFIRM_SIGNATURE,
             signature_id=signature_id,
             json={"passcode": code.reveal()},
         )
-        return proto.parse_attempt(await self._transport.send(request), "confirm_signature")
+        return proto.parse_attempt(await self._transport.send(request), Operation.CONFIRM_SIGNATURE)
 
     async def get_signature_status(self, signature_id: str) -> StatusReport:
         """The signature's status (unknown status strings are kept, never an error)."""
@@ -359,7 +356,7 @@ class QESClient:
         if request is None:
             check_signature_id(signature_id)
             request = proto.build_request(
-                self.routes, "get_signature_status", signature_id=signature_id
+                self.routes, Operation.GET_SIGNATURE_STATUS, signature_id=signature_id
             )
             # Waiters read the same signature's status again and again: build it once.
             if len(self._status_requests) >= _STATUS_REQUESTS_KEPT:
@@ -376,7 +373,7 @@ class QESClient:
         self._status_requests.pop(signature_id, None)
         paths = [self.routes.path(op, id=signature_id) for op in _SIGNATURE_OPERATIONS]
         paths += [
-            self.routes.path("download_signed_document", id=signature_id, document_id=doc)
+            self.routes.path(Operation.DOWNLOAD_SIGNED_DOCUMENT, id=signature_id, document_id=doc)
             for doc in document_ids
         ]
         self._transport.forget_paths(paths)
@@ -411,11 +408,10 @@ class QESClient:
             )
         request = proto.build_request(
             self.routes,
-            "download_signed_document",
+            Operation.DOWNLOAD_SIGNED_DOCUMENT,
             signature_id=signature_id,
             document_id=document_id,
             headers={"Accept": "multipart/mixed, application/pdf"},
-            transfer=True,
         )
 
         async def consume(resp: aiohttp.ClientResponse) -> SignedDocument:
@@ -432,7 +428,7 @@ class QESClient:
         check_signature_id(signature_id)
         request = proto.build_request(
             self.routes,
-            "get_infocert_contract",
+            Operation.GET_INFOCERT_CONTRACT,
             signature_id=signature_id,
             headers={"Accept": "application/pdf"},
         )
@@ -446,7 +442,7 @@ class QESClient:
                 status=response.status,
                 body=response.body,
                 request_id=response.request_id,
-                operation="get_infocert_contract",
+                operation=Operation.GET_INFOCERT_CONTRACT,
             )
         return response.body
 

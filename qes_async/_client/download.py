@@ -27,6 +27,7 @@ import attrs
 from .._core.errors import DecodeError
 from .._core.models import SignedDocument
 from .multipart import Headers, MultipartParser, PartData, PartEnd
+from .operations import Operation
 from .validation import PDF_MAGIC
 
 __all__ = [
@@ -333,7 +334,7 @@ async def consume_signed_document(
     compressed answer before it reaches here, so the count is of what lands on disk).
     """
     request_id = resp.headers.get("X-Request-Id")
-    sink = _Sink(destination, "download_signed_document", request_id, limit)
+    sink = _Sink(destination, Operation.DOWNLOAD_SIGNED_DOCUMENT, request_id, limit)
     # Our own parsing: aiohttp's content_type goes through the email package, and every
     # multipart answer has a new boundary, so its cache never helps (a costly parse each).
     kind = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -359,7 +360,7 @@ async def consume_signed_document(
                 f"expected multipart/mixed or application/pdf, got {kind or 'no content type'}",
                 status=resp.status,
                 request_id=request_id,
-                operation="download_signed_document",
+                operation=Operation.DOWNLOAD_SIGNED_DOCUMENT,
             )
         digest, size = sink.digest.hexdigest(), sink.size
         final = await sink.finish(safe_file_name(name, document_id), document_id, keep)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._client.documents import Document
 from .._client.download import PARTIAL_GLOB, write_file
+from .._client.operations import Operation
 from .._core.errors import (
     ConflictError,
     DocumentCheckError,
@@ -302,7 +303,7 @@ class StepRunner:
                 await self._created(await create)
             raise
         except Exception as exc:
-            self.flow.note("action", action="create_workflow", **_failure(exc))
+            self.flow.note("action", action=Operation.CREATE_WORKFLOW, **_failure(exc))
             if isinstance(exc, OutcomeUnknownError):
                 self.gen.in_flight = None  # the next create is a new call, counted apart
                 await self._unconfirmed_create("its answer was lost")
@@ -325,7 +326,7 @@ class StepRunner:
         self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
         self.flow.note(
             "action",
-            action="create_workflow",
+            action=Operation.CREATE_WORKFLOW,
             outcome="ok",
             signature_id=workflow.workflow_id,
             request_id=workflow.request_id,
@@ -343,8 +344,8 @@ class StepRunner:
         await self._observe(await self._wait_for(targets), self._waiter_via)
 
     async def _upload_documents(self) -> None:
-        retried = self.gen.in_flight == "upload_documents"
-        self.gen.in_flight = "upload_documents"
+        retried = self.gen.in_flight == Operation.UPLOAD_DOCUMENTS
+        self.gen.in_flight = Operation.UPLOAD_DOCUMENTS
         await self.flow.save()
         uploaded = [
             {"file_name": d.file_name, "sha256": d.sha256, "size": d.size}
@@ -352,7 +353,7 @@ class StepRunner:
         ]
         try:
             await self._acting(
-                "upload_documents",
+                Operation.UPLOAD_DOCUMENTS,
                 self.client.upload_documents(self.sig, self.documents),
                 documents=uploaded,
                 retry=retried or None,
@@ -365,7 +366,7 @@ class StepRunner:
 
     async def _upload_mobile(self) -> None:
         await self._acting(
-            "upload_mobile_number",
+            Operation.UPLOAD_MOBILE_NUMBER,
             self.client.upload_mobile_number(self.sig, self.state.mobile_number),
             mobile_number=mask_phone(self.state.mobile_number),
         )
@@ -375,7 +376,7 @@ class StepRunner:
         deadline = self.gen.deadlines["selfie"]
         request = SelfieRequest(self.state.flow_id, self.sig, self.gen.number, deadline)
         jpeg = await self._ask(self.flow.signer.selfie(request), request, "selfie")
-        await self._acting("upload_selfie", self.client.upload_selfie(self.sig, jpeg))
+        await self._acting(Operation.UPLOAD_SELFIE, self.client.upload_selfie(self.sig, jpeg))
         await self._ack(request, AnswerKind.ACCEPTED)
         await self._event(fm.Event.SELFIE_UPLOADED)
 
@@ -426,7 +427,7 @@ class StepRunner:
     async def _send_approval(self, details: SignatureDetails) -> None:
         self.gen.approvals_sent += 1
         await self._acting(
-            "approve_documents",
+            Operation.APPROVE_DOCUMENTS,
             self.client.approve_documents(
                 self.sig, details, passcode_language=self.opts.passcode_language
             ),
@@ -457,7 +458,9 @@ class StepRunner:
 
     async def _send_confirmation(self, passcode: Secret) -> None:
         self.gen.confirmations_sent += 1
-        await self._acting("confirm_signature", self.client.confirm_signature(self.sig, passcode))
+        await self._acting(
+            Operation.CONFIRM_SIGNATURE, self.client.confirm_signature(self.sig, passcode)
+        )
 
     async def _unsafe(self, name: str, request: SignerRequest, call: Awaitable[None]) -> None:
         self.gen.in_flight = name

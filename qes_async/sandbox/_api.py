@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._client.operations import OPERATIONS as TABLE
 from .._client.pdf import make_pdf
 from .._client.routes import Routes
 from ._model import Document, ServiceError, Signature, bad_request
@@ -51,19 +52,8 @@ class CallState:
 #: than request storage, so no string keys live on the aiohttp request).
 CURRENT_CALL: contextvars.ContextVar[CallState] = contextvars.ContextVar("sandbox_call")
 
-OPERATIONS: dict[str, str] = {
-    "create_token": "POST",
-    "create_workflow": "POST",
-    "upload_documents": "POST",
-    "upload_mobile_number": "PUT",
-    "upload_selfie": "POST",
-    "get_signature_details": "GET",
-    "approve_documents": "POST",
-    "confirm_signature": "POST",
-    "get_signature_status": "GET",
-    "download_signed_document": "GET",
-    "get_infocert_contract": "GET",
-}
+#: The method of each operation, from the SDK's operation table (one declaration each).
+OPERATIONS: dict[str, str] = {op.value: spec.method for op, spec in TABLE.items()}
 MAX_DOCUMENTS = 20
 #: What an ``unreadable_pdf`` fault sends: it passes a ``%PDF-``/``%%EOF`` check, and no
 #: PDF reader can parse it (no objects, no cross-reference table).
