@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,7 +45,7 @@ from .._signers.signer import (
 )
 from . import machine as fm
 from .events import FlowEventKind
-from .state import WINDOW_OF_STEP, DownloadRecord, FlowState, Generation
+from .state import DownloadRecord, FlowState, Generation
 
 if TYPE_CHECKING:
     from .driver import SignatureFlow
@@ -55,22 +55,6 @@ __all__ = ["StepRunner"]
 
 T = TypeVar("T")
 
-# The deadline each asking step starts when the flow enters it: (name, seconds).
-_LENGTHS = {"consent": 2 * 3600.0, "confirmation": 3600.0, "selfie": 24 * 3600.0}
-_WINDOWS = {step: (name, _LENGTHS[name]) for step, name in WINDOW_OF_STEP.items()}
-# Statuses worth acting on once an `error` has passed.
-_ACTIONABLE = (
-    Status.PENDING,
-    Status.SELFIE_REQUIRED,
-    Status.USER_CONSENT_REQUIRED,
-    Status.CONFIRMATION_REQUIRED,
-    Status.PENDING_VERIFICATION,
-    Status.SIGNED,
-)
-_SETTLED = {
-    "approve": (Status.USER_CONSENT_REQUIRED, (Status.CONFIRMATION_REQUIRED,)),
-    "confirm": (Status.CONFIRMATION_REQUIRED, (Status.SIGNED, Status.PENDING_VERIFICATION)),
-}
 _MAX_RESYNCS = 5
 
 
@@ -124,12 +108,14 @@ class StepRunner:
     async def perform(self, action: fm.Action) -> None:
         """Perform ``action``; failures end the flow (saved) and are raised."""
         try:
-            await getattr(self, f"_{action.value}")()
+            await _PERFORMERS[action](self)
             self._resyncs = 0
         except _Restart as restart:
             await self._restart_needed(restart.reason)
         except (FlowExpiredError, PasscodeExpiredError, TooManyAttemptsError) as exc:
-            await self._restart_needed(fm.RestartReason(_code(exc)))
+            reason = fm.restart_reason_for_error(exc)
+            assert reason is not None
+            await self._restart_needed(reason)
         except UnreachableStatusError as exc:
             await self._unreachable(exc)
         except (OutcomeUnknownError, ConflictError) as exc:
@@ -156,7 +142,7 @@ class StepRunner:
                 report, via = await self.client.get_signature_status(self.sig), "read"
                 if report.status is Status.ERROR or not report.status.is_known:
                     self.flow.note("status_observed", **_status_facts(report, via))
-                    report, via = await self._wait_for(_ACTIONABLE), self._waiter_via
+                    report, via = await self._wait_for(fm.ACTIONABLE), self._waiter_via
                 settled = await self._settle(report)
                 if settled is not report:
                     self.flow.note("status_observed", **_status_facts(report, via))
@@ -170,7 +156,8 @@ class StepRunner:
     async def _settle(self, report: StatusReport) -> StatusReport:
         # An approval or confirmation may have been sent: give its outcome time to show
         # before concluding it was never processed (and only then send it again).
-        settled = _SETTLED.get(self.gen.in_flight or "")
+        in_flight = self.gen.in_flight
+        settled = fm.SETTLED.get(fm.Action(in_flight)) if in_flight in fm.SETTLED else None
         if settled is not None and report.status is settled[0]:
             deadline = self.flow.clock.time() + self.opts.outcome_grace
             with (
@@ -179,7 +166,7 @@ class StepRunner:
             ):
                 report = await self.flow.waiter.wait_for(self.sig, settled[1], deadline=deadline)
                 wait.outcome(report.status.value)
-        if self.gen.in_flight in _SETTLED:
+        if self.gen.in_flight in fm.SETTLED:
             self.gen.in_flight = None
         return report
 
@@ -203,7 +190,7 @@ class StepRunner:
         if status is Status.INVALID_SIGNATURE:
             raise _Restart(fm.RestartReason.INVALID_SIGNATURE)
         self.state.step = fm.on_status(self.state.step, status)
-        window = _WINDOWS.get(self.state.step)
+        window = fm.WINDOWS.get(self.state.step)
         if window is not None:
             gen.deadlines.setdefault(window[0], self.flow.clock.time() + window[1])
         await self.flow.save()
@@ -705,12 +692,6 @@ def _failure(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _code(exc: QESError) -> str:
-    if isinstance(exc, TooManyAttemptsError):
-        return "too_many_attempts"
-    return "passcode_expired" if isinstance(exc, PasscodeExpiredError) else "flow_expired"
-
-
 def _prepare_folder(folder: Path) -> None:
     """Create the flow's download folder and remove partial files of a killed earlier run.
 
@@ -720,3 +701,20 @@ def _prepare_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for partial in folder.glob(PARTIAL_GLOB):
         partial.unlink(missing_ok=True)
+
+
+#: How the runner performs each action of the machine (STOP is the driver's: it ends the
+#: loop). Checked against Action when the module loads, so a new action cannot be missed.
+_PERFORMERS: dict[fm.Action, Callable[[StepRunner], Awaitable[None]]] = {
+    fm.Action.CREATE_WORKFLOW: StepRunner._create_workflow,
+    fm.Action.WAIT: StepRunner._wait,
+    fm.Action.UPLOAD_DOCUMENTS: StepRunner._upload_documents,
+    fm.Action.UPLOAD_MOBILE: StepRunner._upload_mobile,
+    fm.Action.UPLOAD_SELFIE: StepRunner._upload_selfie,
+    fm.Action.APPROVE: StepRunner._approve,
+    fm.Action.CONFIRM: StepRunner._confirm,
+    fm.Action.DOWNLOAD: StepRunner._download,
+    fm.Action.RESTART: StepRunner._restart,
+}
+if set(_PERFORMERS) != set(fm.Action) - {fm.Action.STOP}:  # pragma: no cover - a bug
+    raise RuntimeError(f"actions without a performer: {set(fm.Action) - set(_PERFORMERS)}")

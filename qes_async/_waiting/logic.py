@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 
 from .._core.errors import (
     InvalidInputError,
@@ -17,24 +17,9 @@ from .._core.errors import (
     UnreachableStatusError,
     WaitTimeoutError,
 )
-from .._core.models import Status, StatusReport
+from .._core.models import STATUS_RANK, Status, StatusReport
 
 __all__ = ["Backoff", "WaitTracker", "check_deadline", "normalize_targets"]
-
-# How far along the ceremony a status is. The contract's transitions only ever move forward
-# (``error`` aside, which has no rank and may return to the previous status), so a read that
-# ranks below one already seen is stale and must not move a waiter backwards.
-_RANK: Mapping[Status, int] = {
-    Status.NEW: 0,
-    Status.PENDING: 1,
-    Status.SELFIE_REQUIRED: 2,
-    Status.USER_CONSENT_REQUIRED: 3,
-    Status.CONFIRMATION_REQUIRED: 4,
-    Status.PENDING_VERIFICATION: 5,
-    Status.SIGNED: 6,
-    Status.KYC_REQUIRED: 6,
-    Status.INVALID_SIGNATURE: 6,
-}
 
 
 def normalize_targets(targets: Collection[Status | str]) -> frozenset[Status]:
@@ -119,7 +104,7 @@ class WaitTracker:
                 every target, or ``error`` lasting longer than ``error_grace``.
         """
         status = report.status
-        rank = _RANK.get(status)
+        rank = STATUS_RANK.get(status)
         if rank is not None and rank < self._best_rank:
             return None  # a stale read (a late replica): never move backwards
         self.last = report
@@ -143,7 +128,7 @@ class WaitTracker:
     def _passed_every_target(self) -> bool:
         # Statuses only move forward, so targets that all rank below the furthest status
         # seen can no longer come (unknown statuses have no rank and never count as passed).
-        ranks = [_RANK.get(target) for target in self.targets]
+        ranks = [STATUS_RANK.get(target) for target in self.targets]
         return all(r is not None and r < self._best_rank for r in ranks)
 
     def next_check(self, planned: float) -> float:
