@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+
+import backoff
 
 from .._core.errors import (
     InvalidInputError,
@@ -175,14 +177,20 @@ class Backoff:
             raise InvalidInputError("jitter", "must be between 0 and 1")
         self.initial, self.cap, self.factor, self.jitter = initial, cap, factor, jitter
         self._rng = rng
-        self._base = initial
+        self._steps = self._schedule()
+
+    def _schedule(self) -> Iterator[float]:
+        # The growth is backoff's (the one schedule the SDK uses, as RetryPolicy.waits
+        # does); the jitter is ours, since it takes a seeded random source.
+        gen = backoff.expo(base=self.factor, factor=self.initial, max_value=self.cap)
+        gen.send(None)  # prime: backoff's generators yield once before the first value
+        return gen
 
     def next_delay(self) -> float:
         """The next delay in seconds; the one after it grows by ``factor`` up to the cap."""
-        base = self._base
-        self._base = min(self.cap, base * self.factor)
+        base = min(self.cap, next(self._steps))
         return base * (1.0 - self.jitter * self._rng.random())
 
     def reset(self) -> None:
         """Start again from the fast initial delay (things are moving)."""
-        self._base = self.initial
+        self._steps = self._schedule()
