@@ -53,6 +53,12 @@ class _Target:
     timeout: float
 
 
+def _client_trust(client: Any) -> _ssl.SSLContext | bool:
+    """The client's own TLS trust when it chose one (a private CA), else the system's."""
+    transport = client._transport.transport
+    return transport.ssl_context if getattr(transport, "custom_ssl", False) else True
+
+
 async def run_doctor(client: Any, *, timeout: float = 10.0) -> DoctorReport:
     """Diagnose the environment ``client`` is configured for (URL, credentials, trust,
     routes), without creating or changing anything at the service."""
@@ -61,7 +67,7 @@ async def run_doctor(client: Any, *, timeout: float = 10.0) -> DoctorReport:
         client.client_id,
         client._secret.reveal(),  # the doctor is part of the client's package
         client.routes,
-        client._transport._ssl if client._transport.custom_ssl else True,
+        _client_trust(client),
         timeout,
     )
     steps = await reach(URL(target.base_url), target.ssl, timeout)

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import aiohttp
 from yarl import URL
 
 from .._core.errors import DecodeError, InvalidInputError
@@ -26,7 +25,8 @@ from .download import TAIL, consume_signed_document, pdf_defect
 from .operations import OPERATIONS, Operation
 from .retry import RetryPolicy
 from .routes import ENVIRONMENTS, Routes
-from .transport import Timeouts, Transport
+from .sending import Sender
+from .transport import BodyPart, Timeouts, Transport, TransportResponse
 from .validation import (
     DEFAULT_WORKFLOW_NAME,
     check_file_name,
@@ -79,6 +79,9 @@ class QESClient:
         max_document_size: the largest document accepted for upload, in bytes.
         max_download_size: the largest signed document accepted, in decoded bytes (64 MiB
             by default); a larger one is refused with :class:`DecodeError` and no file.
+        transport: the :class:`Transport` that moves the bytes, instead of the built-in
+            aiohttp one (e.g. :class:`qes_async.testing.MockTransport`); it replaces
+            ``session``, ``trace_configs`` and ``ssl``, and is not closed by the client.
 
     Use it as ``async with QESClient(...) as client:`` or call :meth:`aclose`.
     """
@@ -90,17 +93,18 @@ class QESClient:
         *,
         base_url: str | None = None,
         environment: str | None = None,
-        session: aiohttp.ClientSession | None = None,
+        session: object | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         routes: Routes | dict[str, str] | None = None,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
-        trace_configs: Iterable[aiohttp.TraceConfig] = (),
+        trace_configs: Iterable[object] = (),
         ssl: _ssl.SSLContext | None = None,
         allow_insecure_http: bool = False,
         max_document_size: int = DEFAULT_MAX_DOCUMENT_SIZE,
         max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE,
+        transport: Transport | None = None,
     ) -> None:
         # Held masked from the first line: a traceback's frame locals show Secret('***').
         secret = hold(client_secret)
@@ -127,11 +131,16 @@ class QESClient:
             if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
                 raise InvalidInputError(name, "must be a positive number of bytes")
         trace_configs = list(trace_configs)
-        if session is not None and trace_configs:
+        owns_transport = transport is None
+        if transport is None:
+            from .aiohttp_transport import AiohttpTransport
+
+            transport = AiohttpTransport(session, trace_configs=trace_configs, ssl=ssl)
+        elif session is not None or trace_configs or ssl is not None:
             raise InvalidInputError(
-                "trace_configs",
-                "cannot be added to a session you supplied",
-                advice="Create your session with ClientSession(trace_configs=...) instead.",
+                "transport",
+                "replaces session, trace_configs and ssl: pass either",
+                advice="Configure the session, tracing and TLS on the transport you pass.",
             )
         configure_from_env()
         self.client_id = client_id
@@ -143,15 +152,14 @@ class QESClient:
         self.clock: Clock = clock or SystemClock()
         self.max_document_size = max_document_size
         self.max_download_size = max_download_size
-        self._transport = Transport(
+        self._transport = Sender(
             self.base_url,
-            session=session,
+            transport=transport,
             retry=retry or RetryPolicy(),
             timeouts=timeouts or Timeouts(),
             clock=self.clock,
             sleep=sleep or self.clock.sleep,
-            trace_configs=trace_configs,
-            ssl=ssl,
+            owns_transport=owns_transport,
         )
         self._tokens = TokenCache(self._fetch_token, self.clock.time)
         self._transport.auth = self._tokens
@@ -252,10 +260,9 @@ class QESClient:
         metadata = {
             "documents": [{"fileName": d.file_name, "displayName": d.display_name} for d in docs]
         }
-        parts = [proto.Part("metadata", "application/json", data=json.dumps(metadata).encode())]
+        parts = [BodyPart("metadata", "application/json", data=json.dumps(metadata).encode())]
         parts += [
-            proto.Part("file", "application/pdf", filename=d.file_name, source=d.chunks)
-            for d in docs
+            BodyPart("file", "application/pdf", filename=d.file_name, source=d.chunks) for d in docs
         ]
         request = proto.build_request(
             self.routes,
@@ -295,7 +302,7 @@ class QESClient:
             self.routes,
             Operation.UPLOAD_SELFIE,
             signature_id=signature_id,
-            parts=(proto.Part("selfie", "image/jpeg", filename="selfie.jpg", data=bytes(jpeg)),),
+            parts=(BodyPart("selfie", "image/jpeg", filename="selfie.jpg", data=bytes(jpeg)),),
         )
         await self._transport.send(request)
 
@@ -414,7 +421,7 @@ class QESClient:
             headers={"Accept": "multipart/mixed, application/pdf"},
         )
 
-        async def consume(resp: aiohttp.ClientResponse) -> SignedDocument:
+        async def consume(resp: TransportResponse) -> SignedDocument:
             return await consume_signed_document(
                 resp, folder, document_id, keep, limit=self.max_download_size
             )

@@ -8,7 +8,7 @@ side's values. The transport only moves bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -25,9 +25,9 @@ from .._core.models import (
 from .._core.redact import Scrubber
 from .operations import Operation, spec
 from .routes import Routes
+from .transport import BodyPart
 
 __all__ = [
-    "Part",
     "Request",
     "Response",
     "Token",
@@ -48,21 +48,6 @@ JSON_HEADERS = {"Accept": "application/json"}
 
 
 @attrs.frozen
-class Part:
-    """One part of a multipart/form-data body.
-
-    ``data`` holds small bytes (JSON metadata, a selfie); ``source`` is a callable returning
-    a fresh async iterator of chunks, so the body can be rebuilt for every attempt.
-    """
-
-    name: str
-    content_type: str
-    filename: str | None = None
-    data: bytes | None = attrs.field(default=None, repr=False)
-    source: Callable[[], Any] | None = attrs.field(default=None, repr=False)
-
-
-@attrs.frozen
 class Request:
     """What to send: method, route name (for logs and retries), path, and the body.
 
@@ -74,7 +59,7 @@ class Request:
     path: str
     params: Mapping[str, str] = attrs.field(factory=dict)
     json: Any = attrs.field(default=None, repr=False)
-    parts: tuple[Part, ...] = ()
+    parts: tuple[BodyPart, ...] = ()
     headers: Mapping[str, str] = attrs.field(factory=lambda: dict(JSON_HEADERS))
     idempotent: bool = False
     authenticated: bool = True
