@@ -44,11 +44,11 @@ from .._signers.signer import (
     SignerRequest,
 )
 from . import machine as fm
+from .collaborators import StepContext
 from .events import FlowEventKind
 from .state import DownloadRecord, FlowState, Generation
 
 if TYPE_CHECKING:
-    from .driver import SignatureFlow
     from .pades import PadesResult
 
 __all__ = ["StepRunner"]
@@ -66,10 +66,18 @@ class _Restart(Exception):
 class StepRunner:
     """Performs the machine's actions for one run of one flow."""
 
-    def __init__(self, flow: SignatureFlow, state: FlowState, documents: Sequence[Document]):
-        self.flow, self.state, self.documents = flow, state, list(documents)
-        self.client = flow.client
-        self.opts = flow.options
+    def __init__(self, context: StepContext, state: FlowState, documents: Sequence[Document]):
+        self.state, self.documents = state, list(documents)
+        self.client = context.client
+        self.waiter = context.waiter
+        self.signer = context.signer
+        self.opts = context.options
+        self.clock = context.clock
+        self.restart_policy = context.restart_policy
+        self.checkpoint = context.checkpoint
+        self.emit = context.emit
+        self.trace_step = context.trace_step
+        self.trace_wait = context.trace_wait
         self._attempts_left: int | None = None
         self._resyncs = 0
 
@@ -86,16 +94,16 @@ class StepRunner:
     def _waiter_via(self) -> str:
         # A webhook-fed waiter re-reads the status when a webhook (or its safety poll)
         # wakes it; a polling waiter reads on its schedule.
-        return "webhook" if hasattr(self.flow.waiter, "dispatcher") else "read"
+        return "webhook" if hasattr(self.waiter, "dispatcher") else "read"
 
     async def _acting(self, action: str, call: Awaitable[T], **data: Any) -> T:
         """Await one call to the service and put it, with its outcome, in the evidence."""
         try:
             result = await call
         except Exception as exc:
-            self.flow.note("action", action=action, **data, **_failure(exc))
+            self.checkpoint.note("action", action=action, **data, **_failure(exc))
             raise
-        self.flow.note(
+        self.checkpoint.note(
             "action",
             action=action,
             outcome="ok",
@@ -124,7 +132,7 @@ class StepRunner:
                 if isinstance(exc, OutcomeUnknownError):
                     # The network, not the signature, is in trouble: stop here but leave the
                     # flow resumable (its in-flight marker makes the next run re-read first).
-                    await self.flow.save()
+                    await self.checkpoint.save()
                     raise exc
                 await self._fail(exc)  # the service keeps refusing what the machine asks
             await self.resync()
@@ -137,15 +145,15 @@ class StepRunner:
         """Re-read the remote status and move the machine to what it asks for."""
         if self.state.step in (fm.Step.CREATE, fm.Step.RESTART) or self.state.finished:
             return
-        with self.flow._traced_step("resync"):
+        with self.trace_step("resync"):
             try:
                 report, via = await self.client.get_signature_status(self.sig), "read"
                 if report.status is Status.ERROR or not report.status.is_known:
-                    self.flow.note("status_observed", **_status_facts(report, via))
+                    self.checkpoint.note("status_observed", **_status_facts(report, via))
                     report, via = await self._wait_for(fm.ACTIONABLE), self._waiter_via
                 settled = await self._settle(report)
                 if settled is not report:
-                    self.flow.note("status_observed", **_status_facts(report, via))
+                    self.checkpoint.note("status_observed", **_status_facts(report, via))
                     via = self._waiter_via
                 await self._observe(settled, via)
             except _Restart as restart:  # e.g. invalid_signature found on resume
@@ -159,31 +167,29 @@ class StepRunner:
         in_flight = self.gen.in_flight
         settled = fm.SETTLED.get(fm.Action(in_flight)) if in_flight in fm.SETTLED else None
         if settled is not None and report.status is settled[0]:
-            deadline = self.flow.clock.time() + self.opts.outcome_grace
+            deadline = self.clock.time() + self.opts.outcome_grace
             with (
                 contextlib.suppress(WaitTimeoutError),
-                self.flow._traced_wait("status", settled[1]) as wait,
+                self.trace_wait("status", settled[1]) as wait,
             ):
-                report = await self.flow.waiter.wait_for(self.sig, settled[1], deadline=deadline)
+                report = await self.waiter.wait_for(self.sig, settled[1], deadline=deadline)
                 wait.outcome(report.status.value)
         if self.gen.in_flight in fm.SETTLED:
             self.gen.in_flight = None
         return report
 
     async def _wait_for(self, targets: Sequence[Status]) -> StatusReport:
-        deadline = self.flow.clock.time() + self.opts.wait_timeout
-        with self.flow._traced_wait("status", targets) as wait:
-            report: StatusReport = await self.flow.waiter.wait_for(
-                self.sig, targets, deadline=deadline
-            )
+        deadline = self.clock.time() + self.opts.wait_timeout
+        with self.trace_wait("status", targets) as wait:
+            report: StatusReport = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
             wait.outcome(report.status.value)
         return report
 
     async def _observe(self, report: StatusReport, via: str) -> None:
         gen, status = self.gen, report.status
-        self.flow.note("status_observed", **_status_facts(report, via))
+        self.checkpoint.note("status_observed", **_status_facts(report, via))
         if status.value != gen.last_status:
-            self.flow.emit(FlowEventKind.STATUS_CHANGED, status=status.value)
+            self.emit(FlowEventKind.STATUS_CHANGED, status=status.value)
         gen.last_status, gen.last_status_code = status.value, report.status_code
         if status is Status.KYC_REQUIRED:
             raise KYCRequiredError(report)
@@ -192,8 +198,8 @@ class StepRunner:
         self.state.step = fm.on_status(self.state.step, status)
         window = fm.WINDOWS.get(self.state.step)
         if window is not None:
-            gen.deadlines.setdefault(window[0], self.flow.clock.time() + window[1])
-        await self.flow.save()
+            gen.deadlines.setdefault(window[0], self.clock.time() + window[1])
+        await self.checkpoint.save()
 
     async def _unreachable(self, exc: UnreachableStatusError) -> None:
         status = exc.report.status
@@ -219,25 +225,25 @@ class StepRunner:
             state.error["status_codes"] = list(exc.status_codes)
         if self.gen.ended is None:
             self._end_generation(state.outcome)
-        self.flow.note(
+        self.checkpoint.note(
             "finished",
             outcome=state.outcome,
             error=type(exc).__name__,
             status_codes=state.error.get("status_codes"),
         )
         state.step = fm.on_event(state.step, fm.Event.GIVE_UP)
-        await self.flow.save()
-        self.flow.emit(FlowEventKind.FINISHED, outcome=state.outcome)
+        await self.checkpoint.save()
+        self.emit(FlowEventKind.FINISHED, outcome=state.outcome)
         raise exc
 
     def _end_generation(self, why: str) -> None:
-        self.gen.ended, self.gen.ended_at = why, self.flow.clock.time()
+        self.gen.ended, self.gen.ended_at = why, self.clock.time()
 
     async def _restart_needed(self, reason: fm.RestartReason) -> None:
-        allowed = self.flow.allows_restart(reason)
-        self.flow.note("restart_needed", reason=reason.value, allowed=allowed)
+        allowed = self.restart_policy.allows(reason, len(self.state.generations))
+        self.checkpoint.note("restart_needed", reason=reason.value, allowed=allowed)
         if not allowed:
-            limit = self.flow.restart_policy.max_restarts
+            limit = self.restart_policy.max_restarts
             self._end_generation(reason.value)
             await self._fail(
                 RestartLimitError(
@@ -248,23 +254,23 @@ class StepRunner:
             )
         self._end_generation(reason.value)
         self.state.step = fm.on_event(self.state.step, fm.Event.RESTART_NEEDED)
-        await self.flow.save()
+        await self.checkpoint.save()
 
     async def _restart(self) -> None:
         previous = self.gen
-        now = self.flow.clock.time()
+        now = self.clock.time()
         self.state.generations.append(
             Generation(number=previous.number + 1, started_at=now, reason=previous.ended)
         )
         self._attempts_left = None
-        self.flow.note("generation_started", number=self.gen.number, reason=previous.ended)
+        self.checkpoint.note("generation_started", number=self.gen.number, reason=previous.ended)
         self.state.step = fm.on_event(self.state.step, fm.Event.RESTARTED)
-        await self.flow.save()
-        self.flow.emit(FlowEventKind.RESTARTED, reason=previous.ended)
+        await self.checkpoint.save()
+        self.emit(FlowEventKind.RESTARTED, reason=previous.ended)
 
     async def _event(self, event: fm.Event) -> None:
         self.state.step = fm.on_event(self.state.step, event)
-        await self.flow.save()
+        await self.checkpoint.save()
 
     # --------------------------------------------------------------------------- actions
 
@@ -274,7 +280,7 @@ class StepRunner:
             # have made a workflow this flow will never know.
             await self._unconfirmed_create("the run that sent it stopped before its answer")
         self.gen.in_flight = "create"
-        await self.flow.save()
+        await self.checkpoint.save()
         create = asyncio.ensure_future(
             self.client.create_workflow(
                 self.state.client_reference, workflow_name=self.state.workflow_name
@@ -290,7 +296,7 @@ class StepRunner:
                 await self._created(await create)
             raise
         except Exception as exc:
-            self.flow.note("action", action=Operation.CREATE_WORKFLOW, **_failure(exc))
+            self.checkpoint.note("action", action=Operation.CREATE_WORKFLOW, **_failure(exc))
             if isinstance(exc, OutcomeUnknownError):
                 self.gen.in_flight = None  # the next create is a new call, counted apart
                 await self._unconfirmed_create("its answer was lost")
@@ -299,19 +305,19 @@ class StepRunner:
 
     async def _unconfirmed_create(self, why: str) -> None:
         self.gen.unconfirmed_creates += 1
-        self.flow.note("create_unconfirmed", reason=why)
-        await self.flow.save()
+        self.checkpoint.note("create_unconfirmed", reason=why)
+        await self.checkpoint.save()
         log.warning(
             "flow %s: a create_workflow got no answer (%s); a workflow may exist at the "
             "service that this flow will not use",
             self.state.flow_id,
             why,
         )
-        self.flow.emit(FlowEventKind.CREATE_UNCONFIRMED, reason=why)
+        self.emit(FlowEventKind.CREATE_UNCONFIRMED, reason=why)
 
     async def _created(self, workflow: Workflow) -> None:
         self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
-        self.flow.note(
+        self.checkpoint.note(
             "action",
             action=Operation.CREATE_WORKFLOW,
             outcome="ok",
@@ -333,7 +339,7 @@ class StepRunner:
     async def _upload_documents(self) -> None:
         retried = self.gen.in_flight == Operation.UPLOAD_DOCUMENTS
         self.gen.in_flight = Operation.UPLOAD_DOCUMENTS
-        await self.flow.save()
+        await self.checkpoint.save()
         uploaded = [
             {"file_name": d.file_name, "sha256": d.sha256, "size": d.size}
             for d in self.state.documents
@@ -362,14 +368,14 @@ class StepRunner:
     async def _upload_selfie(self) -> None:
         deadline = self.gen.deadlines["selfie"]
         request = SelfieRequest(self.state.flow_id, self.sig, self.gen.number, deadline)
-        jpeg = await self._ask(self.flow.signer.selfie(request), request, "selfie")
+        jpeg = await self._ask(self.signer.selfie(request), request, "selfie")
         await self._acting(Operation.UPLOAD_SELFIE, self.client.upload_selfie(self.sig, jpeg))
         await self._ack(request, AnswerKind.ACCEPTED)
         await self._event(fm.Event.SELFIE_UPLOADED)
 
     async def _approve(self) -> None:
         details = await self.client.get_signature_details(self.sig, language=self.opts.language)
-        self.flow.note(
+        self.checkpoint.note(
             "details_shown", **_details_facts(details), hashes_agree=self._agree(details)
         )
         self._check_hashes(details)
@@ -384,8 +390,8 @@ class StepRunner:
             masked_mobile_number=mask_phone(self.state.mobile_number),
             passcode=details.passcode,
         )
-        approved = await self._ask(self.flow.signer.consent(request), request, "consent")
-        self.flow.note(
+        approved = await self._ask(self.signer.consent(request), request, "consent")
+        self.checkpoint.note(
             "consent",
             answer="approved" if approved else "declined",
             documents=[
@@ -404,9 +410,9 @@ class StepRunner:
             await self._ack(request, AnswerKind.ACCEPTED)
             self.state.outcome = "declined"
             self._end_generation("declined")
-            self.flow.note("finished", outcome="declined")
+            self.checkpoint.note("finished", outcome="declined")
             await self._event(fm.Event.DECLINED)
-            self.flow.emit(FlowEventKind.FINISHED, outcome="declined")
+            self.emit(FlowEventKind.FINISHED, outcome="declined")
             return
         await self._unsafe("approve", request, self._send_approval(details))
         await self._event(fm.Event.APPROVED)
@@ -432,7 +438,7 @@ class StepRunner:
             retry=self._attempts_left is not None,
         )
         # Held masked while the confirmation is in flight (frame locals reach error trackers).
-        passcode = Secret(await self._ask(self.flow.signer.passcode(request), request, "passcode"))
+        passcode = Secret(await self._ask(self.signer.passcode(request), request, "passcode"))
         try:
             await self._unsafe("confirm", request, self._send_confirmation(passcode))
         except InvalidPasscodeError as exc:
@@ -452,7 +458,7 @@ class StepRunner:
     async def _unsafe(self, name: str, request: SignerRequest, call: Awaitable[None]) -> None:
         self.gen.in_flight = name
         try:
-            await self.flow.save()
+            await self.checkpoint.save()
             await call
         except (FlowExpiredError, PasscodeExpiredError, TooManyAttemptsError):
             self.gen.in_flight = None
@@ -499,14 +505,14 @@ class StepRunner:
                 self.state.contract = DownloadRecord(
                     "infocert-contract", str(path), digest, len(contract)
                 )
-                self.flow.note(
+                self.checkpoint.note(
                     "contract_downloaded",
                     file_name=name,
                     path=str(path),
                     sha256=digest,
                     size=len(contract),
                 )
-                self.flow.emit(
+                self.emit(
                     FlowEventKind.DOCUMENT_DOWNLOADED,
                     document_id="infocert-contract",
                     path=str(path),
@@ -515,9 +521,9 @@ class StepRunner:
                 )
         self.state.outcome = "signed"
         self._end_generation("signed")
-        self.flow.note("finished", outcome="signed")
+        self.checkpoint.note("finished", outcome="signed")
         await self._event(fm.Event.DOWNLOADED)
-        self.flow.emit(FlowEventKind.FINISHED, outcome="signed")
+        self.emit(FlowEventKind.FINISHED, outcome="signed")
 
     async def _download_one(self, document_id: str, folder: Path) -> None:
         # Names this flow recorded stay; an unrecorded copy of this document is replaced.
@@ -537,7 +543,7 @@ class StepRunner:
             check.signer,
         )
         self.state.downloads.append(record)
-        self.flow.note(
+        self.checkpoint.note(
             "document_downloaded",
             document_id=document_id,
             file_name=Path(signed.path).name,
@@ -547,8 +553,8 @@ class StepRunner:
             request_id=signed.request_id,
             validation=check.as_evidence(),
         )
-        await self.flow.save()
-        self.flow.emit(
+        await self.checkpoint.save()
+        self.emit(
             FlowEventKind.DOCUMENT_DOWNLOADED,
             document_id=document_id,
             path=record.path,
@@ -594,16 +600,16 @@ class StepRunner:
 
     async def _ask(self, asking: Awaitable[T], request: SignerRequest, what: str) -> T:
         """The signer's answer, or a restart when the deadline passes first."""
-        clock, deadline = self.flow.clock, request.deadline
-        self.flow.emit(FlowEventKind.WAITING_FOR_SIGNER, waiting_for=what, deadline=deadline)
+        clock, deadline = self.clock, request.deadline
+        self.emit(FlowEventKind.WAITING_FOR_SIGNER, waiting_for=what, deadline=deadline)
         warn_at = max(clock.time(), deadline - self.opts.deadline_warning)
         warning = clock.call_at(
             warn_at,
-            lambda: self.flow.emit(
+            lambda: self.emit(
                 FlowEventKind.DEADLINE_APPROACHING, waiting_for=what, deadline=deadline
             ),
         )
-        with self.flow._traced_wait(what) as wait:
+        with self.trace_wait(what) as wait:
             task: asyncio.Future[T] = asyncio.ensure_future(asking)
             timer: asyncio.Future[None] = asyncio.ensure_future(
                 clock.sleep_until(deadline, passive=True)
@@ -625,7 +631,7 @@ class StepRunner:
 
     async def _ack(self, request: SignerRequest, kind: AnswerKind, left: int | None = None) -> None:
         try:
-            await self.flow.signer.acknowledge(request, SignerAnswer(kind, left))
+            await self.signer.acknowledge(request, SignerAnswer(kind, left))
         except Exception as exc:  # the signer's trouble must not break the flow
             log.warning("the signer's acknowledge() failed (%s)", type(exc).__name__)
 

@@ -34,7 +34,7 @@ from aiohttp.web_request import BaseRequest
 from .._client.routes import Routes
 from .._runtime.clock import Clock, FakeClock, SystemClock
 from ._api import CURRENT_CALL, OPERATIONS, ApiHandlers, CallState
-from ._control import CONTROL_PREFIX, add_control_routes
+from ._control import CONTROL_PREFIX, ControlHandlers
 from ._faults import HTTP_FAULTS, Fault, FaultPlan
 from ._model import IdentityCase, RequestRecord, SandboxTiming, ServiceError, Signature, SmsRecord
 from ._signing import MissingExtraError, sandbox_ca
@@ -144,7 +144,7 @@ class SandboxServer:
         """The aiohttp application (API routes, control routes, middleware)."""
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         self._api.add_routes(app, self.routes)
-        add_control_routes(app, self)
+        ControlHandlers(self).add_routes(app)
         return app
 
     async def start(self) -> None:
