@@ -2,7 +2,7 @@
 
 Every handler checks the bearer token (except the token endpoint), parses its input with
 the strict functions of ``_requests`` and turns the service's answer into the contract's
-shape. Errors are :class:`ServiceError`; the server's middleware writes their body.
+shape. Errors are :class:`ApiRefusal`; the server's middleware writes their body.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from aiohttp import web
 from .._client.operations import OPERATIONS as TABLE
 from .._client.pdf import make_pdf
 from .._client.routes import Routes
-from ._model import Document, ServiceError, Signature, bad_request
+from ._model import ApiRefusal, Signature, StoredDocument, bad_request
 from ._requests import (
     parse_approval,
     parse_confirmation,
@@ -205,7 +205,7 @@ class ApiHandlers:
         passcode = parse_confirmation(await self._json_body(request))
         try:
             attempt = self.service.confirm(request.match_info["id"], passcode)
-        except ServiceError as exc:
+        except ApiRefusal as exc:
             if exc.code in ("invalid_passcode", "too_many_attempts"):
                 self._done(request)  # a wrong try is counted: the state did change
             raise
@@ -227,7 +227,7 @@ class ApiHandlers:
         try:
             pdf = await self._sign(sig, doc)
         except MissingExtraError as exc:
-            raise ServiceError(501, "signing_unavailable", str(exc)) from None
+            raise ApiRefusal(501, "signing_unavailable", str(exc)) from None
         state = CURRENT_CALL.get(None)
         fault = state.fault if state is not None else None
         name = doc.file_name
@@ -254,7 +254,7 @@ class ApiHandlers:
             body=body, headers={"Content-Type": f'multipart/mixed; boundary="{boundary}"'}
         )
 
-    async def _sign(self, sig: Signature, doc: Document) -> bytes:
+    async def _sign(self, sig: Signature, doc: StoredDocument) -> bytes:
         """Sign in a worker thread, once per content and signer; downloads share the result.
 
         Keyed by what is signed rather than by signature: a test double may hand the same

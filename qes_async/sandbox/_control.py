@@ -16,7 +16,7 @@ import attrs
 from aiohttp import web
 
 from ._faults import HTTP_FAULTS, WEBHOOK_FAULTS
-from ._model import ExtractedDetails, IdentityCase, ServiceError, bad_request
+from ._model import ApiRefusal, ExtractedDetails, IdentityCase, bad_request
 from ._requests import parse_json_object
 from ._signing import MissingExtraError
 
@@ -241,7 +241,7 @@ class ControlHandlers:
         try:
             pem = self.sandbox.ca_pem
         except MissingExtraError as exc:
-            raise ServiceError(501, "missing_extra", str(exc)) from None
+            raise ApiRefusal(501, "missing_extra", str(exc)) from None
         return web.Response(
             body=pem,
             content_type=PEM_TYPE,
@@ -258,7 +258,7 @@ class ControlHandlers:
         try:
             return _ok({"passcode": self.sandbox.latest_passcode(request.match_info["id"])})
         except LookupError:
-            raise ServiceError(404, "no_passcode", "no passcode sent for this signature") from None
+            raise ApiRefusal(404, "no_passcode", "no passcode sent for this signature") from None
 
     async def clock(self, request: web.Request) -> web.Response:
         return _ok(_clock_body(self.sandbox))
@@ -270,7 +270,7 @@ class ControlHandlers:
         try:
             self.sandbox.advance(float(seconds))
         except TypeError:
-            raise ServiceError(409, "real_clock", "this sandbox runs on the real clock") from None
+            raise ApiRefusal(409, "real_clock", "this sandbox runs on the real clock") from None
         return _ok(_clock_body(self.sandbox))
 
     async def clients(self, request: web.Request) -> web.Response:
@@ -357,7 +357,7 @@ class ControlHandlers:
     async def signature(self, request: web.Request) -> web.Response:
         sig = self.sandbox.service.signatures.get(request.match_info["id"])
         if sig is None:
-            raise ServiceError(404, "signature_not_found", "no signature with this id")
+            raise ApiRefusal(404, "signature_not_found", "no signature with this id")
         return _ok(
             {
                 **sig.status_body(),
