@@ -32,6 +32,11 @@ _EXPORTS: dict[str, str] = {
     "RetryPolicy": "_client.retry",
     "Routes": "_client.routes",
     "Timeouts": "_client.transport",
+    "BodyPart": "_client.transport",
+    "Transport": "_client.transport",
+    "TransportError": "_client.transport",
+    "TransportRequest": "_client.transport",
+    "TransportResponse": "_client.transport",
     "make_pdf": "_client.pdf",
     # models
     "Attempt": "_core.models",
@@ -147,7 +152,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._client.pdf import make_pdf as make_pdf
     from ._client.retry import RetryPolicy as RetryPolicy
     from ._client.routes import Routes as Routes
+    from ._client.transport import BodyPart as BodyPart
     from ._client.transport import Timeouts as Timeouts
+    from ._client.transport import Transport as Transport
+    from ._client.transport import TransportError as TransportError
+    from ._client.transport import TransportRequest as TransportRequest
+    from ._client.transport import TransportResponse as TransportResponse
     from ._core.errors import AuthenticationError as AuthenticationError
     from ._core.errors import BadRequestError as BadRequestError
     from ._core.errors import ConflictError as ConflictError

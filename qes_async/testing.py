@@ -25,6 +25,10 @@ Fixtures:
     qes_client: a :class:`~qes_async.QESClient` connected to the sandbox.
     qes_signer: a :class:`~qes_async.CallbackSigner` that consents and types the
         passcode the sandbox sent.
+
+In memory, with no server at all: :class:`MockTransport` (``QESClient(...,
+transport=MockTransport())``) answers what you script with :class:`MockResponse` and keeps
+every request it got (:class:`RecordedRequest`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._client.mock_transport import MockResponse, MockTransport, RecordedRequest
 from ._runtime.clock import FakeClock
 
 if TYPE_CHECKING:
@@ -48,7 +53,16 @@ try:
 except ImportError:  # the package does not require it; only these fixtures do
     HAVE_PYTEST_ASYNCIO = False
 
-__all__ = ["qes_client", "qes_clock", "qes_sandbox", "qes_signer", "sandbox_signer"]
+__all__ = [
+    "MockResponse",
+    "MockTransport",
+    "RecordedRequest",
+    "qes_client",
+    "qes_clock",
+    "qes_sandbox",
+    "qes_signer",
+    "sandbox_signer",
+]
 
 NEEDS_PYTEST_ASYNCIO = (
     "the qes_async fixtures qes_sandbox and qes_client need pytest-asyncio: "

@@ -16,15 +16,17 @@ from aiohttp.test_utils import TestServer
 from conftest import register_secret
 
 from qes_async import (
+    AnswerKind,
     ConsentRequest,
+    DocumentInfo,
     FakeClock,
+    LegalCondition,
     PasscodeRequest,
+    SignerAnswer,
     SignerInbox,
     Status,
     WebhookDispatcher,
 )
-from qes_async._core.models import DocumentInfo, LegalCondition
-from qes_async._signers.signer import AnswerKind, SignerAnswer
 from qes_async.asgi import (
     WebhookApp,
     answer_status,

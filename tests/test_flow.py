@@ -287,8 +287,7 @@ async def test_lost_answer_is_resolved_by_reading_the_status(
 async def test_web_app_answers_through_the_inbox(tmp_path: Path) -> None:
     import asyncio
 
-    from qes_async import SignerInbox
-    from qes_async._signers.signer import AnswerKind, SignerAnswer
+    from qes_async import AnswerKind, SignerAnswer, SignerInbox
 
     async with world(tmp_path) as w:
         inbox = SignerInbox(clock=w.clock)

@@ -34,7 +34,7 @@ FLOWS = 25
 
 def _signature_paths(client: QESClient) -> list[str]:
     """The cached URL paths that belong to a signature (token and create have none)."""
-    return [path for path in client._transport._urls if "/signatures/" in path]
+    return [path for path in client._transport.transport._urls if "/signatures/" in path]
 
 
 def _assert_nothing_kept(w: World, signature_ids: list[str]) -> None:
@@ -43,7 +43,7 @@ def _assert_nothing_kept(w: World, signature_ids: list[str]) -> None:
     assert len(client._status_requests) == 0, sorted(client._status_requests)
     assert _signature_paths(client) == []
     # Only the paths that no signature owns stay: the token and the create call.
-    assert len(client._transport._urls) <= 2, sorted(client._transport._urls)
+    assert len(client._transport.transport._urls) <= 2, sorted(client._transport.transport._urls)
 
 
 async def test_sequential_signed_flows_leave_no_cache_entry(tmp_path: Path) -> None:

@@ -276,3 +276,99 @@ def test_state_error_is_a_value_error_and_a_flow_error() -> None:
 
     assert issubclass(StateFormatError, ValueError)
     assert issubclass(StateFormatError, FlowError)
+
+
+# ---------------------------------------------------------------- the machine's own tables
+# Each decision the flow makes about a status or a step lives in one table; these tests
+# fail when a status, a step or an action is added without its row.
+
+from qes_async import FlowExpiredError, PasscodeExpiredError, TooManyAttemptsError  # noqa: E402
+from qes_async._core.models import STATUS_FACTS, STATUS_RANK  # noqa: E402
+from qes_async._flow import machine as fm  # noqa: E402
+from qes_async._flow import steps  # noqa: E402
+
+
+def test_every_documented_status_has_its_facts() -> None:
+    assert set(STATUS_FACTS) == set(Status)
+
+
+def test_ranks_follow_the_ceremony_and_error_has_none() -> None:
+    ceremony = [
+        Status.NEW,
+        Status.PENDING,
+        Status.SELFIE_REQUIRED,
+        Status.USER_CONSENT_REQUIRED,
+        Status.CONFIRMATION_REQUIRED,
+        Status.PENDING_VERIFICATION,
+        Status.SIGNED,
+    ]
+    assert [STATUS_RANK[s] for s in ceremony] == sorted(STATUS_RANK[s] for s in ceremony)
+    assert len({STATUS_RANK[s] for s in ceremony}) == len(ceremony)
+    assert Status.ERROR not in STATUS_RANK
+    # Every end ranks with the furthest: nothing follows any of them.
+    ends = [s for s, f in STATUS_FACTS.items() if f.terminal]
+    assert {STATUS_RANK[s] for s in ends} == {max(STATUS_RANK.values())}
+
+
+def test_the_terminal_statuses_are_the_three_ends() -> None:
+    terminal = {s for s in Status if s.is_terminal}
+    assert terminal == {Status.SIGNED, Status.KYC_REQUIRED, Status.INVALID_SIGNATURE}
+    assert not Status("some_new_status").is_terminal
+
+
+def test_every_status_but_error_sends_the_flow_somewhere() -> None:
+    for status in Status:
+        moved = {fm.on_status(step, status) for step in (Step.AWAIT_PENDING, Step.AWAIT_SIGNED)}
+        if status is Status.ERROR:
+            assert moved == {Step.AWAIT_PENDING, Step.AWAIT_SIGNED}
+        else:
+            assert len(moved) == 1, status
+
+
+def test_actionable_statuses_are_those_with_something_to_do() -> None:
+    assert set(fm.ACTIONABLE) == {
+        Status.PENDING,
+        Status.SELFIE_REQUIRED,
+        Status.USER_CONSENT_REQUIRED,
+        Status.CONFIRMATION_REQUIRED,
+        Status.PENDING_VERIFICATION,
+        Status.SIGNED,
+    }
+
+
+def test_every_asking_step_has_one_window_and_the_contracts_lengths() -> None:
+    asking = {Step.CONSENT, Step.PASSCODE, Step.SELFIE}
+    assert set(fm.WINDOWS) == asking
+    assert fm.WINDOWS[Step.CONSENT] == ("consent", 7200.0)
+    assert fm.WINDOWS[Step.PASSCODE] == ("confirmation", 3600.0)
+    assert {step: name for step, (name, _) in fm.WINDOWS.items()} == fm.WINDOW_OF_STEP
+
+
+def test_settled_covers_the_unsafe_asking_calls_and_moves_forward() -> None:
+    assert set(fm.SETTLED) == {Action.APPROVE, Action.CONFIRM}
+    for action, (left, landed) in fm.SETTLED.items():
+        step = next(s for s in Step if fm.next_action(s) is action)
+        assert fm.on_status(Step.AWAIT_CONSENT, left) is step
+        assert all(STATUS_RANK[s] > STATUS_RANK[left] for s in landed)
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (TooManyAttemptsError(429), RestartReason.TOO_MANY_ATTEMPTS),
+        (PasscodeExpiredError(422), RestartReason.PASSCODE_EXPIRED),
+        (FlowExpiredError(422), RestartReason.FLOW_EXPIRED),
+        (ValueError("no refusal"), None),
+    ],
+)
+def test_refusals_map_to_one_restart_reason(exc: Exception, reason: RestartReason | None) -> None:
+    assert fm.restart_reason_for_error(exc) is reason
+    if reason is not None:  # the error's code names the same reason
+        assert fm.restart_reason_for(reason.value) is reason
+
+
+def test_every_action_but_stop_has_exactly_one_performer() -> None:
+    assert set(steps._PERFORMERS) == set(Action) - {Action.STOP}
+    assert all(callable(p) for p in steps._PERFORMERS.values())
+    # Every step's action is either performed or ends the loop.
+    assert {fm.next_action(s) for s in Step} <= set(steps._PERFORMERS) | {Action.STOP}

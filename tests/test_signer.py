@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from qes_async import (
+    AnswerKind,
     CallbackSigner,
     ConsentRequest,
     DocumentInfo,
@@ -16,11 +17,12 @@ from qes_async import (
     FlowError,
     LegalCondition,
     PasscodeRequest,
+    SelfieRequest,
     Signer,
+    SignerAnswer,
     SignerInbox,
     TerminalSigner,
 )
-from qes_async._signers.signer import AnswerKind, SelfieRequest, SignerAnswer
 
 DEADLINE = FakeClock.DEFAULT_START + 3600
 

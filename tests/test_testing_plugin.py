@@ -14,8 +14,15 @@ from pathlib import Path
 import pytest
 
 import qes_async.testing
-from qes_async import Document, FlowOutcome, QESClient, SignatureFlow, Status, make_pdf
-from qes_async._signers.signer import CallbackSigner
+from qes_async import (
+    CallbackSigner,
+    Document,
+    FlowOutcome,
+    QESClient,
+    SignatureFlow,
+    Status,
+    make_pdf,
+)
 from qes_async.sandbox import SandboxServer
 
 

@@ -39,9 +39,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from qes_async import FakeClock, InvalidInputError, QESClient, WebhookDispatcher, WebhookEvent
+from qes_async import (
+    ErrorDetail,
+    FakeClock,
+    InvalidInputError,
+    QESClient,
+    Status,
+    WebhookDispatcher,
+    WebhookEvent,
+)
 from qes_async._client.validation import check_signature_id
-from qes_async._core.models import ErrorDetail, Status
 from qes_async.postgres._relay import PostgresRelay, encode_event
 from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver
 

@@ -25,7 +25,7 @@ from qes_async import (
     Timeouts,
     TooManyAttemptsError,
 )
-from qes_async._client.transport import MAX_REAUTHS
+from qes_async._client.sending import MAX_REAUTHS
 from qes_async._runtime.clock import to_datetime
 
 SIG = "sig-1"
@@ -507,7 +507,7 @@ async def test_an_answer_larger_than_the_api_ever_sends_is_a_decode_error(
     fake_api: FakeAPI, chunked: bool
 ) -> None:
     from qes_async import DecodeError
-    from qes_async._client.transport import MAX_ANSWER_BYTES
+    from qes_async._client.sending import MAX_ANSWER_BYTES
 
     blob = b'{"signatureId": "' + b"x" * (MAX_ANSWER_BYTES + 10) + b'"}'
 

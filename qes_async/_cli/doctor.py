@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from .._client.protocol import _OPERATIONS as OPERATION_METHODS
+from .._client.operations import OPERATIONS, Operation
 from .._client.routes import Routes
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: The HTTP method of each operation (a route file changes paths, never methods).
-METHODS: dict[str, str] = {"create_token": "POST", **OPERATION_METHODS}
+METHODS: dict[str, str] = {op.value: spec.method for op, spec in OPERATIONS.items()}
 #: Where the signature routes may live instead (the Fourthline host that serves QES legal
 #: documents uses /v1/qualifiedElectronicSignature; the mobile API /v1/onboarding/...).
 PREFIXES = (
@@ -51,11 +51,16 @@ PREFIXES = (
 )
 #: Other names the last path segment may have.
 SUFFIXES: dict[str, tuple[str, ...]] = {
-    "upload_mobile_number": ("mobile-number", "mobileNumber", "mobile", "phone-number"),
-    "get_signature_details": ("details", "detail"),
-    "approve_documents": ("approval", "approve", "approvals"),
-    "confirm_signature": ("confirmation", "confirm", "confirmations"),
-    "get_infocert_contract": ("infocert-contract", "infocertContract", "contract"),
+    Operation.UPLOAD_MOBILE_NUMBER: (
+        "mobile-number",
+        "mobileNumber",
+        "mobile",
+        "phone-number",
+    ),
+    Operation.GET_SIGNATURE_DETAILS: ("details", "detail"),
+    Operation.APPROVE_DOCUMENTS: ("approval", "approve", "approvals"),
+    Operation.CONFIRM_SIGNATURE: ("confirmation", "confirm", "confirmations"),
+    Operation.GET_INFOCERT_CONTRACT: ("infocert-contract", "infocertContract", "contract"),
 }
 #: Where the create call may live instead.
 WORKFLOW_PATHS = (
@@ -170,7 +175,7 @@ def candidate_paths(operation: str, routes: Routes, confirmed: Iterable[str] = (
     """
     default = getattr(Routes(), operation)
     current = getattr(routes, operation)
-    if operation == "create_workflow":
+    if operation == Operation.CREATE_WORKFLOW:
         return [path for path in WORKFLOW_PATHS if path != current]
     if not default.startswith(DEFAULT_PREFIX + "/{id}"):
         return []

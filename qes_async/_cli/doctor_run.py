@@ -19,6 +19,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from .._client.operations import Operation
 from .._client.routes import Routes
 from .doctor import (
     Answer,
@@ -52,6 +53,12 @@ class _Target:
     timeout: float
 
 
+def _client_trust(client: Any) -> _ssl.SSLContext | bool:
+    """The client's own TLS trust when it chose one (a private CA), else the system's."""
+    transport = client._transport.transport
+    return transport.ssl_context if getattr(transport, "custom_ssl", False) else True
+
+
 async def run_doctor(client: Any, *, timeout: float = 10.0) -> DoctorReport:
     """Diagnose the environment ``client`` is configured for (URL, credentials, trust,
     routes), without creating or changing anything at the service."""
@@ -60,7 +67,7 @@ async def run_doctor(client: Any, *, timeout: float = 10.0) -> DoctorReport:
         client.client_id,
         client._secret.reveal(),  # the doctor is part of the client's package
         client.routes,
-        client._transport._ssl if client._transport.custom_ssl else True,
+        _client_trust(client),
         timeout,
     )
     steps = await reach(URL(target.base_url), target.ssl, timeout)
@@ -222,7 +229,7 @@ class _Prober:
         that answers like the baseline is looked for elsewhere, so the probes can go on."""
         path = self.target.routes.create_token
         answer, data, token = await self._ask_token(path)
-        row = RouteCheck("create_token", "POST", path, "200 token", Verdict.OK)
+        row = RouteCheck(Operation.CREATE_TOKEN, "POST", path, "200 token", Verdict.OK)
         if token is None:
             _, baseline = await self.baseline(None)
             verdict = classify(answer, baseline)
@@ -248,7 +255,7 @@ class _Prober:
                 continue
             answer, data, token = await self._ask_token(candidate)
             if token is not None or classify(answer, baseline) is Verdict.OK:
-                line = override_line("create_token", candidate)
+                line = override_line(Operation.CREATE_TOKEN, candidate)
                 note = f"{candidate} answers {answer.describe() if token is None else '200 token'}"
                 return attrs.evolve(row, override=line, note=note, found=candidate), data, token
         note = f"none of {len(TOKEN_PATHS)} other likely paths answered; ask Fourthline"

@@ -729,6 +729,16 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"qes-async {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    sign, resume = _add_signing_commands(sub)
+    _add_store_commands(sub)
+    status, download = _add_direct_commands(sub, argv)
+    _add_routes_option(sign, resume, status, download)
+    _add_route_commands(sub)
+    return parser
+
+
+def _add_signing_commands(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """``demo``, ``sign`` and ``resume``: the commands that run a ceremony."""
     demo = sub.add_parser("demo", help="sign a PDF against the embedded sandbox, in seconds")
     demo.add_argument(
         "--scenario",
@@ -782,6 +792,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         )
         parser_.add_argument("--selfie", metavar="JPEG", help="the selfie, if one is asked for")
 
+    return sign, resume
+
+
+def _add_store_commands(sub: Any) -> None:
+    """``flows`` and ``evidence``: the commands that read the checkpoint store."""
     flows = sub.add_parser("flows", help="list the stored flows: where each stands")
     flows.add_argument("--store", default=DEFAULT_STORE, help="SQLite file for checkpoints")
     flows.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
@@ -805,6 +820,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_common(evidence)
     evidence.set_defaults(handler=cmd_evidence)
 
+
+def _add_direct_commands(
+    sub: Any, argv: Sequence[str]
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """``sandbox``, ``status`` and ``download``: one call, or the sandbox itself."""
     sandbox = sub.add_parser("sandbox", help="serve the sandbox for your own tests and curl")
     if "sandbox" in argv:
         from ..sandbox._standalone import add_arguments as add_sandbox_arguments
@@ -824,9 +844,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     download.add_argument("--output", "-o", default="signed", help="folder (default ./signed)")
     _add_common(download)
     download.set_defaults(handler=cmd_download)
-    _add_routes_option(sign, resume, status, download)
-    _add_route_commands(sub)
-    return parser
+    return status, download
 
 
 def _exit_code_for(error: BaseException) -> int:

@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import aiohttp
-import attrs
 from yarl import URL
 
 from .._core.errors import DecodeError, InvalidInputError
@@ -24,9 +22,11 @@ from . import protocol as proto
 from .auth import TokenCache
 from .documents import Document
 from .download import TAIL, consume_signed_document, pdf_defect
+from .operations import OPERATIONS, Operation
 from .retry import RetryPolicy
 from .routes import ENVIRONMENTS, Routes
-from .transport import Timeouts, Transport
+from .sending import Sender
+from .transport import BodyPart, Timeouts, Transport, TransportResponse
 from .validation import (
     DEFAULT_WORKFLOW_NAME,
     check_file_name,
@@ -45,9 +45,7 @@ __all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "DEFAULT_MAX_DOWNLOAD_SIZE", "QESClient"
 _STATUS_REQUESTS_KEPT = 16_384  # prepared status reads, oldest dropped first
 # The operations whose path holds the signature id alone (what _forget drops per signature).
 _SIGNATURE_OPERATIONS = tuple(
-    field.name
-    for field in attrs.fields(Routes)
-    if "{id}" in str(field.default) and "{document_id}" not in str(field.default)
+    op.name.value for op in OPERATIONS.values() if op.placeholders == frozenset({"id"})
 )
 
 DEFAULT_MAX_DOCUMENT_SIZE = 50 * 1024 * 1024
@@ -81,6 +79,9 @@ class QESClient:
         max_document_size: the largest document accepted for upload, in bytes.
         max_download_size: the largest signed document accepted, in decoded bytes (64 MiB
             by default); a larger one is refused with :class:`DecodeError` and no file.
+        transport: the :class:`Transport` that moves the bytes, instead of the built-in
+            aiohttp one (e.g. :class:`qes_async.testing.MockTransport`); it replaces
+            ``session``, ``trace_configs`` and ``ssl``, and is not closed by the client.
 
     Use it as ``async with QESClient(...) as client:`` or call :meth:`aclose`.
     """
@@ -92,17 +93,18 @@ class QESClient:
         *,
         base_url: str | None = None,
         environment: str | None = None,
-        session: aiohttp.ClientSession | None = None,
+        session: object | None = None,
         retry: RetryPolicy | None = None,
         timeouts: Timeouts | None = None,
         routes: Routes | dict[str, str] | None = None,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
-        trace_configs: Iterable[aiohttp.TraceConfig] = (),
+        trace_configs: Iterable[object] = (),
         ssl: _ssl.SSLContext | None = None,
         allow_insecure_http: bool = False,
         max_document_size: int = DEFAULT_MAX_DOCUMENT_SIZE,
         max_download_size: int = DEFAULT_MAX_DOWNLOAD_SIZE,
+        transport: Transport | None = None,
     ) -> None:
         # Held masked from the first line: a traceback's frame locals show Secret('***').
         secret = hold(client_secret)
@@ -129,11 +131,16 @@ class QESClient:
             if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
                 raise InvalidInputError(name, "must be a positive number of bytes")
         trace_configs = list(trace_configs)
-        if session is not None and trace_configs:
+        owns_transport = transport is None
+        if transport is None:
+            from .aiohttp_transport import AiohttpTransport
+
+            transport = AiohttpTransport(session, trace_configs=trace_configs, ssl=ssl)
+        elif session is not None or trace_configs or ssl is not None:
             raise InvalidInputError(
-                "trace_configs",
-                "cannot be added to a session you supplied",
-                advice="Create your session with ClientSession(trace_configs=...) instead.",
+                "transport",
+                "replaces session, trace_configs and ssl: pass either",
+                advice="Configure the session, tracing and TLS on the transport you pass.",
             )
         configure_from_env()
         self.client_id = client_id
@@ -145,15 +152,14 @@ class QESClient:
         self.clock: Clock = clock or SystemClock()
         self.max_document_size = max_document_size
         self.max_download_size = max_download_size
-        self._transport = Transport(
+        self._transport = Sender(
             self.base_url,
-            session=session,
+            transport=transport,
             retry=retry or RetryPolicy(),
             timeouts=timeouts or Timeouts(),
             clock=self.clock,
             sleep=sleep or self.clock.sleep,
-            trace_configs=trace_configs,
-            ssl=ssl,
+            owns_transport=owns_transport,
         )
         self._tokens = TokenCache(self._fetch_token, self.clock.time)
         self._transport.auth = self._tokens
@@ -216,7 +222,7 @@ class QESClient:
             )
         request = proto.build_request(
             self.routes,
-            "create_workflow",
+            Operation.CREATE_WORKFLOW,
             json={"workflowName": workflow_name, "clientReference": client_reference},
         )
         return proto.parse_workflow(await self._transport.send(request))
@@ -254,17 +260,15 @@ class QESClient:
         metadata = {
             "documents": [{"fileName": d.file_name, "displayName": d.display_name} for d in docs]
         }
-        parts = [proto.Part("metadata", "application/json", data=json.dumps(metadata).encode())]
+        parts = [BodyPart("metadata", "application/json", data=json.dumps(metadata).encode())]
         parts += [
-            proto.Part("file", "application/pdf", filename=d.file_name, source=d.chunks)
-            for d in docs
+            BodyPart("file", "application/pdf", filename=d.file_name, source=d.chunks) for d in docs
         ]
         request = proto.build_request(
             self.routes,
-            "upload_documents",
+            Operation.UPLOAD_DOCUMENTS,
             signature_id=signature_id,
             parts=tuple(parts),
-            transfer=True,
         )
         await self._transport.send(request)
 
@@ -277,7 +281,7 @@ class QESClient:
         self._transport.scrubber.add(number)
         request = proto.build_request(
             self.routes,
-            "upload_mobile_number",
+            Operation.UPLOAD_MOBILE_NUMBER,
             signature_id=signature_id,
             json={"mobileNumber": number.reveal()},
         )
@@ -296,9 +300,9 @@ class QESClient:
             )
         request = proto.build_request(
             self.routes,
-            "upload_selfie",
+            Operation.UPLOAD_SELFIE,
             signature_id=signature_id,
-            parts=(proto.Part("selfie", "image/jpeg", filename="selfie.jpg", data=bytes(jpeg)),),
+            parts=(BodyPart("selfie", "image/jpeg", filename="selfie.jpg", data=bytes(jpeg)),),
         )
         await self._transport.send(request)
 
@@ -311,7 +315,7 @@ class QESClient:
             check_language(language)
         request = proto.build_request(
             self.routes,
-            "get_signature_details",
+            Operation.GET_SIGNATURE_DETAILS,
             signature_id=signature_id,
             params={"language": language} if language else {},
         )
@@ -329,9 +333,9 @@ class QESClient:
             check_language(passcode_language, "passcode_language")
         body = proto.approval_body(details, passcode_language)
         request = proto.build_request(
-            self.routes, "approve_documents", signature_id=signature_id, json=body
+            self.routes, Operation.APPROVE_DOCUMENTS, signature_id=signature_id, json=body
         )
-        return proto.parse_attempt(await self._transport.send(request), "approve_documents")
+        return proto.parse_attempt(await self._transport.send(request), Operation.APPROVE_DOCUMENTS)
 
     async def confirm_signature(self, signature_id: str, passcode: str | Secret) -> Attempt:
         """Confirm with the SMS passcode. Never replayed.
@@ -347,11 +351,11 @@ class QESClient:
         self._transport.scrubber.add(code)
         request = proto.build_request(
             self.routes,
-            "confirm_signature",
+            Operation.CONFIRM_SIGNATURE,
             signature_id=signature_id,
             json={"passcode": code.reveal()},
         )
-        return proto.parse_attempt(await self._transport.send(request), "confirm_signature")
+        return proto.parse_attempt(await self._transport.send(request), Operation.CONFIRM_SIGNATURE)
 
     async def get_signature_status(self, signature_id: str) -> StatusReport:
         """The signature's status (unknown status strings are kept, never an error)."""
@@ -359,7 +363,7 @@ class QESClient:
         if request is None:
             check_signature_id(signature_id)
             request = proto.build_request(
-                self.routes, "get_signature_status", signature_id=signature_id
+                self.routes, Operation.GET_SIGNATURE_STATUS, signature_id=signature_id
             )
             # Waiters read the same signature's status again and again: build it once.
             if len(self._status_requests) >= _STATUS_REQUESTS_KEPT:
@@ -376,7 +380,7 @@ class QESClient:
         self._status_requests.pop(signature_id, None)
         paths = [self.routes.path(op, id=signature_id) for op in _SIGNATURE_OPERATIONS]
         paths += [
-            self.routes.path("download_signed_document", id=signature_id, document_id=doc)
+            self.routes.path(Operation.DOWNLOAD_SIGNED_DOCUMENT, id=signature_id, document_id=doc)
             for doc in document_ids
         ]
         self._transport.forget_paths(paths)
@@ -411,14 +415,13 @@ class QESClient:
             )
         request = proto.build_request(
             self.routes,
-            "download_signed_document",
+            Operation.DOWNLOAD_SIGNED_DOCUMENT,
             signature_id=signature_id,
             document_id=document_id,
             headers={"Accept": "multipart/mixed, application/pdf"},
-            transfer=True,
         )
 
-        async def consume(resp: aiohttp.ClientResponse) -> SignedDocument:
+        async def consume(resp: TransportResponse) -> SignedDocument:
             return await consume_signed_document(
                 resp, folder, document_id, keep, limit=self.max_download_size
             )
@@ -432,7 +435,7 @@ class QESClient:
         check_signature_id(signature_id)
         request = proto.build_request(
             self.routes,
-            "get_infocert_contract",
+            Operation.GET_INFOCERT_CONTRACT,
             signature_id=signature_id,
             headers={"Accept": "application/pdf"},
         )
@@ -446,7 +449,7 @@ class QESClient:
                 status=response.status,
                 body=response.body,
                 request_id=response.request_id,
-                operation="get_infocert_contract",
+                operation=Operation.GET_INFOCERT_CONTRACT,
             )
         return response.body
 

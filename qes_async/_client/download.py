@@ -17,16 +17,17 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import NoReturn
 
-import aiohttp
 import attrs
 
 from .._core.errors import DecodeError
 from .._core.models import SignedDocument
 from .multipart import Headers, MultipartParser, PartData, PartEnd
+from .operations import Operation
+from .transport import TransportResponse
 from .validation import PDF_MAGIC
 
 __all__ = [
@@ -250,12 +251,7 @@ def _fsync_folder(folder: Path) -> None:
             os.close(dir_fd)
 
 
-async def _iter(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    async for chunk in content.iter_chunked(READ_CHUNK):
-        yield chunk
-
-
-async def _read_multipart(resp: aiohttp.ClientResponse, sink: _Sink) -> tuple[str | None, str]:
+async def _read_multipart(resp: TransportResponse, sink: _Sink) -> tuple[str | None, str]:
     """Stream the first PDF part into ``sink``; keep the first text part as the message."""
     try:
         parser = MultipartParser(_boundary(resp))
@@ -265,7 +261,7 @@ async def _read_multipart(resp: aiohttp.ClientResponse, sink: _Sink) -> tuple[st
     message = bytearray()
     target: str | None = None  # "pdf", "text" or None (skipped part)
     received, bound = 0, sink.limit + MAX_MESSAGE + MAX_FRAMING
-    async for chunk in _iter(resp.content):
+    async for chunk in resp.iter_chunks(READ_CHUNK):
         received += len(chunk)
         if received > bound:  # skipped parts and framing count too, not only the PDF
             sink._bad(f"the multipart answer is larger than {bound} bytes")
@@ -291,8 +287,8 @@ async def _read_multipart(resp: aiohttp.ClientResponse, sink: _Sink) -> tuple[st
     return name, message.decode("utf-8", errors="replace").strip()
 
 
-def _boundary(resp: aiohttp.ClientResponse) -> str:
-    params = multidict_params(resp.headers.get("Content-Type", ""))
+def _boundary(resp: TransportResponse) -> str:
+    params = multidict_params(resp.headers.get("content-type", ""))
     return params.get("boundary", "")
 
 
@@ -320,7 +316,7 @@ def _filename(disposition: str) -> str | None:
 
 
 async def consume_signed_document(
-    resp: aiohttp.ClientResponse,
+    resp: TransportResponse,
     destination: Path,
     document_id: str,
     keep: Collection[str] | None = None,
@@ -332,11 +328,11 @@ async def consume_signed_document(
     At most ``limit`` decoded bytes of document are accepted (aiohttp inflates a
     compressed answer before it reaches here, so the count is of what lands on disk).
     """
-    request_id = resp.headers.get("X-Request-Id")
-    sink = _Sink(destination, "download_signed_document", request_id, limit)
+    request_id = resp.headers.get("x-request-id")
+    sink = _Sink(destination, Operation.DOWNLOAD_SIGNED_DOCUMENT, request_id, limit)
     # Our own parsing: aiohttp's content_type goes through the email package, and every
     # multipart answer has a new boundary, so its cache never helps (a costly parse each).
-    kind = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    kind = resp.headers.get("content-type", "").split(";")[0].strip().lower()
     message: str | None = None
     name: str | None = None
     try:
@@ -344,22 +340,22 @@ async def consume_signed_document(
             name, message = await _read_multipart(resp, sink)
         elif kind == "application/pdf":
             declared = resp.content_length
-            if declared is not None and declared > limit and "Content-Encoding" not in resp.headers:
+            if declared is not None and declared > limit and "content-encoding" not in resp.headers:
                 sink._bad(  # refused before a byte is written
                     f"the signed document is larger than max_download_size ({limit} bytes); "
                     "if the documents really are this large, raise "
                     "QESClient(max_download_size=...)"
                 )
-            name = _filename(resp.headers.get("Content-Disposition", ""))
+            name = _filename(resp.headers.get("content-disposition", ""))
             await sink.open()
-            async for chunk in _iter(resp.content):
+            async for chunk in resp.iter_chunks(READ_CHUNK):
                 await sink.write(chunk)
         else:
             raise DecodeError(
                 f"expected multipart/mixed or application/pdf, got {kind or 'no content type'}",
                 status=resp.status,
                 request_id=request_id,
-                operation="download_signed_document",
+                operation=Operation.DOWNLOAD_SIGNED_DOCUMENT,
             )
         digest, size = sink.digest.hexdigest(), sink.size
         final = await sink.finish(safe_file_name(name, document_id), document_id, keep)

@@ -8,7 +8,7 @@ side's values. The transport only moves bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -23,10 +23,11 @@ from .._core.models import (
     Workflow,
 )
 from .._core.redact import Scrubber
+from .operations import Operation, spec
 from .routes import Routes
+from .transport import BodyPart
 
 __all__ = [
-    "Part",
     "Request",
     "Response",
     "Token",
@@ -47,21 +48,6 @@ JSON_HEADERS = {"Accept": "application/json"}
 
 
 @attrs.frozen
-class Part:
-    """One part of a multipart/form-data body.
-
-    ``data`` holds small bytes (JSON metadata, a selfie); ``source`` is a callable returning
-    a fresh async iterator of chunks, so the body can be rebuilt for every attempt.
-    """
-
-    name: str
-    content_type: str
-    filename: str | None = None
-    data: bytes | None = attrs.field(default=None, repr=False)
-    source: Callable[[], Any] | None = attrs.field(default=None, repr=False)
-
-
-@attrs.frozen
 class Request:
     """What to send: method, route name (for logs and retries), path, and the body.
 
@@ -73,7 +59,7 @@ class Request:
     path: str
     params: Mapping[str, str] = attrs.field(factory=dict)
     json: Any = attrs.field(default=None, repr=False)
-    parts: tuple[Part, ...] = ()
+    parts: tuple[BodyPart, ...] = ()
     headers: Mapping[str, str] = attrs.field(factory=lambda: dict(JSON_HEADERS))
     idempotent: bool = False
     authenticated: bool = True
@@ -131,50 +117,43 @@ class Token:
 
 # ------------------------------------------------------------------------------- requests
 
-_IDEMPOTENT = {"GET", "PUT", "HEAD"}
-_OPERATIONS: dict[str, str] = {
-    "create_workflow": "POST",
-    "upload_documents": "POST",
-    "upload_mobile_number": "PUT",
-    "upload_selfie": "POST",
-    "get_signature_details": "GET",
-    "approve_documents": "POST",
-    "confirm_signature": "POST",
-    "get_signature_status": "GET",
-    "download_signed_document": "GET",
-    "get_infocert_contract": "GET",
-}
 
+def build_request(routes: Routes, operation: Operation | str, **kw: Any) -> Request:
+    """A request for an endpoint; ``signature_id`` and ``document_id`` fill the path.
 
-def build_request(routes: Routes, operation: str, **kw: Any) -> Request:
-    """A request for an endpoint; ``signature_id`` and ``document_id`` fill the path."""
+    The method, whether a lost answer may be replayed, and whether it is a transfer all
+    come from the operation table (:mod:`.operations`), never from here.
+    """
     path_params = {"id": kw.pop("signature_id")} if "signature_id" in kw else {}
     if "document_id" in kw:
         path_params["document_id"] = kw.pop("document_id")
-    method = _OPERATIONS[operation]
+    op = spec(operation)
     return Request(
-        method=method,
-        operation=operation,
+        method=op.method,
+        operation=op.name.value,
         path=routes.path(operation, **path_params),
-        idempotent=method in _IDEMPOTENT,
+        idempotent=op.replay_safe,
+        authenticated=op.authenticated,
+        transfer=op.transfer,
         **kw,
     )
 
 
 def token_request(routes: Routes, client_id: str, client_secret: str) -> Request:
     """``POST /v1/oauth2/token`` with the client-credentials grant (retry-safe: no effect)."""
+    op = spec(Operation.CREATE_TOKEN)
     return Request(
-        method="POST",
-        operation="create_token",
-        path=routes.create_token,
+        method=op.method,
+        operation=op.name.value,
+        path=routes.path(op.name),
         json={
             "grant_type": "client_credentials",
             "client_id": client_id,
             "client_secret": client_secret,
         },
         headers={**JSON_HEADERS, "Cache-Control": "no-cache"},
-        idempotent=True,
-        authenticated=False,
+        idempotent=op.replay_safe,
+        authenticated=op.authenticated,
     )
 
 
@@ -275,12 +254,12 @@ def _has_request_id(cls: type[Any]) -> bool:
 
 def parse_workflow(response: Response) -> Workflow:
     """201 ``{"workflowId", "clientId"}``."""
-    return _model(response, "create_workflow", Workflow, ["workflowId"])
+    return _model(response, Operation.CREATE_WORKFLOW, Workflow, ["workflowId"])
 
 
 def parse_details(response: Response) -> SignatureDetails:
     """200 signature details."""
-    return _model(response, "get_signature_details", SignatureDetails, ["signatureId"])
+    return _model(response, Operation.GET_SIGNATURE_DETAILS, SignatureDetails, ["signatureId"])
 
 
 def parse_attempt(response: Response, operation: str) -> Attempt:
@@ -300,7 +279,7 @@ def parse_status(response: Response) -> StatusReport:
     id and status, an integer or null code, no errors) is built directly; anything else
     goes through the converter, which decides what is acceptable.
     """
-    data = decode_json(response, "get_signature_status")
+    data = decode_json(response, Operation.GET_SIGNATURE_STATUS)
     if type(data) is dict:
         sid, status, code = data.get("signatureId"), data.get("status"), data.get("statusCode")
         if (
@@ -314,20 +293,24 @@ def parse_status(response: Response) -> StatusReport:
             known = _STATUSES.get(status)  # a dict lookup; Status() costs more per call
             return StatusReport(sid, known or Status(status), code, (), response.request_id)
     return _structured(
-        data, response, "get_signature_status", StatusReport, ["signatureId", "status"]
+        data,
+        response,
+        Operation.GET_SIGNATURE_STATUS,
+        StatusReport,
+        ["signatureId", "status"],
     )
 
 
 def parse_token(response: Response, now: float) -> Token:
     """200 token; ``token_type`` and ``expires_in`` default to Bearer and 3600 s."""
-    data = decode_json(response, "create_token")
+    data = decode_json(response, Operation.CREATE_TOKEN)
     token = data.get("access_token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token:
         raise DecodeError(
             "the token answer has no access_token",
             status=response.status,
             request_id=response.request_id,
-            operation="create_token",
+            operation=Operation.CREATE_TOKEN,
         )
     expires_in = data.get("expires_in")
     if not isinstance(expires_in, (int, float)) or isinstance(expires_in, bool) or expires_in <= 0:

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import attrs
 
 from .._core.errors import InvalidInputError
+from .operations import Operation, spec
 
 __all__ = ["ENVIRONMENTS", "ROUTES_ENV", "Routes"]
 
@@ -25,6 +26,10 @@ ENVIRONMENTS: dict[str, str] = {
     "sandbox": "https://api.ext-sandbox.fourthline.com",
     "production": "https://api.fourthline.com",
 }
+
+
+def _default(operation: Operation) -> str:
+    return spec(operation).path
 
 
 @attrs.frozen
@@ -38,17 +43,18 @@ class Routes:
     :class:`InvalidInputError` naming the valid ones.
     """
 
-    create_token: str = "/v1/oauth2/token"  # noqa: S105 (a path, not a password)
-    create_workflow: str = "/v1/workflows"
-    upload_documents: str = "/v1/signatures/{id}/documents"
-    upload_mobile_number: str = "/v1/signatures/{id}/mobile-number"
-    upload_selfie: str = "/v1/signatures/{id}/selfie"
-    get_signature_details: str = "/v1/signatures/{id}/details"
-    approve_documents: str = "/v1/signatures/{id}/approval"
-    confirm_signature: str = "/v1/signatures/{id}/confirmation"
-    get_signature_status: str = "/v1/signatures/{id}/status"
-    download_signed_document: str = "/v1/signatures/{id}/documents/{document_id}"
-    get_infocert_contract: str = "/v1/signatures/{id}/infocert-contract"
+    # One field per operation (a test keeps them equal to the table), defaults from it.
+    create_token: str = _default(Operation.CREATE_TOKEN)
+    create_workflow: str = _default(Operation.CREATE_WORKFLOW)
+    upload_documents: str = _default(Operation.UPLOAD_DOCUMENTS)
+    upload_mobile_number: str = _default(Operation.UPLOAD_MOBILE_NUMBER)
+    upload_selfie: str = _default(Operation.UPLOAD_SELFIE)
+    get_signature_details: str = _default(Operation.GET_SIGNATURE_DETAILS)
+    approve_documents: str = _default(Operation.APPROVE_DOCUMENTS)
+    confirm_signature: str = _default(Operation.CONFIRM_SIGNATURE)
+    get_signature_status: str = _default(Operation.GET_SIGNATURE_STATUS)
+    download_signed_document: str = _default(Operation.DOWNLOAD_SIGNED_DOCUMENT)
+    get_infocert_contract: str = _default(Operation.GET_INFOCERT_CONTRACT)
 
     def __attrs_post_init__(self) -> None:
         for name, template in attrs.asdict(self).items():
@@ -128,19 +134,18 @@ def _placeholders(template: str) -> set[str] | None:
     except ValueError:  # an unbalanced brace
         return None
     names = set()
-    for _, name, spec, conversion in fields:
+    for _, name, fmt, conversion in fields:
         if name is None:
             continue
-        if not name.isidentifier() or spec or conversion:
+        if not name.isidentifier() or fmt or conversion:
             return None
         names.add(name)
     return names
 
 
 def _check_template(operation: str, template: object) -> None:
-    field = attrs.fields_dict(Routes)[operation]
-    expected = _placeholders(str(field.default))
-    valid = " and ".join(f"{{{n}}}" for n in sorted(expected or ())) or "no placeholder"
+    expected = set(spec(operation).placeholders)
+    valid = " and ".join(f"{{{n}}}" for n in sorted(expected)) or "no placeholder"
     advice = f"The path of {operation} must start with / and hold {valid}."
     if not isinstance(template, str) or not template.startswith("/"):
         raise InvalidInputError(
@@ -153,7 +158,7 @@ def _check_template(operation: str, template: object) -> None:
             f"{operation}: {template!r} has a brace that is not a {{name}}.",
             advice=advice,
         )
-    missing, extra = sorted((expected or set()) - found), sorted(found - (expected or set()))
+    missing, extra = sorted(expected - found), sorted(found - expected)
     if missing or extra:
         problems = [f"lacks {{{n}}}" for n in missing] + [f"has unknown {{{n}}}" for n in extra]
         raise InvalidInputError(

@@ -7,7 +7,9 @@ Reprs never show a passcode, a full mobile number or document bytes.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import attrs
 
@@ -72,7 +74,41 @@ class Status(str, enum.Enum):
         return f"Status({self.value!r})"
 
 
-_TERMINAL = frozenset({Status.SIGNED, Status.KYC_REQUIRED, Status.INVALID_SIGNATURE})
+@attrs.frozen
+class StatusFacts:
+    """What the contract says of one status, in one place (a new status is one row).
+
+    Attributes:
+        rank: how far along the ceremony it is. The contract's transitions only move
+            forward, so a read ranking below one already seen is stale; ``None`` for
+            ``error``, which has no place and may return to the status it interrupted.
+        terminal: the signature will not move on by itself.
+    """
+
+    rank: int | None
+    terminal: bool = False
+
+
+#: The facts of every documented status (a table test keeps it complete).
+STATUS_FACTS: Mapping[Status, StatusFacts] = MappingProxyType(
+    {
+        Status.NEW: StatusFacts(0),
+        Status.PENDING: StatusFacts(1),
+        Status.SELFIE_REQUIRED: StatusFacts(2),
+        Status.USER_CONSENT_REQUIRED: StatusFacts(3),
+        Status.CONFIRMATION_REQUIRED: StatusFacts(4),
+        Status.PENDING_VERIFICATION: StatusFacts(5),
+        Status.SIGNED: StatusFacts(6, terminal=True),
+        Status.KYC_REQUIRED: StatusFacts(6, terminal=True),
+        Status.INVALID_SIGNATURE: StatusFacts(6, terminal=True),
+        Status.ERROR: StatusFacts(None),
+    }
+)
+#: Derived views of the table, for the hot paths (a waiter judges every read).
+STATUS_RANK: Mapping[Status, int] = MappingProxyType(
+    {s: f.rank for s, f in STATUS_FACTS.items() if f.rank is not None}
+)
+_TERMINAL = frozenset(s for s, f in STATUS_FACTS.items() if f.terminal)
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -37,6 +37,7 @@ from .._runtime.clock import Clock, SystemClock
 from .._runtime.logs import logger as log
 from .._signers.signer import Signer
 from . import machine as fm
+from .collaborators import Checkpoint, FlowClient, StepContext
 from .events import EventHub, FlowEvent, FlowEventKind
 from .evidence import Evidence, append_entry
 from .sources import DocumentSource
@@ -50,6 +51,9 @@ from .state import (
 )
 from .steps import StepRunner
 from .store import FlowStore, Lease, MemoryFlowStore
+
+if TYPE_CHECKING:
+    from .._waiting.waiters import StatusWaiter
 
 __all__ = [
     "FlowEvent",
@@ -224,13 +228,13 @@ class SignatureFlow:
 
     def __init__(
         self,
-        client: Any,
+        client: FlowClient,
         *,
         documents: Sequence[Document] = (),
         mobile_number: str = "",
         client_reference: str = "",
         signer: Signer,
-        waiter: Any = None,
+        waiter: StatusWaiter | None = None,
         store: FlowStore | None = None,
         flow_id: str | None = None,
         signature_id: str | None = None,
@@ -299,7 +303,7 @@ class SignatureFlow:
         cls,
         flow_id: str,
         *,
-        client: Any,
+        client: FlowClient,
         store: FlowStore,
         signer: Signer,
         documents: Sequence[Document] = (),
@@ -407,7 +411,7 @@ class SignatureFlow:
             if self._resumed and not state.finished:
                 self._resumed = False
                 self.note("resumed", step=state.step.value)
-            runner = StepRunner(self, state, self._documents)
+            runner = StepRunner(self._step_context(), state, self._documents)
             await runner.resync()
             while not state.step.is_terminal:
                 action = fm.next_action(state.step)
@@ -496,6 +500,21 @@ class SignatureFlow:
             finished=state.finished,
             due_at=state.next_deadline(),
             lease=self._lease,
+        )
+
+    def _step_context(self) -> StepContext:
+        """The few things the steps may use of this flow."""
+        return StepContext(
+            client=self.client,
+            waiter=self.waiter,
+            signer=self.signer,
+            options=self.options,
+            clock=self.clock,
+            restart_policy=self.restart_policy,
+            checkpoint=Checkpoint(self.save, self.note),
+            emit=self.emit,
+            trace_step=self._traced_step,
+            trace_wait=self._traced_wait,
         )
 
     def allows_restart(self, reason: fm.RestartReason) -> bool:

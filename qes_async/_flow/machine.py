@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import enum
 
+from .._core.errors import FlowExpiredError, PasscodeExpiredError, QESError, TooManyAttemptsError
 from .._core.models import Status
 
 __all__ = [
+    "ACTIONABLE",
+    "SETTLED",
     "WAIT_TARGETS",
+    "WINDOWS",
+    "WINDOW_OF_STEP",
     "Action",
     "Event",
     "RestartReason",
@@ -28,6 +33,7 @@ __all__ = [
     "on_event",
     "on_status",
     "restart_reason_for",
+    "restart_reason_for_error",
     "should_restart",
     "transition",
 ]
@@ -173,6 +179,35 @@ _STATUS_OVERRIDES: dict[tuple[Step, Status], Step] = {
     (Step.AWAIT_CONSENT, Status.PENDING): Step.UPLOAD_MOBILE,
 }
 
+#: Statuses worth acting on once an ``error`` has passed: every one that sends the flow to
+#: a step with something to do (not back to the start, not to an end or a restart).
+ACTIONABLE: tuple[Status, ...] = tuple(
+    status
+    for status, step in _BY_STATUS.items()
+    if step not in {Step.AWAIT_PENDING, Step.FAILED, Step.RESTART}
+)
+
+#: The signer's windows: the deadline an asking step starts when the flow first enters
+#: it, by name (as kept in the checkpoint) and length. The contract gives 2 h to approve
+#: and 1 h to confirm; the selfie window is ours.
+WINDOWS: dict[Step, tuple[str, float]] = {
+    Step.CONSENT: ("consent", 2 * 3600.0),
+    Step.PASSCODE: ("confirmation", 3600.0),
+    Step.SELFIE: ("selfie", 24 * 3600.0),
+}
+WINDOW_OF_STEP: dict[Step, str] = {step: name for step, (name, _) in WINDOWS.items()}
+
+#: An unsafe call whose answer may have been lost: the status it leaves behind when it
+#: never landed, and the statuses that show it did. Until one of them shows, the driver
+#: must not send it again.
+SETTLED: dict[Action, tuple[Status, tuple[Status, ...]]] = {
+    Action.APPROVE: (Status.USER_CONSENT_REQUIRED, (Status.CONFIRMATION_REQUIRED,)),
+    Action.CONFIRM: (
+        Status.CONFIRMATION_REQUIRED,
+        (Status.SIGNED, Status.PENDING_VERIFICATION),
+    ),
+}
+
 _REFUSALS: dict[str, RestartReason] = {
     "flow_expired": RestartReason.FLOW_EXPIRED,
     "passcode_expired": RestartReason.PASSCODE_EXPIRED,
@@ -226,6 +261,22 @@ def transition(step: Step, what: Event | Status) -> Step:
 def restart_reason_for(code: str) -> RestartReason | None:
     """The restart reason for a service error code or a status, or None if it is not one."""
     return _REFUSALS.get(code)
+
+
+# The service's refusals that spend a generation, most specific first.
+_REFUSAL_ERRORS: tuple[tuple[type[QESError], RestartReason], ...] = (
+    (TooManyAttemptsError, RestartReason.TOO_MANY_ATTEMPTS),
+    (PasscodeExpiredError, RestartReason.PASSCODE_EXPIRED),
+    (FlowExpiredError, RestartReason.FLOW_EXPIRED),
+)
+
+
+def restart_reason_for_error(exc: BaseException) -> RestartReason | None:
+    """The restart reason a refusal of the service means, or None if it spends nothing."""
+    for kind, reason in _REFUSAL_ERRORS:
+        if isinstance(exc, kind):
+            return reason
+    return None
 
 
 def should_restart(generations: int, max_restarts: int) -> bool:

@@ -21,10 +21,9 @@ import cattrs
 
 from .._core.errors import FlowError
 from .._core.redact import mask_phone
-from .machine import Step
+from .machine import WINDOW_OF_STEP, Step
 
 #: The steps that run against a deadline, and the name of that deadline.
-WINDOW_OF_STEP = {Step.CONSENT: "consent", Step.PASSCODE: "confirmation", Step.SELFIE: "selfie"}
 
 __all__ = [
     "FORMAT_VERSION",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._client.documents import Document
 from .._client.download import PARTIAL_GLOB, write_file
+from .._client.operations import Operation
 from .._core.errors import (
     ConflictError,
     DocumentCheckError,
@@ -43,33 +44,17 @@ from .._signers.signer import (
     SignerRequest,
 )
 from . import machine as fm
+from .collaborators import StepContext
 from .events import FlowEventKind
-from .state import WINDOW_OF_STEP, DownloadRecord, FlowState, Generation
+from .state import DownloadRecord, FlowState, Generation
 
 if TYPE_CHECKING:
-    from .driver import SignatureFlow
     from .pades import PadesResult
 
 __all__ = ["StepRunner"]
 
 T = TypeVar("T")
 
-# The deadline each asking step starts when the flow enters it: (name, seconds).
-_LENGTHS = {"consent": 2 * 3600.0, "confirmation": 3600.0, "selfie": 24 * 3600.0}
-_WINDOWS = {step: (name, _LENGTHS[name]) for step, name in WINDOW_OF_STEP.items()}
-# Statuses worth acting on once an `error` has passed.
-_ACTIONABLE = (
-    Status.PENDING,
-    Status.SELFIE_REQUIRED,
-    Status.USER_CONSENT_REQUIRED,
-    Status.CONFIRMATION_REQUIRED,
-    Status.PENDING_VERIFICATION,
-    Status.SIGNED,
-)
-_SETTLED = {
-    "approve": (Status.USER_CONSENT_REQUIRED, (Status.CONFIRMATION_REQUIRED,)),
-    "confirm": (Status.CONFIRMATION_REQUIRED, (Status.SIGNED, Status.PENDING_VERIFICATION)),
-}
 _MAX_RESYNCS = 5
 
 
@@ -81,10 +66,18 @@ class _Restart(Exception):
 class StepRunner:
     """Performs the machine's actions for one run of one flow."""
 
-    def __init__(self, flow: SignatureFlow, state: FlowState, documents: Sequence[Document]):
-        self.flow, self.state, self.documents = flow, state, list(documents)
-        self.client = flow.client
-        self.opts = flow.options
+    def __init__(self, context: StepContext, state: FlowState, documents: Sequence[Document]):
+        self.state, self.documents = state, list(documents)
+        self.client = context.client
+        self.waiter = context.waiter
+        self.signer = context.signer
+        self.opts = context.options
+        self.clock = context.clock
+        self.restart_policy = context.restart_policy
+        self.checkpoint = context.checkpoint
+        self.emit = context.emit
+        self.trace_step = context.trace_step
+        self.trace_wait = context.trace_wait
         self._attempts_left: int | None = None
         self._resyncs = 0
 
@@ -101,16 +94,16 @@ class StepRunner:
     def _waiter_via(self) -> str:
         # A webhook-fed waiter re-reads the status when a webhook (or its safety poll)
         # wakes it; a polling waiter reads on its schedule.
-        return "webhook" if hasattr(self.flow.waiter, "dispatcher") else "read"
+        return "webhook" if hasattr(self.waiter, "dispatcher") else "read"
 
     async def _acting(self, action: str, call: Awaitable[T], **data: Any) -> T:
         """Await one call to the service and put it, with its outcome, in the evidence."""
         try:
             result = await call
         except Exception as exc:
-            self.flow.note("action", action=action, **data, **_failure(exc))
+            self.checkpoint.note("action", action=action, **data, **_failure(exc))
             raise
-        self.flow.note(
+        self.checkpoint.note(
             "action",
             action=action,
             outcome="ok",
@@ -123,12 +116,14 @@ class StepRunner:
     async def perform(self, action: fm.Action) -> None:
         """Perform ``action``; failures end the flow (saved) and are raised."""
         try:
-            await getattr(self, f"_{action.value}")()
+            await _PERFORMERS[action](self)
             self._resyncs = 0
         except _Restart as restart:
             await self._restart_needed(restart.reason)
         except (FlowExpiredError, PasscodeExpiredError, TooManyAttemptsError) as exc:
-            await self._restart_needed(fm.RestartReason(_code(exc)))
+            reason = fm.restart_reason_for_error(exc)
+            assert reason is not None
+            await self._restart_needed(reason)
         except UnreachableStatusError as exc:
             await self._unreachable(exc)
         except (OutcomeUnknownError, ConflictError) as exc:
@@ -137,7 +132,7 @@ class StepRunner:
                 if isinstance(exc, OutcomeUnknownError):
                     # The network, not the signature, is in trouble: stop here but leave the
                     # flow resumable (its in-flight marker makes the next run re-read first).
-                    await self.flow.save()
+                    await self.checkpoint.save()
                     raise exc
                 await self._fail(exc)  # the service keeps refusing what the machine asks
             await self.resync()
@@ -150,15 +145,15 @@ class StepRunner:
         """Re-read the remote status and move the machine to what it asks for."""
         if self.state.step in (fm.Step.CREATE, fm.Step.RESTART) or self.state.finished:
             return
-        with self.flow._traced_step("resync"):
+        with self.trace_step("resync"):
             try:
                 report, via = await self.client.get_signature_status(self.sig), "read"
                 if report.status is Status.ERROR or not report.status.is_known:
-                    self.flow.note("status_observed", **_status_facts(report, via))
-                    report, via = await self._wait_for(_ACTIONABLE), self._waiter_via
+                    self.checkpoint.note("status_observed", **_status_facts(report, via))
+                    report, via = await self._wait_for(fm.ACTIONABLE), self._waiter_via
                 settled = await self._settle(report)
                 if settled is not report:
-                    self.flow.note("status_observed", **_status_facts(report, via))
+                    self.checkpoint.note("status_observed", **_status_facts(report, via))
                     via = self._waiter_via
                 await self._observe(settled, via)
             except _Restart as restart:  # e.g. invalid_signature found on resume
@@ -173,45 +168,44 @@ class StepRunner:
         # one's lease ran out has waited that long already, and the status it has just
         # read (an approval that reached the service shows as confirmation_required) is
         # then the answer, with no further wait.
-        settled = _SETTLED.get(self.gen.in_flight or "")
-        now = self.flow.clock.time()
+        in_flight = self.gen.in_flight
+        settled = fm.SETTLED.get(fm.Action(in_flight)) if in_flight in fm.SETTLED else None
+        now = self.clock.time()
         sent_at = self.gen.in_flight_at if self.gen.in_flight_at is not None else now
         deadline = min(sent_at, now) + self.opts.outcome_grace
         if settled is not None and report.status is settled[0] and deadline > now:
             with (
                 contextlib.suppress(WaitTimeoutError),
-                self.flow._traced_wait("status", settled[1]) as wait,
+                self.trace_wait("status", settled[1]) as wait,
             ):
-                report = await self.flow.waiter.wait_for(self.sig, settled[1], deadline=deadline)
+                report = await self.waiter.wait_for(self.sig, settled[1], deadline=deadline)
                 wait.outcome(report.status.value)
-        if self.gen.in_flight in _SETTLED:
+        if self.gen.in_flight in fm.SETTLED:
             self.gen.in_flight = self.gen.in_flight_at = None
         return report
 
     async def _wait_for(self, targets: Sequence[Status]) -> StatusReport:
-        deadline = self.flow.clock.time() + self.opts.wait_timeout
-        with self.flow._traced_wait("status", targets) as wait:
-            report: StatusReport = await self.flow.waiter.wait_for(
-                self.sig, targets, deadline=deadline
-            )
+        deadline = self.clock.time() + self.opts.wait_timeout
+        with self.trace_wait("status", targets) as wait:
+            report: StatusReport = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
             wait.outcome(report.status.value)
         return report
 
     async def _observe(self, report: StatusReport, via: str) -> None:
         gen, status = self.gen, report.status
-        self.flow.note("status_observed", **_status_facts(report, via))
+        self.checkpoint.note("status_observed", **_status_facts(report, via))
         if status.value != gen.last_status:
-            self.flow.emit(FlowEventKind.STATUS_CHANGED, status=status.value)
+            self.emit(FlowEventKind.STATUS_CHANGED, status=status.value)
         gen.last_status, gen.last_status_code = status.value, report.status_code
         if status is Status.KYC_REQUIRED:
             raise KYCRequiredError(report)
         if status is Status.INVALID_SIGNATURE:
             raise _Restart(fm.RestartReason.INVALID_SIGNATURE)
         self.state.step = fm.on_status(self.state.step, status)
-        window = _WINDOWS.get(self.state.step)
+        window = fm.WINDOWS.get(self.state.step)
         if window is not None:
-            gen.deadlines.setdefault(window[0], self.flow.clock.time() + window[1])
-        await self.flow.save()
+            gen.deadlines.setdefault(window[0], self.clock.time() + window[1])
+        await self.checkpoint.save()
 
     async def _unreachable(self, exc: UnreachableStatusError) -> None:
         status = exc.report.status
@@ -237,25 +231,25 @@ class StepRunner:
             state.error["status_codes"] = list(exc.status_codes)
         if self.gen.ended is None:
             self._end_generation(state.outcome)
-        self.flow.note(
+        self.checkpoint.note(
             "finished",
             outcome=state.outcome,
             error=type(exc).__name__,
             status_codes=state.error.get("status_codes"),
         )
         state.step = fm.on_event(state.step, fm.Event.GIVE_UP)
-        await self.flow.save()
-        self.flow.emit(FlowEventKind.FINISHED, outcome=state.outcome)
+        await self.checkpoint.save()
+        self.emit(FlowEventKind.FINISHED, outcome=state.outcome)
         raise exc
 
     def _end_generation(self, why: str) -> None:
-        self.gen.ended, self.gen.ended_at = why, self.flow.clock.time()
+        self.gen.ended, self.gen.ended_at = why, self.clock.time()
 
     async def _restart_needed(self, reason: fm.RestartReason) -> None:
-        allowed = self.flow.allows_restart(reason)
-        self.flow.note("restart_needed", reason=reason.value, allowed=allowed)
+        allowed = self.restart_policy.allows(reason, len(self.state.generations))
+        self.checkpoint.note("restart_needed", reason=reason.value, allowed=allowed)
         if not allowed:
-            limit = self.flow.restart_policy.max_restarts
+            limit = self.restart_policy.max_restarts
             self._end_generation(reason.value)
             await self._fail(
                 RestartLimitError(
@@ -266,23 +260,23 @@ class StepRunner:
             )
         self._end_generation(reason.value)
         self.state.step = fm.on_event(self.state.step, fm.Event.RESTART_NEEDED)
-        await self.flow.save()
+        await self.checkpoint.save()
 
     async def _restart(self) -> None:
         previous = self.gen
-        now = self.flow.clock.time()
+        now = self.clock.time()
         self.state.generations.append(
             Generation(number=previous.number + 1, started_at=now, reason=previous.ended)
         )
         self._attempts_left = None
-        self.flow.note("generation_started", number=self.gen.number, reason=previous.ended)
+        self.checkpoint.note("generation_started", number=self.gen.number, reason=previous.ended)
         self.state.step = fm.on_event(self.state.step, fm.Event.RESTARTED)
-        await self.flow.save()
-        self.flow.emit(FlowEventKind.RESTARTED, reason=previous.ended)
+        await self.checkpoint.save()
+        self.emit(FlowEventKind.RESTARTED, reason=previous.ended)
 
     async def _event(self, event: fm.Event) -> None:
         self.state.step = fm.on_event(self.state.step, event)
-        await self.flow.save()
+        await self.checkpoint.save()
 
     # --------------------------------------------------------------------------- actions
 
@@ -292,7 +286,7 @@ class StepRunner:
             # have made a workflow this flow will never know.
             await self._unconfirmed_create("the run that sent it stopped before its answer")
         self.gen.in_flight = "create"
-        await self.flow.save()
+        await self.checkpoint.save()
         create = asyncio.ensure_future(
             self.client.create_workflow(
                 self.state.client_reference, workflow_name=self.state.workflow_name
@@ -308,7 +302,7 @@ class StepRunner:
                 await self._created(await create)
             raise
         except Exception as exc:
-            self.flow.note("action", action="create_workflow", **_failure(exc))
+            self.checkpoint.note("action", action=Operation.CREATE_WORKFLOW, **_failure(exc))
             if isinstance(exc, OutcomeUnknownError):
                 self.gen.in_flight = None  # the next create is a new call, counted apart
                 await self._unconfirmed_create("its answer was lost")
@@ -317,21 +311,21 @@ class StepRunner:
 
     async def _unconfirmed_create(self, why: str) -> None:
         self.gen.unconfirmed_creates += 1
-        self.flow.note("create_unconfirmed", reason=why)
-        await self.flow.save()
+        self.checkpoint.note("create_unconfirmed", reason=why)
+        await self.checkpoint.save()
         log.warning(
             "flow %s: a create_workflow got no answer (%s); a workflow may exist at the "
             "service that this flow will not use",
             self.state.flow_id,
             why,
         )
-        self.flow.emit(FlowEventKind.CREATE_UNCONFIRMED, reason=why)
+        self.emit(FlowEventKind.CREATE_UNCONFIRMED, reason=why)
 
     async def _created(self, workflow: Workflow) -> None:
         self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
-        self.flow.note(
+        self.checkpoint.note(
             "action",
-            action="create_workflow",
+            action=Operation.CREATE_WORKFLOW,
             outcome="ok",
             signature_id=workflow.workflow_id,
             request_id=workflow.request_id,
@@ -349,16 +343,16 @@ class StepRunner:
         await self._observe(await self._wait_for(targets), self._waiter_via)
 
     async def _upload_documents(self) -> None:
-        retried = self.gen.in_flight == "upload_documents"
-        self.gen.in_flight = "upload_documents"
-        await self.flow.save()
+        retried = self.gen.in_flight == Operation.UPLOAD_DOCUMENTS
+        self.gen.in_flight = Operation.UPLOAD_DOCUMENTS
+        await self.checkpoint.save()
         uploaded = [
             {"file_name": d.file_name, "sha256": d.sha256, "size": d.size}
             for d in self.state.documents
         ]
         try:
             await self._acting(
-                "upload_documents",
+                Operation.UPLOAD_DOCUMENTS,
                 self.client.upload_documents(self.sig, self.documents),
                 documents=uploaded,
                 retry=retried or None,
@@ -371,7 +365,7 @@ class StepRunner:
 
     async def _upload_mobile(self) -> None:
         await self._acting(
-            "upload_mobile_number",
+            Operation.UPLOAD_MOBILE_NUMBER,
             self.client.upload_mobile_number(self.sig, self.state.mobile_number),
             mobile_number=mask_phone(self.state.mobile_number),
         )
@@ -380,14 +374,14 @@ class StepRunner:
     async def _upload_selfie(self) -> None:
         deadline = self.gen.deadlines["selfie"]
         request = SelfieRequest(self.state.flow_id, self.sig, self.gen.number, deadline)
-        jpeg = await self._ask(self.flow.signer.selfie(request), request, "selfie")
-        await self._acting("upload_selfie", self.client.upload_selfie(self.sig, jpeg))
+        jpeg = await self._ask(self.signer.selfie(request), request, "selfie")
+        await self._acting(Operation.UPLOAD_SELFIE, self.client.upload_selfie(self.sig, jpeg))
         await self._ack(request, AnswerKind.ACCEPTED)
         await self._event(fm.Event.SELFIE_UPLOADED)
 
     async def _approve(self) -> None:
         details = await self.client.get_signature_details(self.sig, language=self.opts.language)
-        self.flow.note(
+        self.checkpoint.note(
             "details_shown", **_details_facts(details), hashes_agree=self._agree(details)
         )
         self._check_hashes(details)
@@ -402,8 +396,8 @@ class StepRunner:
             masked_mobile_number=mask_phone(self.state.mobile_number),
             passcode=details.passcode,
         )
-        approved = await self._ask(self.flow.signer.consent(request), request, "consent")
-        self.flow.note(
+        approved = await self._ask(self.signer.consent(request), request, "consent")
+        self.checkpoint.note(
             "consent",
             answer="approved" if approved else "declined",
             documents=[
@@ -422,9 +416,9 @@ class StepRunner:
             await self._ack(request, AnswerKind.ACCEPTED)
             self.state.outcome = "declined"
             self._end_generation("declined")
-            self.flow.note("finished", outcome="declined")
+            self.checkpoint.note("finished", outcome="declined")
             await self._event(fm.Event.DECLINED)
-            self.flow.emit(FlowEventKind.FINISHED, outcome="declined")
+            self.emit(FlowEventKind.FINISHED, outcome="declined")
             return
         await self._unsafe("approve", request, self._send_approval(details))
         await self._event(fm.Event.APPROVED)
@@ -432,7 +426,7 @@ class StepRunner:
     async def _send_approval(self, details: SignatureDetails) -> None:
         self.gen.approvals_sent += 1
         await self._acting(
-            "approve_documents",
+            Operation.APPROVE_DOCUMENTS,
             self.client.approve_documents(
                 self.sig, details, passcode_language=self.opts.passcode_language
             ),
@@ -450,7 +444,7 @@ class StepRunner:
             retry=self._attempts_left is not None,
         )
         # Held masked while the confirmation is in flight (frame locals reach error trackers).
-        passcode = Secret(await self._ask(self.flow.signer.passcode(request), request, "passcode"))
+        passcode = Secret(await self._ask(self.signer.passcode(request), request, "passcode"))
         try:
             await self._unsafe("confirm", request, self._send_confirmation(passcode))
         except InvalidPasscodeError as exc:
@@ -463,12 +457,14 @@ class StepRunner:
 
     async def _send_confirmation(self, passcode: Secret) -> None:
         self.gen.confirmations_sent += 1
-        await self._acting("confirm_signature", self.client.confirm_signature(self.sig, passcode))
+        await self._acting(
+            Operation.CONFIRM_SIGNATURE, self.client.confirm_signature(self.sig, passcode)
+        )
 
     async def _unsafe(self, name: str, request: SignerRequest, call: Awaitable[None]) -> None:
-        self.gen.in_flight, self.gen.in_flight_at = name, self.flow.clock.time()
+        self.gen.in_flight, self.gen.in_flight_at = name, self.clock.time()
         try:
-            await self.flow.save()
+            await self.checkpoint.save()
             await call
         except (FlowExpiredError, PasscodeExpiredError, TooManyAttemptsError):
             self.gen.in_flight = None
@@ -515,14 +511,14 @@ class StepRunner:
                 self.state.contract = DownloadRecord(
                     "infocert-contract", str(path), digest, len(contract)
                 )
-                self.flow.note(
+                self.checkpoint.note(
                     "contract_downloaded",
                     file_name=name,
                     path=str(path),
                     sha256=digest,
                     size=len(contract),
                 )
-                self.flow.emit(
+                self.emit(
                     FlowEventKind.DOCUMENT_DOWNLOADED,
                     document_id="infocert-contract",
                     path=str(path),
@@ -531,9 +527,9 @@ class StepRunner:
                 )
         self.state.outcome = "signed"
         self._end_generation("signed")
-        self.flow.note("finished", outcome="signed")
+        self.checkpoint.note("finished", outcome="signed")
         await self._event(fm.Event.DOWNLOADED)
-        self.flow.emit(FlowEventKind.FINISHED, outcome="signed")
+        self.emit(FlowEventKind.FINISHED, outcome="signed")
 
     async def _download_one(self, document_id: str, folder: Path) -> None:
         # Names this flow recorded stay; an unrecorded copy of this document is replaced.
@@ -553,7 +549,7 @@ class StepRunner:
             check.signer,
         )
         self.state.downloads.append(record)
-        self.flow.note(
+        self.checkpoint.note(
             "document_downloaded",
             document_id=document_id,
             file_name=Path(signed.path).name,
@@ -563,8 +559,8 @@ class StepRunner:
             request_id=signed.request_id,
             validation=check.as_evidence(),
         )
-        await self.flow.save()
-        self.flow.emit(
+        await self.checkpoint.save()
+        self.emit(
             FlowEventKind.DOCUMENT_DOWNLOADED,
             document_id=document_id,
             path=record.path,
@@ -610,16 +606,16 @@ class StepRunner:
 
     async def _ask(self, asking: Awaitable[T], request: SignerRequest, what: str) -> T:
         """The signer's answer, or a restart when the deadline passes first."""
-        clock, deadline = self.flow.clock, request.deadline
-        self.flow.emit(FlowEventKind.WAITING_FOR_SIGNER, waiting_for=what, deadline=deadline)
+        clock, deadline = self.clock, request.deadline
+        self.emit(FlowEventKind.WAITING_FOR_SIGNER, waiting_for=what, deadline=deadline)
         warn_at = max(clock.time(), deadline - self.opts.deadline_warning)
         warning = clock.call_at(
             warn_at,
-            lambda: self.flow.emit(
+            lambda: self.emit(
                 FlowEventKind.DEADLINE_APPROACHING, waiting_for=what, deadline=deadline
             ),
         )
-        with self.flow._traced_wait(what) as wait:
+        with self.trace_wait(what) as wait:
             task: asyncio.Future[T] = asyncio.ensure_future(asking)
             timer: asyncio.Future[None] = asyncio.ensure_future(
                 clock.sleep_until(deadline, passive=True)
@@ -641,7 +637,7 @@ class StepRunner:
 
     async def _ack(self, request: SignerRequest, kind: AnswerKind, left: int | None = None) -> None:
         try:
-            await self.flow.signer.acknowledge(request, SignerAnswer(kind, left))
+            await self.signer.acknowledge(request, SignerAnswer(kind, left))
         except Exception as exc:  # the signer's trouble must not break the flow
             log.warning("the signer's acknowledge() failed (%s)", type(exc).__name__)
 
@@ -708,12 +704,6 @@ def _failure(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def _code(exc: QESError) -> str:
-    if isinstance(exc, TooManyAttemptsError):
-        return "too_many_attempts"
-    return "passcode_expired" if isinstance(exc, PasscodeExpiredError) else "flow_expired"
-
-
 def _prepare_folder(folder: Path) -> None:
     """Create the flow's download folder and remove partial files of a killed earlier run.
 
@@ -723,3 +713,20 @@ def _prepare_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for partial in folder.glob(PARTIAL_GLOB):
         partial.unlink(missing_ok=True)
+
+
+#: How the runner performs each action of the machine (STOP is the driver's: it ends the
+#: loop). Checked against Action when the module loads, so a new action cannot be missed.
+_PERFORMERS: dict[fm.Action, Callable[[StepRunner], Awaitable[None]]] = {
+    fm.Action.CREATE_WORKFLOW: StepRunner._create_workflow,
+    fm.Action.WAIT: StepRunner._wait,
+    fm.Action.UPLOAD_DOCUMENTS: StepRunner._upload_documents,
+    fm.Action.UPLOAD_MOBILE: StepRunner._upload_mobile,
+    fm.Action.UPLOAD_SELFIE: StepRunner._upload_selfie,
+    fm.Action.APPROVE: StepRunner._approve,
+    fm.Action.CONFIRM: StepRunner._confirm,
+    fm.Action.DOWNLOAD: StepRunner._download,
+    fm.Action.RESTART: StepRunner._restart,
+}
+if set(_PERFORMERS) != set(fm.Action) - {fm.Action.STOP}:  # pragma: no cover - a bug
+    raise RuntimeError(f"actions without a performer: {set(fm.Action) - set(_PERFORMERS)}")

@@ -25,7 +25,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import __version__
 from .._client.protocol import Request, Response
 from .._client.retry import Verdict
-from .._client.transport import Transport, _Failed
+from .._client.sending import Sender, _Failed
+from .._client.transport import TransportError
 from .._core.errors import WaitTimeoutError
 from .._flow.events import FlowEvent
 from .._flow.machine import RestartReason
@@ -155,7 +156,7 @@ class Recorder:
 
     async def attempt(
         self,
-        transport: Transport,
+        transport: Sender,
         request: Request,
         number: int,
         call: Awaitable[tuple[Response, Any]],
@@ -185,6 +186,8 @@ class Recorder:
             end_ns = time.time_ns()
             context.detach(token)
             cause = exc.cause if isinstance(exc, _Failed) else exc
+            if isinstance(cause, TransportError) and cause.__cause__ is not None:
+                cause = cause.__cause__  # the HTTP library's own failure names the kind
             kind = error_type(cause)
             span.set_attribute("error.type", kind)
             span.set_status(Status(StatusCode.ERROR, type(cause).__name__))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator
+
+import backoff
 
 from .._core.errors import (
     InvalidInputError,
@@ -17,24 +19,9 @@ from .._core.errors import (
     UnreachableStatusError,
     WaitTimeoutError,
 )
-from .._core.models import Status, StatusReport
+from .._core.models import STATUS_RANK, Status, StatusReport
 
 __all__ = ["Backoff", "WaitTracker", "check_deadline", "normalize_targets"]
-
-# How far along the ceremony a status is. The contract's transitions only ever move forward
-# (``error`` aside, which has no rank and may return to the previous status), so a read that
-# ranks below one already seen is stale and must not move a waiter backwards.
-_RANK: Mapping[Status, int] = {
-    Status.NEW: 0,
-    Status.PENDING: 1,
-    Status.SELFIE_REQUIRED: 2,
-    Status.USER_CONSENT_REQUIRED: 3,
-    Status.CONFIRMATION_REQUIRED: 4,
-    Status.PENDING_VERIFICATION: 5,
-    Status.SIGNED: 6,
-    Status.KYC_REQUIRED: 6,
-    Status.INVALID_SIGNATURE: 6,
-}
 
 
 def normalize_targets(targets: Collection[Status | str]) -> frozenset[Status]:
@@ -119,7 +106,7 @@ class WaitTracker:
                 every target, or ``error`` lasting longer than ``error_grace``.
         """
         status = report.status
-        rank = _RANK.get(status)
+        rank = STATUS_RANK.get(status)
         if rank is not None and rank < self._best_rank:
             return None  # a stale read (a late replica): never move backwards
         self.last = report
@@ -143,7 +130,7 @@ class WaitTracker:
     def _passed_every_target(self) -> bool:
         # Statuses only move forward, so targets that all rank below the furthest status
         # seen can no longer come (unknown statuses have no rank and never count as passed).
-        ranks = [_RANK.get(target) for target in self.targets]
+        ranks = [STATUS_RANK.get(target) for target in self.targets]
         return all(r is not None and r < self._best_rank for r in ranks)
 
     def next_check(self, planned: float) -> float:
@@ -190,14 +177,20 @@ class Backoff:
             raise InvalidInputError("jitter", "must be between 0 and 1")
         self.initial, self.cap, self.factor, self.jitter = initial, cap, factor, jitter
         self._rng = rng
-        self._base = initial
+        self._steps = self._schedule()
+
+    def _schedule(self) -> Iterator[float]:
+        # The growth is backoff's (the one schedule the SDK uses, as RetryPolicy.waits
+        # does); the jitter is ours, since it takes a seeded random source.
+        gen = backoff.expo(base=self.factor, factor=self.initial, max_value=self.cap)
+        gen.send(None)  # prime: backoff's generators yield once before the first value
+        return gen
 
     def next_delay(self) -> float:
         """The next delay in seconds; the one after it grows by ``factor`` up to the cap."""
-        base = self._base
-        self._base = min(self.cap, base * self.factor)
+        base = min(self.cap, next(self._steps))
         return base * (1.0 - self.jitter * self._rng.random())
 
     def reset(self) -> None:
         """Start again from the fast initial delay (things are moving)."""
-        self._base = self.initial
+        self._steps = self._schedule()

@@ -117,6 +117,24 @@ class Tables:
                 recorded_at TIMESTAMPTZ NOT NULL DEFAULT now())""",
             # The pruning of stale submissions (on each submission and each safety poll).
             f"CREATE INDEX IF NOT EXISTS {p}signer_time ON {self.signer} (recorded_at)",
+            f"""CREATE TABLE IF NOT EXISTS {self.asks} (
+                flow_id TEXT PRIMARY KEY,
+                worker_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                request JSONB NOT NULL,
+                deadline DOUBLE PRECISION NOT NULL)""",
+            *self._ddl_v2(),
+            f"""CREATE TABLE IF NOT EXISTS {self.meta} (
+                key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+            f"INSERT INTO {self.meta} AS m (key, value)"
+            f" VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (key) DO UPDATE"
+            " SET value = excluded.value WHERE m.value::int < excluded.value::int",
+        ]
+
+    def _ddl_v2(self) -> list[str]:
+        """What schema 2 added: kept signer answers and the documents table."""
+        p = self.prefix
+        return [
             # kept: its submitter was told the flow is moving and left; the next driver
             # uses it. claimed_pid: the claiming worker's listening session, whose end
             # tells a waiting submitter at once that the claimer died.
@@ -127,12 +145,6 @@ class Tables:
             # never given to a later workflow's question (a new SMS, a new consent).
             f"ALTER TABLE {self.signer} ADD COLUMN IF NOT EXISTS generation INTEGER",
             f"CREATE INDEX IF NOT EXISTS {p}signer_flow ON {self.signer} (flow_id)",
-            f"""CREATE TABLE IF NOT EXISTS {self.asks} (
-                flow_id TEXT PRIMARY KEY,
-                worker_id TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                request JSONB NOT NULL,
-                deadline DOUBLE PRECISION NOT NULL)""",
             f"""CREATE TABLE IF NOT EXISTS {self.documents} (
                 flow_id TEXT NOT NULL,
                 position INTEGER NOT NULL,
@@ -141,11 +153,6 @@ class Tables:
                 sha256 TEXT NOT NULL,
                 data BYTEA NOT NULL,
                 PRIMARY KEY (flow_id, position))""",
-            f"""CREATE TABLE IF NOT EXISTS {self.meta} (
-                key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
-            f"INSERT INTO {self.meta} AS m (key, value)"
-            f" VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT (key) DO UPDATE"
-            " SET value = excluded.value WHERE m.value::int < excluded.value::int",
         ]
 
     @property

@@ -2,7 +2,7 @@
 
 Every handler checks the bearer token (except the token endpoint), parses its input with
 the strict functions of ``_requests`` and turns the service's answer into the contract's
-shape. Errors are :class:`ServiceError`; the server's middleware writes their body.
+shape. Errors are :class:`ApiRefusal`; the server's middleware writes their body.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .._client.operations import OPERATIONS as TABLE
 from .._client.pdf import make_pdf
 from .._client.routes import Routes
-from ._model import Document, ServiceError, Signature, bad_request
+from ._model import ApiRefusal, Signature, StoredDocument, bad_request
 from ._requests import (
     parse_approval,
     parse_confirmation,
@@ -51,19 +52,8 @@ class CallState:
 #: than request storage, so no string keys live on the aiohttp request).
 CURRENT_CALL: contextvars.ContextVar[CallState] = contextvars.ContextVar("sandbox_call")
 
-OPERATIONS: dict[str, str] = {
-    "create_token": "POST",
-    "create_workflow": "POST",
-    "upload_documents": "POST",
-    "upload_mobile_number": "PUT",
-    "upload_selfie": "POST",
-    "get_signature_details": "GET",
-    "approve_documents": "POST",
-    "confirm_signature": "POST",
-    "get_signature_status": "GET",
-    "download_signed_document": "GET",
-    "get_infocert_contract": "GET",
-}
+#: The method of each operation, from the SDK's operation table (one declaration each).
+OPERATIONS: dict[str, str] = {op.value: spec.method for op, spec in TABLE.items()}
 MAX_DOCUMENTS = 20
 #: What an ``unreadable_pdf`` fault sends: it passes a ``%PDF-``/``%%EOF`` check, and no
 #: PDF reader can parse it (no objects, no cross-reference table).
@@ -215,7 +205,7 @@ class ApiHandlers:
         passcode = parse_confirmation(await self._json_body(request))
         try:
             attempt = self.service.confirm(request.match_info["id"], passcode)
-        except ServiceError as exc:
+        except ApiRefusal as exc:
             if exc.code in ("invalid_passcode", "too_many_attempts"):
                 self._done(request)  # a wrong try is counted: the state did change
             raise
@@ -237,7 +227,7 @@ class ApiHandlers:
         try:
             pdf = await self._sign(sig, doc)
         except MissingExtraError as exc:
-            raise ServiceError(501, "signing_unavailable", str(exc)) from None
+            raise ApiRefusal(501, "signing_unavailable", str(exc)) from None
         state = CURRENT_CALL.get(None)
         fault = state.fault if state is not None else None
         name = doc.file_name
@@ -264,7 +254,7 @@ class ApiHandlers:
             body=body, headers={"Content-Type": f'multipart/mixed; boundary="{boundary}"'}
         )
 
-    async def _sign(self, sig: Signature, doc: Document) -> bytes:
+    async def _sign(self, sig: Signature, doc: StoredDocument) -> bytes:
         """Sign in a worker thread, once per content and signer; downloads share the result.
 
         Keyed by what is signed rather than by signature: a test double may hand the same

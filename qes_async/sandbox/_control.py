@@ -9,13 +9,14 @@ the index cannot miss an endpoint or list one that is not served.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from aiohttp import web
 
 from ._faults import HTTP_FAULTS, WEBHOOK_FAULTS
-from ._model import ExtractedDetails, IdentityCase, ServiceError, bad_request
+from ._model import ApiRefusal, ExtractedDetails, IdentityCase, bad_request
 from ._requests import parse_json_object
 from ._signing import MissingExtraError
 
@@ -26,12 +27,13 @@ __all__ = [
     "CONTROL_ENDPOINTS",
     "CONTROL_PREFIX",
     "ControlEndpoint",
-    "add_control_routes",
+    "ControlHandlers",
     "case_from_json",
     "control_index",
 ]
 
 CONTROL_PREFIX = "/_sandbox/"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _CASE_FIELDS = {
     "firstName": "first_name",
     "lastName": "last_name",
@@ -188,94 +190,137 @@ def _ok(body: Any = None) -> web.Response:
     return web.json_response({"ok": True} if body is None else body)
 
 
-def add_control_routes(app: web.Application, sandbox: SandboxServer) -> None:
-    """Register the control endpoints of ``sandbox`` on ``app`` (those of the index)."""
-    p = CONTROL_PREFIX
+class ControlHandlers:
+    """The handlers of the control endpoints, bound to one sandbox (as
+    :class:`~qes_async.sandbox._api.ApiHandlers` are to one service)."""
 
-    async def index(request: web.Request) -> web.Response:
+    def __init__(self, sandbox: SandboxServer) -> None:
+        self.sandbox = sandbox
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register every endpoint of the index under :data:`CONTROL_PREFIX`.
+
+        Raises:
+            RuntimeError: a handler the index does not list, or an entry without one (a
+                sandbox bug, caught by any test that starts a sandbox).
+        """
+        handlers = self._handlers()
+        for endpoint in CONTROL_ENDPOINTS:
+            handler = handlers.pop((endpoint.method, endpoint.path))
+            if endpoint.method == "GET":
+                app.router.add_get(CONTROL_PREFIX + endpoint.path, handler)  # HEAD too
+            else:
+                app.router.add_route(endpoint.method, CONTROL_PREFIX + endpoint.path, handler)
+        if handlers:
+            raise RuntimeError(f"control endpoints missing from the index: {sorted(handlers)}")
+
+    def _handlers(self) -> dict[tuple[str, str], Handler]:
+        return {
+            ("GET", ""): self.index,
+            ("GET", "ca.pem"): self.ca_pem,
+            ("GET", "sms"): self.sms,
+            ("GET", "sms/{id}/latest"): self.latest,
+            ("GET", "clock"): self.clock,
+            ("POST", "clock/advance"): self.advance,
+            ("POST", "clients"): self.clients,
+            ("POST", "faults"): self.add_fault,
+            ("POST", "faults/script"): self.script,
+            ("DELETE", "faults"): self.clear,
+            ("POST", "webhook-faults"): self.add_webhook_fault,
+            ("PUT", "webhooks"): self.webhooks,
+            ("GET", "webhooks/deliveries"): self.deliveries,
+            ("POST", "tokens/revoke"): self.revoke,
+            ("GET", "requests"): self.requests,
+            ("GET", "signatures/{id}"): self.signature,
+        }
+
+    async def index(self, request: web.Request) -> web.Response:
         return _ok(control_index())
 
-    async def ca_pem(request: web.Request) -> web.Response:
+    async def ca_pem(self, request: web.Request) -> web.Response:
         try:
-            pem = sandbox.ca_pem
+            pem = self.sandbox.ca_pem
         except MissingExtraError as exc:
-            raise ServiceError(501, "missing_extra", str(exc)) from None
+            raise ApiRefusal(501, "missing_extra", str(exc)) from None
         return web.Response(
             body=pem,
             content_type=PEM_TYPE,
             headers={"Content-Disposition": 'attachment; filename="sandbox-ca.pem"'},
         )
 
-    async def body(request: web.Request) -> dict[str, Any]:
+    async def _body(self, request: web.Request) -> dict[str, Any]:
         return parse_json_object(request.content_type, await request.read())
 
-    async def sms(request: web.Request) -> web.Response:
-        return _ok([_record(r) for r in sandbox.sms_outbox])
+    async def sms(self, request: web.Request) -> web.Response:
+        return _ok([_record(r) for r in self.sandbox.sms_outbox])
 
-    async def latest(request: web.Request) -> web.Response:
+    async def latest(self, request: web.Request) -> web.Response:
         try:
-            return _ok({"passcode": sandbox.latest_passcode(request.match_info["id"])})
+            return _ok({"passcode": self.sandbox.latest_passcode(request.match_info["id"])})
         except LookupError:
-            raise ServiceError(404, "no_passcode", "no passcode sent for this signature") from None
+            raise ApiRefusal(404, "no_passcode", "no passcode sent for this signature") from None
 
-    async def clock(request: web.Request) -> web.Response:
-        return _ok(_clock_body(sandbox))
+    async def clock(self, request: web.Request) -> web.Response:
+        return _ok(_clock_body(self.sandbox))
 
-    async def advance(request: web.Request) -> web.Response:
-        seconds = (await body(request)).get("seconds")
+    async def advance(self, request: web.Request) -> web.Response:
+        seconds = (await self._body(request)).get("seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
             raise bad_request("seconds must be a number >= 0", "seconds", code="invalid_field")
         try:
-            sandbox.advance(float(seconds))
+            self.sandbox.advance(float(seconds))
         except TypeError:
-            raise ServiceError(409, "real_clock", "this sandbox runs on the real clock") from None
-        return _ok(_clock_body(sandbox))
+            raise ApiRefusal(409, "real_clock", "this sandbox runs on the real clock") from None
+        return _ok(_clock_body(self.sandbox))
 
-    async def clients(request: web.Request) -> web.Response:
-        data = await body(request)
+    async def clients(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
         reference = data.get("clientReference")
         if not isinstance(reference, str) or not reference:
             raise bad_request(
                 "clientReference is required", "clientReference", code="missing_field"
             )
-        sandbox.add_client(reference, case_from_json(data))
+        self.sandbox.add_client(reference, case_from_json(data))
         return _ok()
 
-    def fault_adder(plan_name: str) -> Any:
-        async def add(request: web.Request) -> web.Response:
-            data = await body(request)
-            kind = data.pop("kind", None)
-            if not isinstance(kind, str) or set(data) - _FAULT_OPTIONS:
-                raise bad_request("kind is required; options: " + ", ".join(sorted(_FAULT_OPTIONS)))
-            try:
-                if plan_name == "http":
-                    sandbox.inject_fault(kind, **data)
-                else:
-                    sandbox.webhook_faults.add(kind, **data)
-            except (TypeError, ValueError) as exc:
-                raise bad_request(str(exc), code="invalid_field") from None
-            return _ok()
+    async def add_fault(self, request: web.Request) -> web.Response:
+        return await self._add_fault(request, "http")
 
-        return add
+    async def add_webhook_fault(self, request: web.Request) -> web.Response:
+        return await self._add_fault(request, "webhooks")
 
-    async def script(request: web.Request) -> web.Response:
-        data = await body(request)
-        steps, route = data.get("steps"), data.get("route")
-        if not isinstance(steps, list) or not all(isinstance(s, (str, type(None))) for s in steps):
-            raise bad_request("steps must be a list of fault kinds or ok", "steps")
+    async def _add_fault(self, request: web.Request, plan_name: str) -> web.Response:
+        data = await self._body(request)
+        kind = data.pop("kind", None)
+        if not isinstance(kind, str) or set(data) - _FAULT_OPTIONS:
+            raise bad_request("kind is required; options: " + ", ".join(sorted(_FAULT_OPTIONS)))
         try:
-            sandbox.script_faults(steps, route=route)
+            if plan_name == "http":
+                self.sandbox.inject_fault(kind, **data)
+            else:
+                self.sandbox.webhook_faults.add(kind, **data)
         except (TypeError, ValueError) as exc:
             raise bad_request(str(exc), code="invalid_field") from None
         return _ok()
 
-    async def clear(request: web.Request) -> web.Response:
-        sandbox.faults.clear()
-        sandbox.webhook_faults.clear()
+    async def script(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        steps, route = data.get("steps"), data.get("route")
+        if not isinstance(steps, list) or not all(isinstance(s, (str, type(None))) for s in steps):
+            raise bad_request("steps must be a list of fault kinds or ok", "steps")
+        try:
+            self.sandbox.script_faults(steps, route=route)
+        except (TypeError, ValueError) as exc:
+            raise bad_request(str(exc), code="invalid_field") from None
         return _ok()
 
-    async def webhooks(request: web.Request) -> web.Response:
-        data = await body(request)
+    async def clear(self, request: web.Request) -> web.Response:
+        self.sandbox.faults.clear()
+        self.sandbox.webhook_faults.clear()
+        return _ok()
+
+    async def webhooks(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
         unknown = set(data) - {"url", "basic", "bearer"}
         if unknown:
             raise bad_request(
@@ -290,7 +335,7 @@ def add_control_routes(app: web.Application, sandbox: SandboxServer) -> None:
         basic = _credentials(data, "basic", ("username", "password"))
         bearer = _credentials(data, "bearer", ("authUrl", "username", "password"))
         try:
-            sandbox.configure_webhooks(
+            self.sandbox.configure_webhooks(
                 url,
                 basic=(basic[0], basic[1]) if basic else None,
                 bearer=(bearer[0], bearer[1], bearer[2]) if bearer else None,
@@ -299,20 +344,20 @@ def add_control_routes(app: web.Application, sandbox: SandboxServer) -> None:
             raise bad_request(f"invalid webhook settings: {exc}", code="invalid_field") from None
         return _ok()
 
-    async def deliveries(request: web.Request) -> web.Response:
-        return _ok([_record(d) for d in sandbox.webhook_deliveries])
+    async def deliveries(self, request: web.Request) -> web.Response:
+        return _ok([_record(d) for d in self.sandbox.webhook_deliveries])
 
-    async def revoke(request: web.Request) -> web.Response:
-        sandbox.revoke_tokens()
+    async def revoke(self, request: web.Request) -> web.Response:
+        self.sandbox.revoke_tokens()
         return _ok()
 
-    async def requests(request: web.Request) -> web.Response:
-        return _ok([_record(r) for r in sandbox.request_log])
+    async def requests(self, request: web.Request) -> web.Response:
+        return _ok([_record(r) for r in self.sandbox.request_log])
 
-    async def signature(request: web.Request) -> web.Response:
-        sig = sandbox.service.signatures.get(request.match_info["id"])
+    async def signature(self, request: web.Request) -> web.Response:
+        sig = self.sandbox.service.signatures.get(request.match_info["id"])
         if sig is None:
-            raise ServiceError(404, "signature_not_found", "no signature with this id")
+            raise ApiRefusal(404, "signature_not_found", "no signature with this id")
         return _ok(
             {
                 **sig.status_body(),
@@ -323,33 +368,6 @@ def add_control_routes(app: web.Application, sandbox: SandboxServer) -> None:
                 "spent": sig.spent,
             }
         )
-
-    handlers: dict[tuple[str, str], Any] = {
-        ("GET", ""): index,
-        ("GET", "ca.pem"): ca_pem,
-        ("GET", "sms"): sms,
-        ("GET", "sms/{id}/latest"): latest,
-        ("GET", "clock"): clock,
-        ("POST", "clock/advance"): advance,
-        ("POST", "clients"): clients,
-        ("POST", "faults"): fault_adder("http"),
-        ("POST", "faults/script"): script,
-        ("DELETE", "faults"): clear,
-        ("POST", "webhook-faults"): fault_adder("webhooks"),
-        ("PUT", "webhooks"): webhooks,
-        ("GET", "webhooks/deliveries"): deliveries,
-        ("POST", "tokens/revoke"): revoke,
-        ("GET", "requests"): requests,
-        ("GET", "signatures/{id}"): signature,
-    }
-    for endpoint in CONTROL_ENDPOINTS:
-        handler = handlers.pop((endpoint.method, endpoint.path))
-        if endpoint.method == "GET":
-            app.router.add_get(p + endpoint.path, handler)  # HEAD too (RFC 9110)
-        else:
-            app.router.add_route(endpoint.method, p + endpoint.path, handler)
-    if handlers:  # a handler the index does not list: a sandbox bug, caught by any test
-        raise RuntimeError(f"control endpoints missing from the index: {sorted(handlers)}")
 
 
 def _credentials(data: dict[str, Any], name: str, keys: tuple[str, ...]) -> list[str] | None:

@@ -16,14 +16,14 @@ __all__ = [
     "LEGAL_CONDITIONS",
     "QTSPS",
     "STEPS",
-    "Document",
+    "ApiRefusal",
     "ExtractedDetails",
     "IdentityCase",
     "RequestRecord",
     "SandboxTiming",
-    "ServiceError",
     "Signature",
     "SmsRecord",
+    "StoredDocument",
 ]
 
 CASE_STATUSES = ("new", "pending", "completed", "rejected")
@@ -152,7 +152,7 @@ class RequestRecord:
     client_reference: str | None = None
 
 
-class ServiceError(Exception):
+class ApiRefusal(Exception):
     """A refusal the service answers with the contract's error body."""
 
     def __init__(
@@ -180,12 +180,12 @@ class ServiceError(Exception):
 
 def bad_request(
     message: str, field: str | None = None, code: str = "invalid_request"
-) -> ServiceError:
+) -> ApiRefusal:
     """A 400 naming the offending field."""
     detail: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         detail["field"] = field
-    return ServiceError(400, code, message, errors=[detail])
+    return ApiRefusal(400, code, message, errors=[detail])
 
 
 LEGAL_CONDITIONS: dict[str, list[dict[str, Any]]] = {
@@ -218,7 +218,7 @@ LEGAL_CONDITIONS: dict[str, list[dict[str, Any]]] = {
 
 
 @attrs.define(eq=False)
-class Document:
+class StoredDocument:
     """A document uploaded for signing."""
 
     document_id: str
@@ -243,7 +243,7 @@ class Signature:
     epoch: int = 0
     entered_at: float = 0.0
     processing: bool = False
-    documents: list[Document] = attrs.Factory(list)
+    documents: list[StoredDocument] = attrs.Factory(list)
     mobile_number: str | None = attrs.field(default=None, repr=False)
     consent_deadline: float | None = None
     confirmation_deadline: float | None = None

@@ -1,7 +1,7 @@
 """Strict reading of request bodies, as the contract spells them: pure functions.
 
 Each function takes bytes or a decoded value and returns plain Python values, or raises a
-400 :class:`ServiceError` that names the offending field. Nothing here can raise anything
+400 :class:`ApiRefusal` that names the offending field. Nothing here can raise anything
 else on any input, which the property-based tests check.
 """
 
@@ -20,7 +20,7 @@ from .._core.lenient import LANGUAGE_TAG
 from ._model import bad_request
 
 __all__ = [
-    "Part",
+    "FormPart",
     "parse_approval",
     "parse_confirmation",
     "parse_json_object",
@@ -194,7 +194,7 @@ def require(condition: bool, message: str, field: str | None = None) -> None:
 
 
 @attrs.frozen
-class Part:
+class FormPart:
     """One part of a multipart/form-data body."""
 
     name: str | None
@@ -203,7 +203,7 @@ class Part:
     data: bytes = attrs.field(repr=False)
 
 
-def parse_multipart(content_type_header: str, body: bytes) -> list[Part]:
+def parse_multipart(content_type_header: str, body: bytes) -> list[FormPart]:
     """Split a multipart/form-data body into its parts, keeping each part's exact bytes."""
     header = email.message.Message()
     header["Content-Type"] = content_type_header
@@ -227,7 +227,7 @@ def parse_multipart(content_type_header: str, body: bytes) -> list[Part]:
             require(bool(sep), "a part has no blank line after its headers")
         headers = email.parser.BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
         parts.append(
-            Part(
+            FormPart(
                 name=_param(headers, "name"),
                 filename=_param(headers, "filename"),
                 content_type=headers.get_content_type() if "content-type" in headers else "",

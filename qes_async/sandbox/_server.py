@@ -34,12 +34,12 @@ from aiohttp.web_request import BaseRequest
 from .._client.routes import Routes
 from .._runtime.clock import Clock, FakeClock, SystemClock
 from ._api import CURRENT_CALL, OPERATIONS, ApiHandlers, CallState
-from ._control import CONTROL_PREFIX, add_control_routes
+from ._control import CONTROL_PREFIX, ControlHandlers
 from ._faults import HTTP_FAULTS, Fault, FaultPlan
-from ._model import IdentityCase, RequestRecord, SandboxTiming, ServiceError, Signature, SmsRecord
+from ._model import ApiRefusal, IdentityCase, RequestRecord, SandboxTiming, Signature, SmsRecord
 from ._signing import MissingExtraError, sandbox_ca
 from ._state import QESService
-from ._webhooks import WebhookConfig, WebhookDelivery, WebhookDispatcher
+from ._webhooks import WebhookConfig, WebhookDelivery, WebhookSender
 
 __all__ = ["SandboxServer"]
 
@@ -123,7 +123,7 @@ class SandboxServer:
             seed=seed,
         )
         self.faults = FaultPlan(HTTP_FAULTS, seed)
-        self.webhooks = WebhookDispatcher(
+        self.webhooks = WebhookSender(
             self.clock, seed=seed, backoff=webhook_backoff, timeout=webhook_timeout
         )
         self.service.status_listeners.append(self._on_status)
@@ -144,7 +144,7 @@ class SandboxServer:
         """The aiohttp application (API routes, control routes, middleware)."""
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         self._api.add_routes(app, self.routes)
-        add_control_routes(app, self)
+        ControlHandlers(self).add_routes(app)
         return app
 
     async def start(self) -> None:
@@ -307,29 +307,29 @@ class SandboxServer:
             if fault is not None and fault.kind == "slow_answer":
                 await asyncio.sleep(fault.delay)  # processed: only the answer is late
             return response
-        except ServiceError as exc:
+        except ApiRefusal as exc:
             return _error_response(exc)
         except web.HTTPException as exc:
             return _error_response(_from_http_exception(exc))
         except (web.RequestPayloadError, HttpProcessingError):
             # The framing broke after the headers (the C parser's error, set by _Protocol,
             # or the pure-Python parser's own): the connection cannot carry more.
-            response = _error_response(ServiceError(400, "bad_request", MALFORMED))
+            response = _error_response(ApiRefusal(400, "bad_request", MALFORMED))
             response.force_close()
             return response
         except (_Dropped, asyncio.CancelledError):
             raise
         except Exception:
             log.exception("sandbox bug while handling %s %s", request.method, request.path)
-            return _error_response(ServiceError(500, "internal_error", "unexpected sandbox error"))
+            return _error_response(ApiRefusal(500, "internal_error", "unexpected sandbox error"))
 
     async def _apply_fault_before(
         self, request: web.Request, fault: Fault
     ) -> web.StreamResponse | None:
         if fault.kind == "server_error":
-            raise ServiceError(fault.status, "server_error", "injected server error")
+            raise ApiRefusal(fault.status, "server_error", "injected server error")
         if fault.kind == "rate_limit":
-            raise ServiceError(
+            raise ApiRefusal(
                 429,
                 "rate_limited",
                 "too many requests; retry later",
@@ -390,13 +390,13 @@ def _fields(timing: SandboxTiming) -> dict[str, Any]:
     return attrs.asdict(timing)
 
 
-def _error_response(exc: ServiceError) -> web.Response:
+def _error_response(exc: ApiRefusal) -> web.Response:
     response = web.json_response(exc.body(), status=exc.status)
     response.headers.update(exc.headers)
     return response
 
 
-def _from_http_exception(exc: web.HTTPException) -> ServiceError:
+def _from_http_exception(exc: web.HTTPException) -> ApiRefusal:
     """The contract's error for aiohttp's own refusals; a 405 keeps its ``Allow``."""
     codes = {
         404: ("not_found", "no such path"),
@@ -406,7 +406,7 @@ def _from_http_exception(exc: web.HTTPException) -> ServiceError:
     code, message = codes.get(exc.status, ("bad_request", exc.reason or "bad request"))
     status = exc.status if 400 <= exc.status < 500 else 400
     headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
-    return ServiceError(status, code, message, headers=headers)
+    return ApiRefusal(status, code, message, headers=headers)
 
 
 MALFORMED = "the request is not valid HTTP/1.1 (request line, headers or body framing)"
@@ -446,9 +446,9 @@ class _Protocol(RequestHandler):
             return super().handle_error(request, status, exc, message)
         log.debug("malformed request from %s: %s", request.remote, type(exc).__name__)
         if 400 <= status < 500:
-            error = ServiceError(status, "bad_request", MALFORMED)
+            error = ApiRefusal(status, "bad_request", MALFORMED)
         else:
-            error = ServiceError(status, "internal_error", "unexpected sandbox error")
+            error = ApiRefusal(status, "internal_error", "unexpected sandbox error")
         response = _error_response(error)
         response.headers["X-Request-Id"] = uuid.uuid4().hex
         response.force_close()

@@ -1,6 +1,6 @@
 """The QES service's status machine and rules: synchronous, no HTTP.
 
-Calls check their preconditions and raise :class:`ServiceError`; what happens *afterwards*
+Calls check their preconditions and raise :class:`ApiRefusal`; what happens *afterwards*
 (eligibility checks, certificate creation, verification, deadlines) runs on timers of the
 injected clock, so a fake clock drives hours of service time in one ``advance``.
 
@@ -36,13 +36,13 @@ from .._runtime.clock import Clock
 from ._model import (
     LEGAL_CONDITIONS,
     WAITING_STATUSES,
-    Document,
+    ApiRefusal,
     ExtractedDetails,
     IdentityCase,
     SandboxTiming,
-    ServiceError,
     Signature,
     SmsRecord,
+    StoredDocument,
 )
 
 __all__ = ["QESService"]
@@ -93,13 +93,11 @@ class QESService:
     def issue_token(self, grant_type: str, client_id: str, client_secret: str) -> dict[str, Any]:
         """Check the client credentials and issue a bearer token."""
         if grant_type != "client_credentials":
-            raise ServiceError(
-                400, "unsupported_grant_type", "grant_type must be client_credentials"
-            )
+            raise ApiRefusal(400, "unsupported_grant_type", "grant_type must be client_credentials")
         ok_id = secrets.compare_digest(client_id.encode(), self.client_id.encode())
         ok_secret = secrets.compare_digest(client_secret.encode(), self._client_secret.encode())
         if not (ok_id and ok_secret):
-            raise ServiceError(401, "invalid_client", "unknown client id or wrong client secret")
+            raise ApiRefusal(401, "invalid_client", "unknown client id or wrong client secret")
         token = secrets.token_urlsafe(32)
         self._tokens[token] = self.clock.time() + self.timing.token_lifetime
         return {
@@ -111,12 +109,12 @@ class QESService:
     def check_token(self, token: str | None) -> None:
         """Refuse (401) a missing, unknown, expired or revoked token."""
         if not token:
-            raise ServiceError(401, "missing_token", "an Authorization: Bearer token is required")
+            raise ApiRefusal(401, "missing_token", "an Authorization: Bearer token is required")
         expires = self._tokens.get(token)
         if expires is None or token in self._revoked:
-            raise ServiceError(401, "invalid_token", "the access token is unknown or revoked")
+            raise ApiRefusal(401, "invalid_token", "the access token is unknown or revoked")
         if self.clock.time() >= expires:
-            raise ServiceError(401, "token_expired", "the access token has expired")
+            raise ApiRefusal(401, "token_expired", "the access token has expired")
 
     def revoke_token(self, token: str | None = None) -> None:
         """Revoke one token, or every token issued so far."""
@@ -164,18 +162,18 @@ class QESService:
         """The signature, with deadlines applied; 404 if unknown."""
         sig = self.signatures.get(signature_id)
         if sig is None:
-            raise ServiceError(404, "signature_not_found", "no signature with this id")
+            raise ApiRefusal(404, "signature_not_found", "no signature with this id")
         self._check_waiting_limit(sig)
         return sig
 
     def _require(self, sig: Signature, *statuses: str) -> None:
         if sig.spent:
-            raise ServiceError(
+            raise ApiRefusal(
                 429, "too_many_attempts", "the attempt limit is used up; start a new workflow"
             )
         if sig.status not in statuses or sig.processing:
             busy = " (still processing the previous call)" if sig.processing else ""
-            raise ServiceError(
+            raise ApiRefusal(
                 409,
                 "invalid_status",
                 f"not allowed in status {sig.status}{busy}; expected {' or '.join(statuses)}",
@@ -184,7 +182,7 @@ class QESService:
 
     def _check_deadline(self, deadline: float | None, what: str) -> None:
         if deadline is not None and self.clock.time() >= deadline:
-            raise ServiceError(
+            raise ApiRefusal(
                 422,
                 "flow_expired",
                 f"the {what} deadline has passed; start a new signature-only workflow",
@@ -197,7 +195,9 @@ class QESService:
         sig = self.get(signature_id)
         self._require(sig, "pending")
         sig.documents = [
-            Document(self._uuid(), name, display, content, hashlib.sha256(content).hexdigest())
+            StoredDocument(
+                self._uuid(), name, display, content, hashlib.sha256(content).hexdigest()
+            )
             for name, display, content in docs
         ]
 
@@ -206,7 +206,7 @@ class QESService:
         sig = self.get(signature_id)
         self._require(sig, "pending")
         if not sig.documents:
-            raise ServiceError(409, "documents_missing", "upload the documents first")
+            raise ApiRefusal(409, "documents_missing", "upload the documents first")
         sig.mobile_number = number
         self._process(sig, lambda: self._after_mobile(sig))
 
@@ -234,7 +234,7 @@ class QESService:
             self._check_deadline(sig.consent_deadline, "approval (2 h)")
         allowed = ("user_consent_required", "confirmation_required", "pending_verification")
         if sig.status not in (*allowed, "signed"):
-            raise ServiceError(
+            raise ApiRefusal(
                 409,
                 "invalid_status",
                 f"no details in status {sig.status}; upload the documents and mobile number",
@@ -273,11 +273,11 @@ class QESService:
         self._check_deadline(sig.consent_deadline, "approval (2 h)")
         try:
             self._check_consent(sig, approved, accepted)
-        except ServiceError:
+        except ApiRefusal:
             sig.failed_approvals += 1
             if sig.failed_approvals >= self.timing.max_approval_attempts:
                 sig.spent = True
-                raise ServiceError(
+                raise ApiRefusal(
                     429, "too_many_attempts", "too many failed approvals; start a new workflow"
                 ) from None
             raise
@@ -291,7 +291,7 @@ class QESService:
         hashes = {d.document_id: d.sha256 for d in sig.documents}
         for doc_id, sha in approved:
             if hashes.get(doc_id) != sha.lower():
-                raise ServiceError(
+                raise ApiRefusal(
                     422,
                     "document_mismatch",
                     "an approved document is unknown or its sha256 does not match the upload",
@@ -307,7 +307,7 @@ class QESService:
         conditions = {(c["id"], c["version"]) for c in LEGAL_CONDITIONS[sig.case.qtsp]}
         missing_conditions = sorted(conditions - set(accepted))
         if missing or missing_conditions:
-            raise ServiceError(
+            raise ApiRefusal(
                 422,
                 "consent_incomplete",
                 "every document and every legal condition must be approved",
@@ -338,17 +338,17 @@ class QESService:
         now = self.clock.time()
         sent = sig.passcode_sent_at or now
         if now >= sent + self.timing.passcode_validity:
-            raise ServiceError(422, "passcode_expired", "the passcode has expired")
+            raise ApiRefusal(422, "passcode_expired", "the passcode has expired")
         self._check_deadline(sig.confirmation_deadline, "confirmation (1 h)")
         if not secrets.compare_digest(passcode.encode(), (sig.passcode or "").encode()):
             sig.wrong_passcodes += 1
             left = self.timing.max_passcode_attempts - sig.wrong_passcodes
             if left <= 0:
                 sig.spent = True
-                raise ServiceError(
+                raise ApiRefusal(
                     429, "too_many_attempts", "too many wrong passcodes; start a new workflow"
                 )
-            raise ServiceError(
+            raise ApiRefusal(
                 409, "invalid_passcode", "the passcode is wrong", extra={"attemptsLeft": left}
             )
         self._process(sig, lambda: self._after_confirmation(sig))
@@ -388,14 +388,16 @@ class QESService:
         else:
             self._enter(sig, "signed")
 
-    def signed_document(self, signature_id: str, document_id: str) -> tuple[Signature, Document]:
+    def signed_document(
+        self, signature_id: str, document_id: str
+    ) -> tuple[Signature, StoredDocument]:
         """The signature and the document to sign for a download (only when signed)."""
         sig = self.get(signature_id)
         self._require(sig, "signed")
         for doc in sig.documents:
             if doc.document_id == document_id:
                 return sig, doc
-        raise ServiceError(404, "document_not_found", "no document with this id in the signature")
+        raise ApiRefusal(404, "document_not_found", "no document with this id in the signature")
 
     def infocert_contract(self, signature_id: str) -> Signature:
         """The signature whose InfoCert contract is asked for (only when signed)."""

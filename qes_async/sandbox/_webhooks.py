@@ -16,11 +16,12 @@ from typing import Any
 
 import aiohttp
 import attrs
+import backoff
 
 from .._runtime.clock import Clock
 from ._faults import WEBHOOK_FAULTS, Fault, FaultPlan
 
-__all__ = ["WebhookConfig", "WebhookDelivery", "WebhookDispatcher"]
+__all__ = ["WebhookConfig", "WebhookDelivery", "WebhookSender"]
 
 log = logging.getLogger("qes_async.sandbox.webhooks")
 
@@ -63,7 +64,7 @@ class WebhookDelivery:
     fault: str | None
 
 
-class WebhookDispatcher:
+class WebhookSender:
     """Sends status changes to the configured webhook, in background tasks.
 
     Args:
@@ -174,15 +175,15 @@ class WebhookDispatcher:
     async def _deliver(self, body: dict[str, Any], delay: float, fault: str | None) -> None:
         if delay > 0:
             await self.clock.sleep_until(self.clock.time() + delay, passive=True)
-        wait = self.backoff
+        waits = backoff.expo(base=2, factor=self.backoff)  # 1x, 2x, 4x... the first delay
+        waits.send(None)  # prime: backoff's generators yield once before the first value
         for attempt in range(1, self.max_attempts + 1):
             status, error = await self._post(body)
             self._record(body, attempt, status, error, fault)
             if status is not None and 200 <= status < 300:
                 return
             if attempt < self.max_attempts:
-                await self.clock.sleep_until(self.clock.time() + wait, passive=True)
-                wait *= 2
+                await self.clock.sleep_until(self.clock.time() + next(waits), passive=True)
         log.warning("webhook for %s gave up after %d attempts", body["signatureId"], attempt)
 
     async def _post(self, body: dict[str, Any]) -> tuple[int | None, str | None]:

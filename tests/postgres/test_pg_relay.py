@@ -12,12 +12,14 @@ import pytest
 from pg_cluster import pg_dsn, pg_prefix
 
 from qes_async import (
+    AnswerKind,
+    PasscodeRequest,
+    SignerAnswer,
     SignerInbox,
     Status,
     WebhookDispatcher,
     WebhookEvent,
 )
-from qes_async._signers.signer import AnswerKind, PasscodeRequest, SignerAnswer
 from qes_async.postgres import Listener, PostgresRelay, SignerRelay, migrate
 
 __all__ = ["pg_dsn", "pg_prefix"]

@@ -144,8 +144,8 @@ async def test_what_a_worker_offers_before_start_and_after(pg_dsn: str, pg_prefi
 async def test_any_worker_reads_a_flows_result_without_the_service(
     pg_dsn: str, pg_prefix: str
 ) -> None:
-    from qes_async import FlowNotFoundError
-    from qes_async._flow.state import FlowState, Generation, dump_state
+    from qes_async import FlowNotFoundError, Generation
+    from qes_async._flow.state import FlowState, dump_state
 
     await _migrated(pg_dsn, pg_prefix)
     state = FlowState(

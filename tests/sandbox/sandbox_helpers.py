@@ -9,8 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from qes_async._client.pdf import make_pdf
-from qes_async._runtime.clock import FakeClock
+from qes_async import FakeClock, make_pdf
 from qes_async.sandbox import SandboxServer
 
 PHONE = "+31612345678"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sandbox_helpers import PHONE, Api, api, clock, sandbox
 
-from qes_async._runtime.clock import FakeClock
+from qes_async import FakeClock
 from qes_async.sandbox import IdentityCase, MissingExtraError, SandboxServer, sandbox_ca
 from qes_async.sandbox._control import _CASE_FIELDS, _FAULT_OPTIONS, CONTROL_PREFIX
 from qes_async.sandbox._standalone import build_server, main, run

@@ -6,8 +6,7 @@ import aiohttp
 import pytest
 from sandbox_helpers import Api, api, approval, clock, documents_form, sandbox
 
-from qes_async._client.pdf import make_pdf
-from qes_async._runtime.clock import FakeClock
+from qes_async import FakeClock, make_pdf
 from qes_async.sandbox import SandboxServer
 
 __all__ = ["api", "clock", "sandbox"]

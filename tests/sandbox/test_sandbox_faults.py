@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from sandbox_helpers import Api, api, clock, sandbox
 
-from qes_async._runtime.clock import FakeClock
+from qes_async import FakeClock
 from qes_async.sandbox import Fault, FaultPlan, SandboxServer
 
 __all__ = ["api", "clock", "sandbox"]

@@ -6,7 +6,7 @@ import hashlib
 
 from sandbox_helpers import PHONE, Api, api, clock, sandbox
 
-from qes_async._client.pdf import make_pdf
+from qes_async import make_pdf
 from qes_async.sandbox import SandboxServer
 
 __all__ = ["api", "clock", "sandbox"]

@@ -9,7 +9,7 @@ import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qes_async._runtime.clock import FakeClock
+from qes_async import FakeClock
 from qes_async.sandbox import SandboxServer
 from qes_async.sandbox._requests import parse_multipart
 
@@ -134,12 +134,12 @@ async def _signature(session: aiohttp.ClientSession, sandbox: SandboxServer, aut
 @settings(max_examples=300, deadline=None)
 @given(header=st.text(max_size=60), body=st.binary(max_size=300))
 def test_multipart_parser_only_ever_raises_a_400(header: str, body: bytes) -> None:
-    from qes_async.sandbox._model import ServiceError
+    from qes_async.sandbox._model import ApiRefusal
 
     status = 0
     try:
         parse_multipart(header, body)
-    except ServiceError as exc:
+    except ApiRefusal as exc:
         status = exc.status
     assert status in (0, 400)
 
@@ -153,11 +153,11 @@ def test_multipart_parser_only_ever_raises_a_400(header: str, body: bytes) -> No
     )
 )
 def test_multipart_parser_keeps_part_bytes_exactly(body: bytes) -> None:
-    from qes_async.sandbox._model import ServiceError
+    from qes_async.sandbox._model import ApiRefusal
 
     try:
         parts = parse_multipart("multipart/form-data; boundary=B", body)
-    except ServiceError:
+    except ApiRefusal:
         return
     inner = body[
         len(b'--B\r\nContent-Disposition: form-data; name="f"\r\n\r\n') : -len(b"\r\n--B--\r\n")

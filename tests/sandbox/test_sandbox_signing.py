@@ -12,7 +12,7 @@ from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 from sandbox_helpers import Api, api, clock, sandbox
 
-from qes_async._client.pdf import make_pdf
+from qes_async import make_pdf
 from qes_async.sandbox import IdentityCase, SandboxServer, sandbox_ca
 
 __all__ = ["api", "clock", "sandbox"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sandbox_helpers import Api, api, clock, sandbox
 
-from qes_async._runtime.clock import FakeClock
+from qes_async import FakeClock
 from qes_async.sandbox import ExtractedDetails, IdentityCase, SandboxServer
 
 __all__ = ["api", "clock", "sandbox"]

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from sandbox_helpers import Api, api, clock, sandbox
 
-from qes_async._runtime.clock import FakeClock
+from qes_async import FakeClock
 from qes_async.sandbox import Fault, SandboxServer
 
 __all__ = ["api", "clock", "sandbox"]

@@ -1,0 +1,227 @@
+"""The aiohttp adapter: the one module of the client that knows aiohttp.
+
+It turns a :class:`~qes_async.TransportRequest` into an aiohttp request (the session, its
+trace configs, TLS, timeouts, the multipart body) and aiohttp's answer and exceptions into
+the transport protocol's: an open :class:`~qes_async.TransportResponse`, or
+:class:`~qes_async.TransportError` saying whether anything may have been sent. Everything
+that decides sits above, in :mod:`.sending`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl as _ssl
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import payload
+from yarl import URL
+
+from .._core.errors import InvalidInputError, TLSError
+from .transport import Timeouts, TransportError, TransportRequest
+
+__all__ = ["AiohttpTransport", "client_timeout", "default_ssl_context"]
+
+_URLS_KEPT = 16_384  # parsed request URLs, oldest dropped first
+
+
+@functools.cache
+def default_ssl_context() -> _ssl.SSLContext:
+    """The verifying context of the system trust store, made once per process."""
+    return _ssl.create_default_context()
+
+
+def client_timeout(timeouts: Timeouts, transfer: bool) -> aiohttp.ClientTimeout:
+    """The aiohttp timeout for one kind of call."""
+    if transfer:
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect, sock_read=timeouts.transfer_read
+        )
+    return aiohttp.ClientTimeout(
+        total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
+    )
+
+
+class AiohttpTransport:
+    """Sends requests through an aiohttp session.
+
+    Args:
+        session: an ``aiohttp.ClientSession`` to use, never closed here; without one a
+            session is created inside the running loop on first use and closed by
+            :meth:`aclose`.
+        trace_configs: aiohttp trace configs for the session created here.
+        ssl: an ``ssl.SSLContext`` (a private CA). Verification is always on: a real
+            context goes with every request, so a session's connector made with
+            ``ssl=False`` cannot weaken it.
+    """
+
+    def __init__(
+        self,
+        session: object | None = None,
+        *,
+        trace_configs: Iterable[object] = (),
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise InvalidInputError(
+                "session",
+                f"must be an aiohttp.ClientSession, not {type(session).__name__}",
+                advice="Pass the session your app already has, or none.",
+            )
+        configs = list(trace_configs)
+        bad = [type(c).__name__ for c in configs if not isinstance(c, aiohttp.TraceConfig)]
+        if bad:
+            raise InvalidInputError(
+                "trace_configs", f"must be aiohttp.TraceConfig objects, not {', '.join(bad)}"
+            )
+        if session is not None and configs:
+            raise InvalidInputError(
+                "trace_configs",
+                "cannot be added to a session you supplied",
+                advice="Create your session with ClientSession(trace_configs=...) instead.",
+            )
+        self._session: aiohttp.ClientSession | None = session
+        self._owns_session = session is None
+        self._trace_configs: list[aiohttp.TraceConfig] = configs  # type: ignore[assignment]
+        #: True when the caller chose the trust (a private CA), False for the system's.
+        self.custom_ssl = ssl is not None
+        self.ssl_context: _ssl.SSLContext = ssl if ssl is not None else default_ssl_context()
+        self._urls: dict[str, URL] = {}
+        self._timeouts: Timeouts | None = None
+        self._client_timeouts: tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout] | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session, created on first use."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(trace_configs=self._trace_configs or None)
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the session if it was created here."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def forget_urls(self, urls: Iterable[str]) -> None:
+        """Drop the parsed form of ``urls`` (a finished signature's): only a cache."""
+        for url in urls:
+            self._urls.pop(url, None)
+
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= _URLS_KEPT:
+                del self._urls[next(iter(self._urls))]
+            parsed = self._urls[url] = URL(url, encoded=True)
+        return parsed
+
+    def _timeout(self, request: TransportRequest) -> aiohttp.ClientTimeout:
+        if request.timeouts is not self._timeouts or self._client_timeouts is None:
+            self._timeouts = request.timeouts
+            self._client_timeouts = (
+                client_timeout(request.timeouts, False),
+                client_timeout(request.timeouts, True),
+            )
+        return self._client_timeouts[request.transfer]
+
+    async def send(self, request: TransportRequest) -> _Answer:
+        """Send one attempt; the answer is open until its :meth:`_Answer.close`."""
+        try:
+            resp = await self.session.request(
+                request.method,
+                self._url(request.url),
+                params=request.params or None,
+                # Headers (the bearer token) and body (the client secret, a passcode) are
+                # passed in the call, never held in a local of this frame: error trackers
+                # record the locals of every frame of a traceback.
+                headers=request.headers,
+                data=_body(request),
+                timeout=self._timeout(request),
+                ssl=self.ssl_context,
+                allow_redirects=False,
+            )
+        except aiohttp.ClientSSLError as exc:
+            raise tls_error(request.operation, exc) from exc
+        except Exception as exc:
+            raise _transport_error(exc) from exc
+        return _Answer(resp)
+
+
+class _Answer:
+    """aiohttp's response seen through the transport protocol."""
+
+    __slots__ = ("_resp", "content_length", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers  # case-insensitive, kept as is
+        self.content_length = resp.content_length
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except Exception as exc:
+            raise _transport_error(exc) from exc
+
+    async def iter_chunks(self, size: int) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_chunked(size):
+                yield chunk
+        except Exception as exc:
+            raise _transport_error(exc) from exc
+
+    def close(self) -> None:
+        self._resp.release()
+
+
+_NO_ANSWER = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
+
+def _transport_error(exc: Exception) -> Exception:
+    """aiohttp's failure as the protocol's: whether anything may have been sent. Anything
+    that is no transport failure (a bug) is returned as it is, to propagate."""
+    kind = type(exc).__name__
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return TransportError(str(exc) or kind, sent=False, kind=kind)
+    if isinstance(exc, _NO_ANSWER):
+        # An answer that is no HTTP at all (a TLS server's bytes read as HTTP).
+        not_http = isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError))
+        return TransportError(str(exc) or kind, sent=True, kind=kind, not_http=not_http)
+    return exc
+
+
+def tls_error(operation: str, exc: aiohttp.ClientSSLError) -> TLSError:
+    """A certificate or handshake failure: never transient, so never retried."""
+    host = getattr(exc, "host", "") or "the server"
+    cause = getattr(exc, "certificate_error", None) or (exc.args[1] if len(exc.args) > 1 else None)
+    reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
+    what = type(exc).__name__ + (f": {reason}" if reason else "")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        message = f"{operation}: the TLS certificate of {host} was refused ({what})."
+    else:
+        message = f"{operation}: the TLS handshake with {host} failed ({what})."
+    return TLSError(message, operation=operation)
+
+
+def _body(request: TransportRequest) -> Any:
+    """A fresh body for one attempt (multipart bodies are rebuilt, never reused)."""
+    if request.parts:
+        writer = aiohttp.MultipartWriter("form-data")
+        for part in request.parts:
+            if part.source is not None:
+                item: payload.Payload = payload.AsyncIterablePayload(
+                    part.source(), content_type=part.content_type
+                )
+            else:
+                item = payload.BytesPayload(part.data or b"", content_type=part.content_type)
+            if part.filename is None:
+                item.set_content_disposition("form-data", name=part.name)
+            else:
+                item.set_content_disposition("form-data", name=part.name, filename=part.filename)
+            writer.append_payload(item)
+        return writer
+    return request.body
