@@ -282,6 +282,7 @@ async def submit_passcode(inbox: SignerInbox, flow_id: str, passcode: object) ->
 _STATUS = {
     AnswerKind.ACCEPTED.value: 200,
     AnswerKind.PENDING.value: 202,
+    AnswerKind.MOVING.value: 202,
     AnswerKind.WRONG_PASSCODE.value: 422,
     AnswerKind.NO_SUCH_FLOW.value: 404,
     AnswerKind.EXPIRED.value: 410,
@@ -292,18 +293,21 @@ _STATUS = {
 
 def answer_status(answer: MutableMapping[str, Any] | dict[str, Any]) -> int:
     """The HTTP status for a :func:`submit_consent` / :func:`submit_passcode` answer:
-    200 accepted, 202 pending, 400 invalid, 404 no such flow, 409 not asked, 410 expired,
-    422 wrong passcode."""
+    200 accepted, 202 pending or moving (kept; the answer then has ``retry_after``), 400
+    invalid, 404 no such flow, 409 not asked, 410 expired, 422 wrong passcode."""
     return _STATUS.get(str(answer.get("result")), 409)
 
 
 def _answer(answer: SignerAnswer) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "result": answer.kind.value,
         "accepted": answer.accepted,
         "attempts_left": answer.attempts_left,
         "message": answer.message,
     }
+    if answer.retry_after is not None:  # moving: when the page should look again
+        body["retry_after"] = answer.retry_after
+    return body
 
 
 def _invalid(message: str) -> dict[str, Any]:

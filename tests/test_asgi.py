@@ -440,3 +440,18 @@ async def test_a_webhook_through_the_asgi_app_is_authenticated_once() -> None:
     assert status == 204
     assert CountingAuth.checks == 1
     assert (receiver.accepted, receiver.refused) == (1, 0)
+
+
+async def test_a_kept_answer_during_a_takeover_is_202_with_when_to_look_again() -> None:
+    """With many workers the submitter may be the signer relay, which answers ``moving``
+    while the flow changes workers: kept, not refused."""
+
+    class Relay:
+        async def submit_passcode(self, flow_id: str, passcode: str) -> SignerAnswer:
+            return SignerAnswer(AnswerKind.MOVING, retry_after=6.5)
+
+    answer = await submit_passcode(Relay(), "flow-1", "123456")  # type: ignore[arg-type]
+    assert answer["result"] == "moving"
+    assert answer["retry_after"] == 6.5
+    assert "123456" not in json.dumps(answer)
+    assert answer_status(answer) == 202
