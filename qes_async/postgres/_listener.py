@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+
+import backoff
+
+from .._runtime.clock import Clock, SystemClock
 
 __all__ = ["Listener", "wait_event"]
 
@@ -68,8 +72,10 @@ class Listener:
         reconnect_delay: float = 0.2,
         max_delay: float = 10.0,
         check_interval: float = 2.0,
+        clock: Clock | None = None,
     ) -> None:
         self._dsn = dsn
+        self._clock: Clock = clock or SystemClock()
         self._handlers: dict[str, Handler] = {}
         self._hooks: list[Hook] = []
         self._delays = (reconnect_delay, max_delay)
@@ -115,16 +121,22 @@ class Listener:
         conn = self._conn
         return None if conn is None or conn.is_closed() else int(conn.get_server_pid())
 
+    def _reconnect_delays(self) -> Iterator[float]:
+        """Doubling from the first reconnect delay to the cap (the SDK's one schedule)."""
+        first, cap = self._delays
+        delays = backoff.expo(base=2, factor=first, max_value=cap)
+        delays.send(None)  # prime: backoff's generators yield once before the first value
+        return delays
+
     async def _run(self) -> None:
-        delay = self._delays[0]
+        delays = self._reconnect_delays()
         while True:
             try:
                 await self._session()
-                delay = self._delays[0]
+                delays = self._reconnect_delays()  # it was up: start fast again
             except Exception as exc:  # connection refused, dropped, server restarting
                 log.warning("listen connection failed (%s); reconnecting", type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._delays[1])
+            await self._clock.sleep_until(self._clock.time() + next(delays), passive=True)
 
     async def _session(self) -> None:
         import asyncpg

@@ -195,7 +195,9 @@ class PostgresRelay:
                 await self.fetch_new()
             except Exception as exc:
                 log.warning("could not read webhook events (%s)", type(exc).__name__)
-                await asyncio.sleep(min(self._poll_interval, 1.0))
+                await self.dispatcher.clock.sleep_until(
+                    self.dispatcher.clock.time() + min(self._poll_interval, 1.0), passive=True
+                )
 
     async def fetch_new(self) -> int:
         """Publish every event not relayed yet; returns how many."""

@@ -485,7 +485,7 @@ class SignerRelay:
     async def _poll(self) -> None:
         polls = 0
         while True:
-            await asyncio.sleep(self._poll_interval)
+            await self._clock.sleep_until(self._clock.time() + self._poll_interval, passive=True)
             polls += 1
             with contextlib.suppress(Exception):
                 await self.serve_waiting()

@@ -228,7 +228,7 @@ class Worker:
         )
         self.dispatcher = WebhookDispatcher(clock=self.clock)
         self.inbox = SignerInbox(clock=self.clock)
-        self.listener = Listener(dsn)
+        self.listener = Listener(dsn, clock=self.clock)
         self.running: dict[str, asyncio.Task[FlowResult | None]] = {}
         self.taken_over = 0
         self.completed = 0
@@ -418,7 +418,7 @@ class Worker:
 
     async def _sweeper(self) -> None:
         interval = self.settings.sweep_interval
-        await asyncio.sleep(random.uniform(0, interval))
+        await self.clock.sleep_until(self.clock.time() + random.uniform(0, interval), passive=True)
         sweeps = 0
         while True:
             try:
@@ -433,11 +433,15 @@ class Worker:
                         await prune()  # documents of flows whose worker died as they ended
             except Exception as exc:
                 log.warning("sweep failed (%s)", type(exc).__name__)
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+            await self.clock.sleep_until(
+                self.clock.time() + interval * random.uniform(0.8, 1.2), passive=True
+            )
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.lease_ttl / 3)
+            await self.clock.sleep_until(
+                self.clock.time() + self.settings.lease_ttl / 3, passive=True
+            )
             await self.renew_leases()
 
     async def renew_leases(self) -> int:

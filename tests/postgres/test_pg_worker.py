@@ -250,6 +250,11 @@ async def test_the_heartbeat_renews_every_lease_at_once_and_stops_a_flow_that_lo
     worker = Worker(
         pg_dsn, resume=resume, settings=_settings(pg_prefix), worker_id="w2", clock=clock
     )
+
+    async def stalled() -> None:  # the loop stalled: its own heartbeat does not come
+        await asyncio.Event().wait()
+
+    worker._heartbeat = stalled  # type: ignore[method-assign]
     async with worker, PostgresFlowStore(pg_dsn, prefix=pg_prefix, clock=clock) as other:
         leases = {f: await worker.store.claim(f) for f in ("h-1", "h-2", "h-3")}
         parked = asyncio.create_task(asyncio.Event().wait())
@@ -271,3 +276,52 @@ async def test_the_heartbeat_renews_every_lease_at_once_and_stops_a_flow_that_lo
     for flow_id in ("h-1", "h-2"):
         assert expires[flow_id] == pytest.approx(now + worker.settings.lease_ttl)
         assert worker.store.leases.get(flow_id, leases[flow_id]).token == leases[flow_id].token
+
+
+async def _until(condition: Any, seconds: float = 2.0) -> bool:
+    import asyncio
+
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return bool(condition())
+
+
+async def test_the_heartbeat_and_the_sweeper_keep_the_injected_clock(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    """On a fake clock that nobody moves, no lease is renewed and no sweep runs however
+    much real time passes; moving the clock runs them (the old loops slept in real time)."""
+    import asyncio
+
+    from qes_async import FakeClock
+
+    async def resume(flow_id: str) -> Any:
+        raise AssertionError("not used")
+
+    await _migrated(pg_dsn, pg_prefix)
+    clock = FakeClock(time.time(), auto_advance=False)
+    settings = WorkerSettings(prefix=pg_prefix, orphan_grace=0, sweep_interval=60)
+    worker = Worker(pg_dsn, resume=resume, settings=settings, worker_id="w-clock", clock=clock)
+    beats: list[float] = []
+    sweeps: list[float] = []
+    async with worker:
+        renew, sweep = worker.renew_leases, worker.sweep
+
+        async def counted_renew() -> int:
+            beats.append(clock.time())
+            return await renew()
+
+        async def counted_sweep() -> int:
+            sweeps.append(clock.time())
+            return await sweep()
+
+        worker.renew_leases = counted_renew  # type: ignore[method-assign]
+        worker.sweep = counted_sweep  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)
+        assert (beats, sweeps) == ([], [])
+        clock.advance(worker.settings.lease_ttl / 3 + 1)
+        assert await _until(lambda: len(beats) == 1)
+        clock.advance(settings.sweep_interval * 1.2 + 1)
+        assert await _until(lambda: len(sweeps) >= 1)
