@@ -387,9 +387,9 @@ class _Sink:
         return final, digest
 
     def discard(self) -> None:
-        if self._opening is not None:  # nobody awaits it now; abandon() removes its file
-            if not self._opening.cancel() and not self._opening.cancelled():
-                self._opening.exception()  # seen: no "never retrieved" warning for it
+        opening = self._opening  # nobody awaits it now; abandon() removes its file
+        if opening is not None and not opening.cancel() and not opening.cancelled():
+            opening.exception()  # seen: no "never retrieved" warning for it
         if self._writer is not None:
             self._writer.stop()
             self._writer = None

@@ -44,7 +44,7 @@ from .state import (
     DownloadRecord,
     FlowState,
     Generation,
-    dump_state,
+    StateEncoder,
     parse_state,
 )
 from .steps import StepRunner
@@ -248,6 +248,7 @@ class SignatureFlow:
         self.clock: Clock = clock or getattr(client, "clock", None) or SystemClock()
         self.signer = signer
         self.store: FlowStore = store if store is not None else MemoryFlowStore(clock=self.clock)
+        self._encoder = StateEncoder()  # each evidence entry is encoded once, not per save
         if waiter is None:
             from .._waiting.polling import PollingWaiter
 
@@ -472,7 +473,7 @@ class SignatureFlow:
             self._lease = await self._acquire(state.flow_id)
         self._version = await self.store.save(
             state.flow_id,
-            dump_state(state),
+            self._encoder.encode(state),
             expected_version=self._version,
             finished=state.finished,
             due_at=state.next_deadline(),
@@ -524,7 +525,7 @@ class SignatureFlow:
             sdk=f"qes-async {__version__}",
         )
         try:
-            self._version = await self.store.create(state.flow_id, dump_state(state))
+            self._version = await self.store.create(state.flow_id, self._encoder.encode(state))
         except BaseException:
             self._state = None
             raise
