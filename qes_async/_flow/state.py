@@ -272,39 +272,44 @@ _ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=Fals
 class StateEncoder:
     """Encodes one flow's successive checkpoints, each evidence entry only once.
 
-    The evidence list only grows and its entries are chained by hash, never changed; so
-    the text of each is kept, and a checkpoint encodes only the entries added since the
-    last one and the small rest of the state. The text is exactly
+    The evidence list only grows and its entries are chained by hash, never changed; so a
+    checkpoint encodes only the entries added since the last one, and takes the others'
+    text from the last checkpoint's text (which the in-memory store holds anyway: no
+    copy of it is kept here). The text is exactly
     ``json.dumps(fast_dump(state), separators=(",", ":"), sort_keys=True)``: the keys
     before ``"evidence"`` and after it are encoded as two objects and joined around it.
     """
 
-    __slots__ = ("_entries", "_last_hash", "_owner")
+    __slots__ = ("_count", "_end", "_last_hash", "_owner", "_start", "_text")
 
     def __init__(self) -> None:
         self._owner: list[dict[str, Any]] | None = None
-        self._entries: list[str] = []
+        self._count = 0  # entries in the last checkpoint
         self._last_hash: Any = None
+        self._text = ""  # the last checkpoint's text
+        self._start = self._end = 0  # where its evidence entries are in it
 
     def encode(self, state: FlowState) -> EncodedState:
-        evidence = state.evidence
-        entries = self._entries
+        evidence, count = state.evidence, self._count
         if (
             evidence is not self._owner
-            or len(evidence) < len(entries)
-            or (entries and evidence[len(entries) - 1].get("hash") != self._last_hash)
+            or len(evidence) < count
+            or (count and evidence[count - 1].get("hash") != self._last_hash)
         ):
-            self._owner, entries = evidence, []
-            self._entries = entries
-        for entry in evidence[len(entries) :]:
-            entries.append(_ENCODE(entry))
-        self._last_hash = evidence[-1].get("hash") if evidence else None
+            self._owner, count = evidence, 0
+        parts = [self._text[self._start : self._end]] if count else []
+        parts.extend(_ENCODE(entry) for entry in evidence[count:])
+        joined = ",".join(parts)
         # The list is the checkpoint's own; its entries are shared, as they are never
         # changed once chained (copying them all at every step is what this avoids).
         data = {"format": FORMAT_VERSION, **_body(state, list(evidence))}
         before = {key: value for key, value in data.items() if key < "evidence"}
         after = {key: value for key, value in data.items() if key > "evidence"}
-        text = f'{_ENCODE(before)[:-1]},"evidence":[{",".join(entries)}],{_ENCODE(after)[1:]}'
+        head = f'{_ENCODE(before)[:-1]},"evidence":['
+        text = f"{head}{joined}],{_ENCODE(after)[1:]}"
+        self._text, self._start, self._end = text, len(head), len(head) + len(joined)
+        self._count = len(evidence)
+        self._last_hash = evidence[-1].get("hash") if evidence else None
         return EncodedState(data, text)
 
 
