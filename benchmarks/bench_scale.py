@@ -22,6 +22,8 @@ import asyncio
 import gc
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -30,7 +32,7 @@ from statistics import median
 
 from qes_async import FlowOutcome, FlowResult
 
-from ._common import Row, helper_process
+from ._common import ROOT, Row, helper_process, python_env
 from ._raw_ceremony import run_flows
 from ._remote import measure
 from ._world import World, world
@@ -43,6 +45,10 @@ MEMORY_FLOWS = 1_000
 # the sandbox in its own process; QES_BENCH_APART_FLOWS sizes it (0 skips it)
 APART_FLOWS = int(os.environ.get("QES_BENCH_APART_FLOWS", 1_000))
 APART_ROUNDS = 3
+# many waiting flows in a fresh process: QES_BENCH_MANY=1 adds the row (or =N for N flows);
+# 100,000 take tens of minutes, so make bench leaves it out
+_MANY = int(os.environ.get("QES_BENCH_MANY", "0") or 0)
+MANY_FLOWS = _MANY if _MANY > 1 else 100_000
 PROCESSING = 10.0  # fake seconds the sandbox takes to decide eligibility
 
 
@@ -202,7 +208,37 @@ def run(quick: bool) -> list[Row]:
                     note=f"{memory_flows} flows parked in their waiters (tracemalloc)",
                 )
             )
+        if "many" in parts:
+            rows.append(_many(Path(tmp) / "many", 200 if quick else MANY_FLOWS))
     return rows
+
+
+def _many(folder: Path, flows: int) -> Row:
+    """The many-waiting-flows row, from a fresh process (so its peak RSS is its own)."""
+    folder.mkdir(parents=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks._many_child", str(flows), str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=python_env(),
+        cwd=ROOT,
+        timeout=7200,
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    mb = 1024 * 1024
+    per_flow = (got["parked"] - got["before"]) / flows / 1024
+    return Row(
+        "3 many waiting flows: peak RSS",
+        got["peak"] / mb,
+        0.0,
+        False,
+        unit=" MB",
+        note=f"{flows} flows parked on consent in {got['parked_s']:.0f} s, then all signed "
+        f"({got['total_s']:.0f} s in all); RSS {got['before'] / mb:.0f} MB before, "
+        f"{got['parked'] / mb:.0f} MB parked ({per_flow:.1f} KB a flow, sandbox included)",
+        informative=True,
+    )
 
 
 def _inproc(folder: Path, flows: int) -> list[Row]:
