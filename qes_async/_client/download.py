@@ -16,12 +16,11 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import queue
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 import aiohttp
 import attrs
@@ -30,6 +29,9 @@ from .._core.errors import DecodeError
 from .._core.models import SignedDocument
 from .multipart import Headers, MultipartParser, PartData, PartEnd
 from .validation import PDF_MAGIC
+
+if TYPE_CHECKING:
+    import queue
 
 __all__ = [
     "MAX_MESSAGE",
@@ -200,8 +202,7 @@ class _TempFile:
             self.path = None
 
 
-@attrs.frozen
-class _Finish:
+class _Finish(NamedTuple):  # a tuple, not an attrs class: nothing to build at import
     chunks: list[bytes]
     name: str
     document_id: str
@@ -218,6 +219,8 @@ class _Writer:
     def __init__(self, file: _TempFile, loop: asyncio.AbstractEventLoop) -> None:
         self._file = file
         self._loop = loop
+        import queue  # only large downloads need it: not loaded at import
+
         self._queue: queue.SimpleQueue[tuple[list[bytes], int] | _Finish | None]
         self._queue = queue.SimpleQueue()
         self._ahead = 0  # bytes handed over and not yet written
