@@ -7,13 +7,14 @@ added to a record and not to the hand-built path fails here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 from flow_helpers import world
 
-from qes_async import MemoryFlowStore
+from qes_async import FlowOutcome, MemoryFlowStore
 from qes_async._flow.evidence import append_entry
 from qes_async._flow.machine import Step
 from qes_async._flow.state import (
@@ -143,3 +144,32 @@ async def test_every_checkpoint_of_a_real_flow_matches_cattrs(tmp_path: Path) ->
         assert data.text == _reference_text(dump_state(state))
     stored = await store.load(store.saved[0]["flow_id"])
     assert stored.data == dict(store.saved[-1])
+
+
+async def _checkpoint_tasks(tmp_path: Path, make_store: Any) -> int:
+    loop = asyncio.get_running_loop()
+    names: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+        names.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    async with world(tmp_path) as w:
+        store = make_store(clock=w.clock)
+        loop.set_task_factory(factory)
+        try:
+            result = await w.flow(store=store).run()
+        finally:
+            loop.set_task_factory(None)
+    assert result.outcome is FlowOutcome.SIGNED
+    return len([n for n in names if n.endswith("._checkpoint")])
+
+
+async def test_a_checkpoint_to_the_memory_store_makes_no_task_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # The in-memory store never suspends, so the shielded task that sees a checkpoint
+    # through a cancellation (a loop iteration per save) is not needed there.
+    assert await _checkpoint_tasks(tmp_path / "a", MemoryFlowStore) == 0
+    # The control: any other store (here a subclass that may suspend) keeps the task.
+    assert await _checkpoint_tasks(tmp_path / "b", _Recording) > 10
