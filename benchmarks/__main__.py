@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="*", type=int, default=[], help="benchmark numbers to run (1-7)"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile each benchmark run and print its own time grouped by package",
+    )
     args = parser.parse_args(argv)
     quiet_logs()
     rows: list[Row] = []
@@ -38,7 +43,16 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             module = importlib.import_module(f"benchmarks.{name}")
-            rows.extend(module.run(args.quick))
+            if args.profile:
+                import cProfile
+
+                from ._profile import grouped
+
+                profile = cProfile.Profile()
+                rows.extend(profile.runcall(module.run, args.quick))
+                print(f"[{name}: profile, own time by package]\n{grouped(profile)}", flush=True)
+            else:
+                rows.extend(module.run(args.quick))
         except Exception:  # one broken benchmark must not hide the others' figures
             traceback.print_exc()
             failed.append(name)

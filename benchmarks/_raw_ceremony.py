@@ -16,6 +16,7 @@ SDK's request rate to this one is the price of all the rest.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -58,6 +59,12 @@ class _Statuses:
             await event.wait()
 
 
+async def _maybe(value: Any) -> Any:
+    """``value``, awaited if it is awaitable: the sandbox in this process answers at once,
+    one in another process (``_remote.RemoteSandbox``) over its control endpoints."""
+    return await value if inspect.isawaitable(value) else value
+
+
 async def run_flows(sandbox: Any, folder: Path, flows: int) -> int:
     """Drive ``flows`` concurrent ceremonies; return how many were signed."""
     statuses = _Statuses()
@@ -68,7 +75,7 @@ async def run_flows(sandbox: Any, folder: Path, flows: int) -> int:
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    sandbox.configure_webhooks(f"http://127.0.0.1:{port}/hooks")
+    await _maybe(sandbox.configure_webhooks(f"http://127.0.0.1:{port}/hooks"))
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     base = sandbox.url
     try:
@@ -122,7 +129,7 @@ async def run_flows(sandbox: Any, folder: Path, flows: int) -> int:
                 async with session.post(f"{sig}/approval", json=approval, headers=auth) as r:
                     r.raise_for_status()
                 await statuses.wait(sid, "confirmation_required", read)
-                passcode = sandbox.latest_passcode(sid)
+                passcode = await _maybe(sandbox.latest_passcode(sid))
                 async with session.post(
                     f"{sig}/confirmation", json={"passcode": passcode}, headers=auth
                 ) as r:
@@ -150,5 +157,5 @@ async def run_flows(sandbox: Any, folder: Path, flows: int) -> int:
             results = await asyncio.gather(*(one(n) for n in range(flows)))
             return sum(results)
     finally:
-        sandbox.configure_webhooks(None)
+        await _maybe(sandbox.configure_webhooks(None))
         await runner.cleanup()

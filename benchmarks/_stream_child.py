@@ -44,7 +44,9 @@ async def transfer(url: str, folder: Path, size: int) -> tuple[int, int]:
     write_pdf(big, size)
     out = folder / "out"
     out.mkdir()
-    async with QESClient("bench", "secret", base_url=url, max_document_size=2 * size) as client:
+    async with QESClient(
+        "bench", "secret", base_url=url, max_document_size=2 * size, max_download_size=2 * size
+    ) as client:
         # warm up every code path with 1 MB, so the baseline holds the libraries' own state
         await client.upload_documents("sig-1", [Document.from_path(small)])
         await client.download_signed_document("sig-1", str(MB), out)

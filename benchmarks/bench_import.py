@@ -65,7 +65,7 @@ def run(quick: bool) -> list[Row]:
             Row(
                 label,
                 median[statement] / base,
-                1.3,
+                1.1,
                 False,
                 note=f"median {median[statement] * 1000:.0f} vs {base * 1000:.0f} ms; "
                 "no sandbox/pyhanko/_cli loaded",

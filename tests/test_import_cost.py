@@ -50,3 +50,11 @@ def test_the_client_loads_cattrs_only_when_it_first_structures_an_answer() -> No
     modules = loaded_after("from qes_async import QESClient")
     assert "cattrs" not in modules
     assert "qes_async._core.converter" not in modules
+
+
+def test_the_client_loads_backoff_and_queue_only_when_needed() -> None:
+    # backoff computes the waits between retries, queue feeds the writer of a large
+    # download: neither is needed to import the client (nor by aiohttp itself).
+    modules = loaded_after("from qes_async import QESClient")
+    assert "backoff" not in modules
+    assert "queue" not in modules

@@ -17,9 +17,10 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 import attrs
 
@@ -29,6 +30,9 @@ from .multipart import Headers, MultipartParser, PartData, PartEnd
 from .operations import Operation
 from .transport import TransportResponse
 from .validation import PDF_MAGIC
+
+if TYPE_CHECKING:
+    import queue
 
 __all__ = [
     "MAX_MESSAGE",
@@ -100,28 +104,231 @@ def unused_name(folder: Path, name: str, document_id: str, attempt: int) -> Path
     return folder / (f"{tag}.pdf" if attempt == 1 else f"{tag}-{attempt}.pdf")
 
 
+#: Bytes gathered before they go to the disk side in one piece (a ``writev``).
+BATCH = 1024 * 1024
+BATCH_CHUNKS = 64  # and never more pieces than one writev takes comfortably
+#: A document larger than a batch is written by a thread of its own, fed by a queue; the
+#: loop runs at most this far ahead of it, so memory stays bounded whatever the size.
+AHEAD = 4 * BATCH
+#: Written bytes handed to the disk's writeback at a time, while the download goes on.
+WRITEBACK = 8 * BATCH
+_ADVISE = getattr(os, "POSIX_FADV_DONTNEED", None)
+
+
+class _TempFile:
+    """The temp file and its running hash, touched by one thread at a time.
+
+    Created (mkstemp, 0600), written, hashed, fsynced and renamed off the event loop, so
+    the loop never waits on the disk or on SHA-256. ``abandon`` (from the loop) removes
+    the file at once or, when a write is still running, lets that write remove it as it
+    ends: the descriptor is never closed under a write.
+    """
+
+    __slots__ = ("_abandoned", "_flushed", "_lock", "_written", "digest", "directory", "fd", "path")
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.digest = hashlib.sha256()
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._written = self._flushed = 0  # bytes written; bytes handed to writeback
+
+    def write(self, chunks: list[bytes]) -> None:
+        """Blocking: create the file on first use, hash and append ``chunks``."""
+        with self._lock:
+            try:
+                if self._abandoned:
+                    raise FileNotFoundError("the download was abandoned")
+                self._append(chunks)
+            finally:
+                if self._abandoned:
+                    self._remove()
+
+    def finish(
+        self,
+        chunks: list[bytes],
+        name: str,
+        document_id: str,
+        keep: Collection[str] | None,
+    ) -> Path:
+        """Blocking: append the last ``chunks``, fsync, and link under a free name."""
+        with self._lock:
+            try:
+                if self._abandoned:
+                    raise FileNotFoundError("the download was abandoned")
+                self._append(chunks)
+                assert self.fd is not None
+                assert self.path is not None
+                fd, self.fd = self.fd, None
+                final = _sync_close_link(fd, self.path, self.directory, name, document_id, keep)
+                self.path = None
+                return final
+            finally:
+                if self._abandoned:
+                    self._remove()
+
+    def abandon(self) -> None:
+        """From the loop: no more writes; remove the file now or when the running one ends."""
+        self._abandoned = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._remove()
+            finally:
+                self._lock.release()
+
+    def _append(self, chunks: list[bytes]) -> None:
+        if self.fd is None:
+            fd, name = tempfile.mkstemp(dir=self.directory, prefix=_PREFIX, suffix=_SUFFIX)
+            self.fd, self.path = fd, Path(name)  # mkstemp creates it with mode 0600
+        for chunk in chunks:
+            self.digest.update(chunk)  # hashlib lets go of the GIL for large pieces
+        self._written += _writev_all(self.fd, chunks)
+        if _ADVISE is not None and self._written - self._flushed >= WRITEBACK:
+            # Start the disk on what is written so far (no wait, no durability promised:
+            # the fsync at the end still makes it so), so that fsync has little left.
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.fd, self._flushed, self._written - self._flushed, _ADVISE)
+            self._flushed = self._written
+
+    def _remove(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.path = None
+
+
+class _Finish(NamedTuple):  # a tuple, not an attrs class: nothing to build at import
+    chunks: list[bytes]
+    name: str
+    document_id: str
+    keep: Collection[str] | None
+    done: asyncio.Future[Path]
+
+
+class _Writer:
+    """A thread of one large download's own: takes batches from a queue and writes them
+    in order while the loop keeps reading; the loop waits only when it is ``AHEAD`` bytes
+    ahead. The first failure is kept and raised on the loop at the next batch or at the
+    end; nothing more is written after it."""
+
+    def __init__(self, file: _TempFile, loop: asyncio.AbstractEventLoop) -> None:
+        self._file = file
+        self._loop = loop
+        import queue  # only large downloads need it: not loaded at import
+
+        self._queue: queue.SimpleQueue[tuple[list[bytes], int] | _Finish | None]
+        self._queue = queue.SimpleQueue()
+        self._ahead = 0  # bytes handed over and not yet written
+        self._room: asyncio.Future[None] | None = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, name="qes-download", daemon=True).start()
+
+    async def put(self, chunks: list[bytes], size: int) -> None:
+        self._raise()
+        self._ahead += size
+        self._queue.put((chunks, size))
+        while self._ahead > AHEAD:
+            self._room = self._loop.create_future()
+            await self._room
+            self._raise()
+
+    async def finish(
+        self, chunks: list[bytes], name: str, document_id: str, keep: Collection[str] | None
+    ) -> Path:
+        self._raise()
+        done: asyncio.Future[Path] = self._loop.create_future()
+        self._queue.put(_Finish(chunks, name, document_id, keep, done))
+        return await done
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:  # in the writer's thread
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, _Finish):
+                self._finish(item)
+                return
+            chunks, size = item
+            if self.error is None:
+                try:
+                    self._file.write(chunks)
+                except BaseException as exc:  # raised on the loop, at the next batch
+                    self.error = exc
+            self._call(self._written, size)
+
+    def _finish(self, item: _Finish) -> None:
+        try:
+            if self.error is not None:
+                raise self.error
+            final = self._file.finish(item.chunks, item.name, item.document_id, item.keep)
+        except BaseException as exc:
+            self._call(_settle, item.done, None, exc)
+        else:
+            self._call(_settle, item.done, final, None)
+
+    def _call(self, callback: Callable[..., None], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _written(self, size: int) -> None:  # on the loop
+        self._ahead -= size
+        if self._room is not None and not self._room.done() and self._ahead <= AHEAD // 2:
+            self._room.set_result(None)
+            self._room = None
+        elif self.error is not None and self._room is not None and not self._room.done():
+            self._room.set_result(None)
+
+
+def _settle(future: asyncio.Future[Path], result: Path | None, error: BaseException | None) -> None:
+    if future.done():  # cancelled: the download was given up
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
 @attrs.define
 class _Sink:
-    """The temp file being written, with its running hash and size."""
+    """The document being received: its checks on the loop, its bytes batched off it.
+
+    Size, head and tail are checked as the chunks come. The first chunk is written at
+    once (one executor hop creates the file, not awaited); the next are gathered into
+    batches of about ``BATCH`` bytes. A document of one batch costs two executor hops in
+    all (create and write; then the rest, fsync and rename); a larger one gets a writer
+    thread of its own, fed in order, so reading and writing overlap.
+    """
 
     directory: Path
     operation: str
     request_id: str | None
     limit: int  # the largest document accepted, decoded bytes
-    path: Path | None = None
-    handle: int | None = None
-    # The document's own bytes never go into a repr (error trackers record locals).
-    digest: hashlib._Hash = attrs.field(factory=hashlib.sha256, repr=False)
+    started: bool = False  # the PDF's part (or body) has begun
     size: int = 0
+    # The document's own bytes never go into a repr (error trackers record locals).
     head: bytes = attrs.field(default=b"", repr=False)
     tail: bytes = attrs.field(default=b"", repr=False)
+    _file: _TempFile | None = attrs.field(default=None, repr=False)
+    _writer: _Writer | None = attrs.field(default=None, repr=False)
+    _opening: asyncio.Future[None] | None = attrs.field(default=None, repr=False)
+    _batch: list[bytes] = attrs.field(factory=list, repr=False)
+    _pending: int = 0
 
     async def open(self) -> None:
-        # mkstemp touches the disk: off the event loop, like every other write here.
-        fd, name = await asyncio.to_thread(
-            tempfile.mkstemp, dir=self.directory, prefix=_PREFIX, suffix=_SUFFIX
-        )
-        self.handle, self.path = fd, Path(name)  # mkstemp creates it with mode 0600
+        # No disk yet: the temp file is created off the event loop, with the first write.
+        self.started = True
+        self._file = _TempFile(self.directory)
 
     async def write(self, chunk: bytes) -> None:
         if len(self.head) < len(PDF_MAGIC):
@@ -133,40 +340,77 @@ class _Sink:
                 f"the signed document is larger than max_download_size ({self.limit} bytes); "
                 "if the documents really are this large, raise QESClient(max_download_size=...)"
             )
-        self.digest.update(chunk)
         self.size += len(chunk)
         self.tail = (self.tail + chunk[-TAIL:])[-TAIL:]
-        assert self.handle is not None
-        await asyncio.to_thread(_write_all, self.handle, chunk)
+        assert self._file is not None
+        if self._opening is None:
+            # The first chunk goes to disk at once, without waiting for it: the file (0600)
+            # is there from the start of the document, the next chunks are batched.
+            loop = asyncio.get_running_loop()
+            self._opening = loop.run_in_executor(None, self._file.write, [chunk])
+            return
+        self._batch.append(chunk)
+        self._pending += len(chunk)
+        if self._pending >= BATCH or len(self._batch) >= BATCH_CHUNKS:
+            if self._writer is None:
+                await self._opening  # written before the writer's first batch: in order
+                self._writer = _Writer(self._file, asyncio.get_running_loop())
+            batch, size = self._take()
+            await self._writer.put(batch, size)
+
+    def _take(self) -> tuple[list[bytes], int]:
+        batch, size = self._batch, self._pending
+        self._batch, self._pending = [], 0
+        return batch, size
 
     def _bad(self, message: str) -> NoReturn:
         raise DecodeError(message, status=200, request_id=self.request_id, operation=self.operation)
 
     async def finish(
         self, name: str, document_id: str, keep: Collection[str] | None = None
-    ) -> Path:
-        """Check the PDF, make it durable, and give it a name no other file has."""
+    ) -> tuple[Path, str]:
+        """Check the PDF, make it durable, and give it a name no other file has; the
+        final path and the document's SHA-256."""
         defect = pdf_defect(self.head, self.tail)
         if defect is not None:
             self._bad(f"the signed document {defect}")
-        assert self.handle is not None
-        assert self.path is not None
-        handle, self.handle = self.handle, None
-        final = await asyncio.to_thread(
-            _sync_close_link, handle, self.path, self.directory, name, document_id, keep
-        )
-        self.path = None
-        return final
+        assert self._file is not None
+        batch, _ = self._take()
+        if self._opening is not None:
+            await self._opening  # done long ago, but its failure is raised here
+        if self._writer is not None:
+            final = await self._writer.finish(batch, name, document_id, keep)
+            self._writer = None  # its thread has ended
+        else:
+            loop = asyncio.get_running_loop()
+            final = await loop.run_in_executor(
+                None, self._file.finish, batch, name, document_id, keep
+            )
+        digest = self._file.digest.hexdigest()
+        self._file = None
+        return final, digest
 
     def discard(self) -> None:
-        if self.handle is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.handle)
-            self.handle = None
-        if self.path is not None:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            self.path = None
+        opening = self._opening  # nobody awaits it now; abandon() removes its file
+        if opening is not None and not opening.cancel() and not opening.cancelled():
+            opening.exception()  # seen: no "never retrieved" warning for it
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
+        if self._file is not None:
+            self._file.abandon()
+            self._file = None
+        self._batch = []
+
+
+def _writev_all(fd: int, chunks: list[bytes]) -> int:
+    if not chunks:
+        return 0
+    written = os.writev(fd, chunks)
+    total = sum(len(chunk) for chunk in chunks)
+    if written < total:  # a short write: rare on files, finish it piece by piece
+        _write_all(fd, b"".join(chunks)[written:])
+    return total
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -303,7 +547,7 @@ def multidict_params(content_type: str) -> dict[str, str]:
 
 def _target(headers: Headers, sink: _Sink, have_message: bool) -> str | None:
     ptype = headers.get("content-type", "text/plain").split(";")[0].strip().lower()
-    if ptype == "application/pdf" and sink.path is None and sink.size == 0:
+    if ptype == "application/pdf" and not sink.started:
         return "pdf"
     if ptype.startswith("text/") and not have_message:
         return "text"
@@ -357,8 +601,8 @@ async def consume_signed_document(
                 request_id=request_id,
                 operation=Operation.DOWNLOAD_SIGNED_DOCUMENT,
             )
-        digest, size = sink.digest.hexdigest(), sink.size
-        final = await sink.finish(safe_file_name(name, document_id), document_id, keep)
+        size = sink.size
+        final, digest = await sink.finish(safe_file_name(name, document_id), document_id, keep)
     except BaseException:
         sink.discard()
         raise

@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 
 import attrs
-import backoff
+
+# backoff loads with the first retry (it is needed only to wait): not at import.
 
 __all__ = ["Decision", "Failure", "RetryPolicy", "Verdict", "decide", "parse_retry_after"]
 
 
 def _full_jitter(value: float) -> float:
+    import backoff
+
     return backoff.full_jitter(value)
 
 
@@ -57,6 +60,8 @@ class RetryPolicy:
 
     def waits(self) -> Iterator[float]:
         """Backoff waits between attempts: ``backoff.expo`` capped, then jittered."""
+        import backoff
+
         gen = backoff.expo(base=2, factor=self.base, max_value=self.cap)
         gen.send(None)  # prime: backoff's generators yield once before the first value
         for wait in gen:

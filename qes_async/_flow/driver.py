@@ -46,7 +46,7 @@ from .state import (
     DownloadRecord,
     FlowState,
     Generation,
-    dump_state,
+    StateEncoder,
     parse_state,
 )
 from .steps import StepRunner
@@ -262,6 +262,7 @@ class SignatureFlow:
         self.clock: Clock = clock or getattr(client, "clock", None) or SystemClock()
         self.signer = signer
         self.store: FlowStore = store if store is not None else MemoryFlowStore(clock=self.clock)
+        self._encoder = StateEncoder()  # each evidence entry is encoded once, not per save
         if waiter is None:
             from .._waiting.polling import PollingWaiter
 
@@ -477,6 +478,11 @@ class SignatureFlow:
         has just done, such as the workflow it created, and losing that would make a
         resume do it again.
         """
+        if type(self.store) is MemoryFlowStore and not self._lease_runs_short():
+            # Its save never suspends, so nothing can cut the checkpoint short: no task
+            # and no shield (a loop iteration each) are needed to see it through.
+            await self._checkpoint()
+            return
         checkpoint = asyncio.ensure_future(self._checkpoint())
         try:
             await asyncio.shield(checkpoint)
@@ -485,17 +491,21 @@ class SignatureFlow:
                 await checkpoint
             raise
 
+    def _lease_runs_short(self) -> bool:
+        assert self._lease is not None
+        return self._lease.expires_at - self.clock.time() < self._lease_ttl / 2
+
     async def _checkpoint(self) -> None:
         state = self._state
         assert state is not None
         assert self._lease is not None
         now = self.clock.time()
         state.updated_at = now
-        if self._lease.expires_at - now < self._lease_ttl / 2:
+        if self._lease_runs_short():
             self._lease = await self._acquire(state.flow_id)
         self._version = await self.store.save(
             state.flow_id,
-            dump_state(state),
+            self._encoder.encode(state),
             expected_version=self._version,
             finished=state.finished,
             due_at=state.next_deadline(),
@@ -566,7 +576,7 @@ class SignatureFlow:
             # Before the flow exists anywhere: a flow a worker can find has its documents.
             await source.store(state.flow_id, self._documents)
         try:
-            self._version = await self.store.create(state.flow_id, dump_state(state))
+            self._version = await self.store.create(state.flow_id, self._encoder.encode(state))
         except BaseException as exc:
             self._state = None
             if source is not None and not isinstance(exc, StaleStateError):

@@ -76,10 +76,24 @@ def canonical_json(value: Any) -> bytes:
     Raises:
         TypeError: a float (or another non-JSON value) inside ``value``.
     """
-    _refuse_floats(value, "$")
+    if not _plain(value):
+        _refuse_floats(value, "$")  # raises, naming where
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` holds only what the canonical form allows (no float, string
+    keys); the quick test, with no path built unless it fails."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is dict:
+        return all(type(key) is str and _plain(item) for key, item in value.items())
+    if kind is list:
+        return all(_plain(item) for item in value)
+    return False  # anything else: the full check decides (and names it)
 
 
 def _refuse_floats(value: Any, where: str) -> None:
@@ -95,6 +109,22 @@ def _refuse_floats(value: Any, where: str) -> None:
             _refuse_floats(item, f"{where}[{n}]")
     elif value is not None and not isinstance(value, (str, int, bool)):
         raise TypeError(f"evidence holds only JSON values ({where}: {type(value).__name__})")
+
+
+def _copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists and tuples copied; strings, numbers
+    and anything else shared, as ``copy.deepcopy`` shares immutable values), without
+    deepcopy's memo and dispatch: a flow's result copies its whole record."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copy_json(item) for key, item in value.items()}
+    if kind is list:
+        return [_copy_json(item) for item in value]
+    if kind is tuple:
+        return tuple(_copy_json(item) for item in value)
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    return copy.deepcopy(value)
 
 
 def instant(posix: float) -> str:
@@ -204,7 +234,7 @@ class Evidence:
     ) -> None:
         self.flow_id = flow_id
         # A copy: changing the record never changes the flow state it was taken from.
-        self.entries: tuple[dict[str, Any], ...] = tuple(copy.deepcopy(dict(e)) for e in entries)
+        self.entries: tuple[dict[str, Any], ...] = tuple(_copy_json(dict(e)) for e in entries)
         last = self.entries[-1].get("hash") if self.entries else GENESIS
         self.final_hash: str = final_hash if final_hash is not None else str(last)
         self._source: bytes | None = None  # the bytes it was read from, if any

@@ -29,8 +29,10 @@ __all__ = [
     "FORMAT_VERSION",
     "DocumentRecord",
     "DownloadRecord",
+    "EncodedState",
     "FlowState",
     "Generation",
+    "StateEncoder",
     "StateFormatError",
     "dump_state",
     "parse_state",
@@ -166,9 +168,152 @@ _CONVERTER = _converter()
 
 
 def dump_state(state: FlowState) -> dict[str, Any]:
-    """The state as plain JSON data, with its format version."""
+    """The state as plain JSON data, with its format version (through cattrs: the
+    reference that :func:`fast_dump` is tested against)."""
     data: dict[str, Any] = _CONVERTER.unstructure(state)
     return {"format": FORMAT_VERSION, **data}
+
+
+# The checkpoint's hot path: a flow saves its state at every step, so the state is built
+# by hand here rather than by cattrs' generic unstructuring. tests/test_state_encoding.py
+# checks fast_dump against dump_state field by field, so a field added to a record and not
+# here fails there.
+
+
+def _document(d: DocumentRecord) -> dict[str, Any]:
+    return {
+        "file_name": d.file_name,
+        "sha256": d.sha256,
+        "size": d.size,
+        "display_name": d.display_name,
+        "path": d.path,
+    }
+
+
+def _download(d: DownloadRecord) -> dict[str, Any]:
+    return {
+        "document_id": d.document_id,
+        "path": d.path,
+        "sha256": d.sha256,
+        "size": d.size,
+        "validation": d.validation,
+        "validation_detail": d.validation_detail,
+        "signer": d.signer,
+    }
+
+
+def _generation(g: Generation) -> dict[str, Any]:
+    return {
+        "number": g.number,
+        "started_at": g.started_at,
+        "reason": g.reason,
+        "signature_id": g.signature_id,
+        "in_flight": g.in_flight,
+        "in_flight_at": g.in_flight_at,
+        "documents_uploaded": g.documents_uploaded,
+        "document_ids": list(g.document_ids),
+        "approvals_sent": g.approvals_sent,
+        "confirmations_sent": g.confirmations_sent,
+        "unconfirmed_creates": g.unconfirmed_creates,
+        "deadlines": dict(g.deadlines),
+        "last_status": g.last_status,
+        "last_status_code": g.last_status_code,
+        "ended": g.ended,
+        "ended_at": g.ended_at,
+    }
+
+
+def _body(state: FlowState, evidence: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "flow_id": state.flow_id,
+        "client_reference": state.client_reference,
+        "mobile_number": state.mobile_number,
+        "documents": [_document(d) for d in state.documents],
+        "created_at": state.created_at,
+        "step": state.step.value,
+        "generations": [_generation(g) for g in state.generations],
+        "downloads": [_download(d) for d in state.downloads],
+        "contract": None if state.contract is None else _download(state.contract),
+        "outcome": state.outcome,
+        "error": _copy(state.error),
+        "updated_at": state.updated_at,
+        "workflow_name": state.workflow_name,
+        "evidence": evidence,
+    }
+
+
+def _copy(value: Any) -> Any:
+    """A copy of plain JSON data (dicts and lists copied, the rest shared)."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
+def fast_dump(state: FlowState) -> dict[str, Any]:
+    """What :func:`dump_state` returns, built by hand (no cattrs): a fresh dict that
+    shares no mutable part with ``state``."""
+    return {"format": FORMAT_VERSION, **_body(state, [_copy(e) for e in state.evidence])}
+
+
+class EncodedState(dict[str, Any]):
+    """A checkpoint's JSON data that knows its own text already: the two stores of
+    qes_async write ``text`` as it is instead of encoding the data again. Any other store
+    sees a plain dict."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, data: dict[str, Any], text: str) -> None:
+        super().__init__(data)
+        self.text = text
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+class StateEncoder:
+    """Encodes one flow's successive checkpoints, each evidence entry only once.
+
+    The evidence list only grows and its entries are chained by hash, never changed; so a
+    checkpoint encodes only the entries added since the last one, and takes the others'
+    text from the last checkpoint's text (which the in-memory store holds anyway: no
+    copy of it is kept here). The text is exactly
+    ``json.dumps(fast_dump(state), separators=(",", ":"), sort_keys=True)``: the keys
+    before ``"evidence"`` and after it are encoded as two objects and joined around it.
+    """
+
+    __slots__ = ("_count", "_end", "_last_hash", "_owner", "_start", "_text")
+
+    def __init__(self) -> None:
+        self._owner: list[dict[str, Any]] | None = None
+        self._count = 0  # entries in the last checkpoint
+        self._last_hash: Any = None
+        self._text = ""  # the last checkpoint's text
+        self._start = self._end = 0  # where its evidence entries are in it
+
+    def encode(self, state: FlowState) -> EncodedState:
+        evidence, count = state.evidence, self._count
+        if (
+            evidence is not self._owner
+            or len(evidence) < count
+            or (count and evidence[count - 1].get("hash") != self._last_hash)
+        ):
+            self._owner, count = evidence, 0
+        parts = [self._text[self._start : self._end]] if count else []
+        parts.extend(_ENCODE(entry) for entry in evidence[count:])
+        joined = ",".join(parts)
+        # The list is the checkpoint's own; its entries are shared, as they are never
+        # changed once chained (copying them all at every step is what this avoids).
+        data = {"format": FORMAT_VERSION, **_body(state, list(evidence))}
+        before = {key: value for key, value in data.items() if key < "evidence"}
+        after = {key: value for key, value in data.items() if key > "evidence"}
+        head = f'{_ENCODE(before)[:-1]},"evidence":['
+        text = f"{head}{joined}],{_ENCODE(after)[1:]}"
+        self._text, self._start, self._end = text, len(head), len(head) + len(joined)
+        self._count = len(evidence)
+        self._last_hash = evidence[-1].get("hash") if evidence else None
+        return EncodedState(data, text)
 
 
 def parse_state(data: Mapping[str, Any] | str | bytes) -> FlowState:

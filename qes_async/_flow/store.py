@@ -26,7 +26,7 @@ import attrs
 
 from .._core.errors import FlowNotFoundError, StaleStateError
 from .._runtime.clock import Clock, SystemClock
-from .state import StateFormatError
+from .state import EncodedState, StateFormatError
 
 __all__ = ["FlowStore", "Lease", "MemoryFlowStore", "SQLiteFlowStore", "StoredFlow"]
 
@@ -101,6 +101,8 @@ class FlowStore(Protocol):
 
 
 def _encode(data: Mapping[str, Any]) -> str:
+    if type(data) is EncodedState:  # a flow's checkpoint, encoded once already
+        return data.text
     if not isinstance(data, Mapping):
         raise TypeError("flow state must be a JSON object")
     return json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)

@@ -1,0 +1,70 @@
+"""Many waiting flows in one process: ``python -m benchmarks._many_child N FOLDER``.
+
+Starts N flows against the in-process sandbox (fake clock, webhooks, one hybrid waiter);
+every signer holds its consent until all N are parked there, then all are released and
+must end signed. Prints JSON: the current RSS once all are parked, the peak RSS (VmHWM)
+at the end, the RSS before the flows, and the seconds each phase took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from qes_async import CallbackSigner, FlowOutcome
+
+from ._common import quiet_logs
+from ._world import world
+
+
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def main(flows: int, folder: Path) -> dict[str, Any]:
+    async with world(folder, webhooks=True) as w:
+        w.sandbox.add_client("client")
+        gate, parked = asyncio.Event(), 0
+
+        async def consent(request: Any) -> bool:
+            nonlocal parked
+            parked += 1
+            await gate.wait()
+            return True
+
+        async def passcode(request: Any) -> str:
+            return w.sandbox.latest_passcode(request.signature_id)
+
+        signer = CallbackSigner(consent=consent, passcode=passcode)
+        assert (await w.flow("client").run()).outcome is FlowOutcome.SIGNED  # warm up
+        before = _status("VmRSS:")
+        started = time.perf_counter()
+        tasks = [asyncio.ensure_future(w.flow("client", signer=signer).run()) for _ in range(flows)]
+        while parked < flows:
+            await asyncio.sleep(0.1)
+            if any(t.done() for t in tasks[:: max(1, flows // 100)]):
+                break  # a flow failed before consent: the gather below says why
+        parked_at, parked_s = _status("VmRSS:"), time.perf_counter() - started
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        assert all(r.outcome is FlowOutcome.SIGNED for r in results)
+        return {
+            "flows": flows,
+            "before": before,
+            "parked": parked_at,
+            "peak": _status("VmHWM:"),
+            "parked_s": parked_s,
+            "total_s": time.perf_counter() - started,
+        }
+
+
+if __name__ == "__main__":
+    quiet_logs()
+    print(json.dumps(asyncio.run(main(int(sys.argv[1]), Path(sys.argv[2])))))
