@@ -32,6 +32,7 @@ ROWS = (
     "5 webhook receiver vs bare handler",
     "6 import qes_async vs aiohttp",
     "6 import QESClient vs aiohttp",
+    "6 import + build a QESClient vs aiohttp",
     "7 leaks: RSS growth, sequential flows",
     "7 leaks: late vs early growth",
 )
