@@ -147,3 +147,34 @@ async def test_a_disk_error_in_the_writer_reaches_the_caller(tmp_path: Path) -> 
         await _consume(_pdf_chunks(BATCH * 4), missing)
     _join_writers()
     assert _leftovers(tmp_path) == []
+
+
+class _Failing(_Content):
+    """Chunks, then the connection drops (the transport's error, raised mid-body)."""
+
+    async def iter_chunked(self, size: int) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+            await asyncio.sleep(0)
+        raise ConnectionResetError("dropped mid-body")
+
+
+async def test_a_failed_download_has_left_no_file_when_it_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunk's write runs in a thread the loop does not wait for; a failure
+    right after it must still leave nothing once the error reaches the caller, not a
+    moment later (the old discard returned while that write was still making the file)."""
+    import time
+
+    append = download._TempFile._append
+
+    def slow_append(self: Any, chunks: list[bytes]) -> None:
+        append(self, chunks)  # the temp file exists from here...
+        time.sleep(0.2)  # ...while the write is still busy
+
+    monkeypatch.setattr(download._TempFile, "_append", slow_append)
+    response: Any = _Response(_Failing(_pdf_chunks(64 * 1024)[:1]))
+    with pytest.raises(ConnectionResetError):
+        await consume_signed_document(response, tmp_path, "doc-1", limit=1 << 30)
+    assert _leftovers(tmp_path) == []

@@ -137,14 +137,13 @@ class _TempFile:
 
     def write(self, chunks: list[bytes]) -> None:
         """Blocking: create the file on first use, hash and append ``chunks``."""
-        with self._lock:
-            try:
+        try:
+            with self._lock:
                 if self._abandoned:
                     raise FileNotFoundError("the download was abandoned")
                 self._append(chunks)
-            finally:
-                if self._abandoned:
-                    self._remove()
+        finally:
+            self._reap()
 
     def finish(
         self,
@@ -154,8 +153,8 @@ class _TempFile:
         keep: Collection[str] | None,
     ) -> Path:
         """Blocking: append the last ``chunks``, fsync, and link under a free name."""
-        with self._lock:
-            try:
+        try:
+            with self._lock:
                 if self._abandoned:
                     raise FileNotFoundError("the download was abandoned")
                 self._append(chunks)
@@ -165,18 +164,28 @@ class _TempFile:
                 final = _sync_close_link(fd, self.path, self.directory, name, document_id, keep)
                 self.path = None
                 return final
-            finally:
-                if self._abandoned:
-                    self._remove()
+        finally:
+            self._reap()
 
     def abandon(self) -> None:
-        """From the loop: no more writes; remove the file now or when the running one ends."""
+        """From the loop: no more writes; remove the file now or when the running one ends.
+
+        The flag is set before the lock is tried: either the lock is free and the file goes
+        now, or a write holds it and sees the flag in ``_reap`` once it has let go (a check
+        made inside the lock could read the flag just before it is set, and leave the file).
+        """
         self._abandoned = True
         if self._lock.acquire(blocking=False):
             try:
                 self._remove()
             finally:
                 self._lock.release()
+
+    def _reap(self) -> None:
+        """After a write let go of the lock: remove the file if the download was abandoned."""
+        if self._abandoned:
+            with self._lock:
+                self._remove()
 
     def _append(self, chunks: list[bytes]) -> None:
         if self.fd is None:
@@ -227,6 +236,8 @@ class _Writer:
         self._ahead = 0  # bytes handed over and not yet written
         self._room: asyncio.Future[None] | None = None
         self.error: BaseException | None = None
+        #: Done when the thread has ended (its last write, and any removal, are over).
+        self.ended: asyncio.Future[None] = loop.create_future()
         threading.Thread(target=self._run, name="qes-download", daemon=True).start()
 
     async def put(self, chunks: list[bytes], size: int) -> None:
@@ -246,25 +257,30 @@ class _Writer:
         self._queue.put(_Finish(chunks, name, document_id, keep, done))
         return await done
 
-    def stop(self) -> None:
+    def stop(self) -> asyncio.Future[None]:
+        """No more batches; the future is done once the thread has ended."""
         self._queue.put(None)
+        return self.ended
 
     def _raise(self) -> None:
         if self.error is not None:
             raise self.error
 
     def _run(self) -> None:  # in the writer's thread
-        while (item := self._queue.get()) is not None:
-            if isinstance(item, _Finish):
-                self._finish(item)
-                return
-            chunks, size = item
-            if self.error is None:
-                try:
-                    self._file.write(chunks)
-                except BaseException as exc:  # raised on the loop, at the next batch
-                    self.error = exc
-            self._call(self._written, size)
+        try:
+            while (item := self._queue.get()) is not None:
+                if isinstance(item, _Finish):
+                    self._finish(item)
+                    return
+                chunks, size = item
+                if self.error is None:
+                    try:
+                        self._file.write(chunks)
+                    except BaseException as exc:  # raised on the loop, at the next batch
+                        self.error = exc
+                self._call(self._written, size)
+        finally:
+            self._call(_end, self.ended)
 
     def _finish(self, item: _Finish) -> None:
         try:
@@ -287,6 +303,11 @@ class _Writer:
             self._room = None
         elif self.error is not None and self._room is not None and not self._room.done():
             self._room.set_result(None)
+
+
+def _end(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _settle(future: asyncio.Future[Path], result: Path | None, error: BaseException | None) -> None:
@@ -390,17 +411,20 @@ class _Sink:
         self._file = None
         return final, digest
 
-    def discard(self) -> None:
-        opening = self._opening  # nobody awaits it now; abandon() removes its file
-        if opening is not None and not opening.cancel() and not opening.cancelled():
-            opening.exception()  # seen: no "never retrieved" warning for it
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer = None
-        if self._file is not None:
-            self._file.abandon()
-            self._file = None
-        self._batch = []
+    async def discard(self) -> None:
+        """Give the document up: once this returns, no file of it is left, temp or not.
+
+        The temp file is flagged first, so a write in flight removes its own file as it
+        ends; then the first write and the writer thread are awaited (shielded: a second
+        cancellation cannot leave a file behind that a write is still making).
+        """
+        file, opening, writer = self._file, self._opening, self._writer
+        self._file, self._writer, self._batch = None, None, []
+        if file is not None:
+            file.abandon()
+        pending = [f for f in (opening, writer.stop() if writer else None) if f is not None]
+        if pending:
+            await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
 
 
 def _writev_all(fd: int, chunks: list[bytes]) -> int:
@@ -604,7 +628,7 @@ async def consume_signed_document(
         size = sink.size
         final, digest = await sink.finish(safe_file_name(name, document_id), document_id, keep)
     except BaseException:
-        sink.discard()
+        await sink.discard()
         raise
     return SignedDocument(
         document_id=document_id,
