@@ -226,12 +226,19 @@ async def test_three_workers_and_a_receiver_finish_every_flow(
     assert [m["kind"] in ("moving", "accepted") for m in moved] == [True, True], moved
     if moved[1]["kind"] == "moving":
         assert 0 < moved[1]["retry_after"] <= LEASE_TTL + SWEEP + 1.0
+    expected_answers = [
+        {"kind": "accepted", "attempts_left": None, "retry_after": None},
+        {"kind": "wrong_passcode", "attempts_left": 2, "retry_after": None},
+        {"kind": "accepted", "attempts_left": None, "retry_after": None},
+    ]
     for answer in answers:
-        assert answer == [
-            {"kind": "accepted", "attempts_left": None, "retry_after": None},
-            {"kind": "wrong_passcode", "attempts_left": 2, "retry_after": None},
-            {"kind": "accepted", "attempts_left": None, "retry_after": None},
-        ]
+        # each the driver's answer, or (a loaded driver) "moving" with a retry_after, its
+        # effect then seen in the next question shown (attempts_left 2 after the wrong one)
+        # and in the flow's end (signed, one refused confirmation: below)
+        assert [
+            got if got["kind"] != "moving" or not got["retry_after"] else want
+            for got, want in zip(answer, expected_answers, strict=True)
+        ] == expected_answers, answers
     processed = Counter(
         (r.route, r.signature_id) for r in log if r.processed and r.route is not None
     )
@@ -455,7 +462,10 @@ async def _be_human(
             port = await elsewhere()
             async with http.post(f"http://127.0.0.1:{port}{path}", json=body) as resp:
                 got: dict[str, Any] = await resp.json()
-            if got["kind"] in wanted:
+            # "moving": kept for the driver (a loaded one that took more than a second);
+            # sent again, both could reach it (two wrong passcodes for one). The page
+            # waits and reads the question again instead, as asked() does next.
+            if got["kind"] in wanted or got["kind"] == "moving":
                 return got
             assert loop.time() < end, got
             await asyncio.sleep(0.1)
