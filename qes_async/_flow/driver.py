@@ -319,7 +319,10 @@ class SignatureFlow:
 
         The documents come from ``documents=`` (matched by SHA-256), else from the
         flow's ``document_source=`` (pass the one it started with), else from the paths
-        they were uploaded from. A flow that has ended needs none.
+        they were uploaded from. A flow that has ended needs none, and one whose documents
+        are uploaded already reads them from its ``document_source`` only if it must
+        restart, before the new workflow is created (then a document that cannot be
+        found again fails :meth:`run`, before any call).
 
         Raises:
             FlowNotFoundError: no stored flow has this id.
