@@ -133,3 +133,62 @@ async def test_a_file_source_refuses_a_tampered_copy_and_a_missing_file(tmp_path
 def test_the_sources_are_document_sources(tmp_path: Path) -> None:
     assert isinstance(FileDocumentSource(tmp_path), DocumentSource)
     assert isinstance(MemoryDocumentSource(), DocumentSource)
+
+
+class _CountingSource(MemoryDocumentSource):
+    """A memory source that counts its loads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    async def load(self, flow_id: str) -> list[Document]:
+        self.loads += 1
+        return await super().load(flow_id)
+
+
+async def test_a_flow_resumed_past_its_upload_reads_no_documents(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        source = _CountingSource()
+        flow_id = await _start_and_stop(w, db, source)
+        # Uploaded already, at the consent: a resume (a takeover) reads no documents.
+        resumed = await SignatureFlow.resume(flow_id, **w.resume_kw(db, document_source=source))
+        assert source.loads == 0
+        result = await resumed.run()
+    assert (result.outcome, len(result.generations), source.loads) == (FlowOutcome.SIGNED, 1, 0)
+
+
+async def test_a_flow_resumed_past_its_upload_reads_its_documents_for_a_restart(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        source = _CountingSource()
+        # One that must restart (the consent window passes) reads them before its new
+        # workflow is created, and uploads them.
+        flow_id = await _start_and_stop(w, db, source)
+        signer = w.signer(consent_delay=3 * 3600)
+        resumed = await SignatureFlow.resume(
+            flow_id, **w.resume_kw(db, signer=signer, document_source=source)
+        )
+        assert source.loads == 0
+        result = await resumed.run()
+    assert (result.outcome, len(result.generations), source.loads) == (FlowOutcome.SIGNED, 2, 1)
+
+
+async def test_a_restart_whose_documents_are_gone_fails_before_a_new_workflow(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        source = MemoryDocumentSource()
+        flow_id = await _start_and_stop(w, db, source)
+        await source.discard(flow_id)  # lost meanwhile
+        signer = w.signer(consent_delay=3 * 3600)
+        resumed = await SignatureFlow.resume(
+            flow_id, **w.resume_kw(db, signer=signer, document_source=source)
+        )
+        with pytest.raises(Exception, match="Pass the same document"):
+            await resumed.run()
+        creates = [r for r in w.sandbox.request_log if r.route == "create_workflow"]
+    assert len(creates) == 1  # only the first generation's: none for the restart

@@ -64,6 +64,9 @@ __all__ = [
     "SignatureFlow",
 ]
 
+# The actions before which a resumed flow must have its documents (a new workflow).
+_NEEDS_DOCUMENTS = frozenset({fm.Action.CREATE_WORKFLOW, fm.Action.UPLOAD_DOCUMENTS})
+
 # Releases of leases that a cancelled run took after all; kept so they are not collected.
 _GIVING_BACK: set[asyncio.Future[None]] = set()
 
@@ -282,6 +285,9 @@ class SignatureFlow:
         )
         self._documents = list(documents)
         self.document_source = document_source
+        # A resumed flow past its upload reads its documents from the source only when a
+        # new workflow needs them (see resume).
+        self._documents_later = False
         self._hub = EventHub([on_event] if on_event else [])
         self._owner = uuid.uuid4().hex
         self._lease_ttl = lease_ttl
@@ -314,7 +320,10 @@ class SignatureFlow:
 
         The documents come from ``documents=`` (matched by SHA-256), else from the
         flow's ``document_source=`` (pass the one it started with), else from the paths
-        they were uploaded from. A flow that has ended needs none.
+        they were uploaded from. A flow that has ended needs none, and one whose documents
+        are uploaded already reads them from its ``document_source`` only if it must
+        restart, before the new workflow is created (then a document that cannot be
+        found again fails :meth:`run`, before any call).
 
         Raises:
             FlowNotFoundError: no stored flow has this id.
@@ -327,10 +336,18 @@ class SignatureFlow:
         flow._state = parse_state(stored.data)
         flow._version = stored.version
         given = list(documents)
-        if not flow._state.finished:
+        state = flow._state
+        if not state.finished:
+            gen = state.generations[-1] if state.generations else None
             if not given and flow.document_source is not None:
+                if gen is not None and gen.documents_uploaded and state.step is not fm.Step.RESTART:
+                    # Uploaded already: only a restart needs them again, so they are read
+                    # then (a takeover of many flows reads none).
+                    flow._documents_later = True
+                    flow._resumed = True
+                    return flow
                 given = await flow.document_source.load(flow_id)
-            flow._documents = await _documents_back(flow._state.documents, given)
+            flow._documents = await _documents_back(state.documents, given)
         flow._resumed = True
         return flow
 
@@ -416,6 +433,8 @@ class SignatureFlow:
             await runner.resync()
             while not state.step.is_terminal:
                 action = fm.next_action(state.step)
+                if self._documents_later and action in _NEEDS_DOCUMENTS:
+                    runner.documents = await self._load_documents(state)
                 with self._traced_step(action.value):
                     await runner.perform(action)
             return self._finish(state)
@@ -584,6 +603,15 @@ class SignatureFlow:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(source.discard(state.flow_id))
             raise
+
+    async def _load_documents(self, state: FlowState) -> list[Document]:
+        """The documents of a resumed flow, from its source, before a new workflow is
+        created for them (DocumentCheckError, before any call, if they cannot be found)."""
+        assert self.document_source is not None
+        given = await self.document_source.load(state.flow_id)
+        self._documents = await _documents_back(state.documents, given)
+        self._documents_later = False
+        return self._documents
 
     def _finish(self, state: FlowState) -> FlowResult:
         return _result_of(state)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._core.errors import FlowNotFoundError, StaleStateError
+from .._flow.machine import Step
 from .._flow.store import Lease, StoredFlow, _decode, _encode
 from .._runtime.clock import Clock, SystemClock
 from ._schema import DEFAULT_PREFIX, Tables, migrate
@@ -26,6 +27,23 @@ __all__ = ["PostgresFlowStore"]
 
 
 _QUIET: list[type] = []
+
+#: The steps at which a flow asks its signer (a person waits on its page).
+ASKING_STEPS = (Step.CONSENT.value, Step.PASSCODE.value, Step.SELFIE.value)
+# The sweeper's order: the flows a person waits on first, then the nearest deadline (the
+# window that closes first), the flows without one last. (Step values are [a-z_] only.)
+_ASKING = ", ".join(f"'{step}'" for step in ASKING_STEPS)
+_ORPHAN_ORDER = (
+    f" ORDER BY CASE WHEN data->>'step' IN ({_ASKING}) THEN 0 ELSE 1 END,"
+    " due_at IS NULL, due_at, flow_id"
+)
+
+
+def _urgency(flow: StoredFlow) -> tuple[bool, bool, float, str]:
+    """What ``_ORPHAN_ORDER`` sorts by, for a claimed flow."""
+    step = flow.data.get("step")
+    due = flow.due_at
+    return (step not in ASKING_STEPS, due is None, due or 0.0, flow.flow_id)
 
 
 def _quiet_connection_class() -> type:
@@ -314,13 +332,56 @@ class PostgresFlowStore:
         rows = await self.pool.fetch(
             f"SELECT flow_id FROM {self.tables.flows} WHERE NOT finished"
             " AND (lease_owner IS NULL OR lease_expires <= $1)"
-            " AND (updated_at <= $2 OR due_at <= $1)"
-            " ORDER BY due_at IS NULL, due_at, flow_id LIMIT $3",
+            f" AND (updated_at <= $2 OR due_at <= $1){_ORPHAN_ORDER} LIMIT $3",
             now,
             now - idle_for,
             limit,
         )
         return [row[0] for row in rows]
+
+    async def claim_orphaned(
+        self,
+        owner: str,
+        ttl: float,
+        *,
+        idle_for: float = 0.0,
+        limit: int = 16,
+        skip: Sequence[str] = (),
+    ) -> list[tuple[Lease, StoredFlow]]:
+        """Lease up to ``limit`` of the flows :meth:`orphaned` lists, in its order, in one
+        statement, and return each lease with the flow as stored (most urgent first).
+
+        Rows another worker is claiming at the same moment are skipped, not waited for
+        (``FOR UPDATE SKIP LOCKED``): workers sweeping together each take the most urgent
+        flows still free, and never the same one. Every lease taken bumps the flow's
+        fencing token, as :meth:`acquire` does for a new holder. ``skip``: ids left out.
+        """
+        now, t = self._clock.time(), self.tables.flows
+        rows = await self.pool.fetch(
+            f"WITH picked AS (SELECT flow_id FROM {t} WHERE NOT finished"
+            " AND (lease_owner IS NULL OR lease_expires <= $1)"
+            " AND (updated_at <= $2 OR due_at <= $1) AND NOT (flow_id = ANY($5::text[]))"
+            f"{_ORPHAN_ORDER} LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            f" UPDATE {t} AS f SET lease_owner = $4, lease_expires = $1 + $6::float8,"
+            " lease_token = f.lease_token + 1 FROM picked WHERE f.flow_id = picked.flow_id"
+            " RETURNING f.flow_id, f.lease_token, f.lease_expires, f.version, f.data::text,"
+            " f.finished, f.due_at, f.updated_at",
+            now,
+            now - idle_for,
+            limit,
+            owner,
+            list(skip),
+            float(ttl),
+        )
+        claimed = [
+            (
+                Lease(row[0], owner, int(row[1]), float(row[2])),
+                StoredFlow(row[0], row[3], _decode(row[0], row[4]), row[5], row[6], row[7]),
+            )
+            for row in rows
+        ]
+        claimed.sort(key=lambda pair: _urgency(pair[1]))
+        return claimed
 
     async def _exists(self, flow_id: str) -> bool:
         found = await self.pool.fetchval(

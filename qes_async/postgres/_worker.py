@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -20,7 +20,7 @@ import attrs
 from .._core.errors import StaleStateError
 from .._flow.driver import FlowResult, FlowView, SignatureFlow
 from .._flow.sources import DocumentSource
-from .._flow.store import Lease
+from .._flow.store import Lease, StoredFlow
 from .._runtime.clock import Clock, SystemClock
 from .._signers.signer import SignerInbox
 from .._waiting.dispatcher import WebhookDispatcher
@@ -126,6 +126,8 @@ class LeasingStore(PostgresFlowStore):
         self._ttl = ttl
         self.leases: dict[str, Lease] = {}
         self.claims: dict[str, str] = {}
+        # Flows the sweeper claimed, as the claim read them: the resume's load takes them.
+        self._claimed: dict[str, StoredFlow] = {}
 
     @property
     def pool(self) -> Any:
@@ -140,9 +142,22 @@ class LeasingStore(PostgresFlowStore):
         """A no-op: :meth:`Worker.close` closes the pool."""
 
     async def acquire(self, flow_id: str, owner: str, ttl: float) -> Lease:
-        """Take the lease for this worker (its id, a slash, the run's owner)."""
+        """Take the lease for this worker (its id, a slash, the run's owner).
+
+        A lease this owner holds with more than half its TTL left (the sweeper's claim
+        just took it, or the heartbeat renewed it) is returned as it is, without a round
+        trip: a run re-acquires at its checkpoints when its own copy runs short, and the
+        heartbeat has extended the lease meanwhile. Saves stay fenced by its token.
+        """
         # A flow the sweeper claimed keeps the claim's owner, so its run renews the claim.
         tagged = self.claims.get(flow_id) or f"{self._worker_id}/{owner}"
+        held = self.leases.get(flow_id)
+        if (
+            held is not None
+            and held.owner == tagged
+            and held.expires_at - self.clock.time() > self._ttl / 2
+        ):
+            return held
         lease = await super().acquire(flow_id, tagged, self._ttl)
         self.leases[flow_id] = lease
         return lease
@@ -155,10 +170,30 @@ class LeasingStore(PostgresFlowStore):
         self.leases[flow_id] = lease
         return lease
 
+    async def claim_orphans(self, *, idle_for: float, limit: int, skip: Sequence[str]) -> list[str]:
+        """Lease the most urgent orphaned flows for this worker, in one statement
+        (:meth:`PostgresFlowStore.claim_orphaned`); their ids, most urgent first. The
+        next :meth:`load` of each returns the row the claim read, without a round trip."""
+        owner = f"{self._worker_id}/{uuid.uuid4().hex[:12]}"
+        claimed = await self.claim_orphaned(
+            owner, self._ttl, idle_for=idle_for, limit=limit, skip=skip
+        )
+        for lease, stored in claimed:
+            self.claims[lease.flow_id] = owner
+            self.leases[lease.flow_id] = lease
+            self._claimed[lease.flow_id] = stored
+        return [lease.flow_id for lease, _ in claimed]
+
+    async def load(self, flow_id: str) -> StoredFlow:
+        """The stored flow (as the sweeper's claim read it, the first time after one)."""
+        stored = self._claimed.pop(flow_id, None)
+        return stored if stored is not None else await super().load(flow_id)
+
     def forget(self, flow_id: str) -> None:
         """Drop what is remembered of ``flow_id`` (its run ended)."""
         self.claims.pop(flow_id, None)
         self.leases.pop(flow_id, None)
+        self._claimed.pop(flow_id, None)
 
     async def release(self, lease: Lease) -> None:
         """Give the lease up and stop renewing it."""
@@ -372,30 +407,43 @@ class Worker:
             self.store.forget(flow.flow_id)
 
     async def sweep(self) -> int:
-        """Resume orphaned and due flows nobody drives, up to ``max_flows``; how many."""
+        """Resume orphaned and due flows nobody drives, up to ``max_flows``; how many.
+
+        The flows a person waits on come first (their step asks the signer), then those
+        whose deadline is nearest. Each batch is claimed in one statement that skips what
+        another worker is claiming, so workers sweeping together spread out.
+        """
         room = self.settings.max_flows - len(self.running)
-        if room <= 0:
-            return 0
-        ids = await self.pg.orphaned(idle_for=self.settings.orphan_grace, limit=room * 2)
-        random.shuffle(ids)  # workers sweeping together start on different flows
-        ids = [flow_id for flow_id in ids if flow_id not in self.running]
         started = 0
+        tried: set[str] = set()
         # A few at once: after a worker's death its flows come back in one sweep, and one
-        # at a time (a claim, a load, the documents: three round trips each) took longer
-        # than the lease for a thousand of them.
-        for at in range(0, len(ids), _SWEEP_BATCH):
-            if started >= room:
+        # at a time took longer than the lease for a thousand of them.
+        while started < room:
+            ids = await self.store.claim_orphans(
+                idle_for=self.settings.orphan_grace,
+                limit=min(_SWEEP_BATCH, room - started),
+                skip=[*tried, *self._maybe_orphaned_here()],
+            )
+            if not ids:
                 break
-            batch = ids[at : at + min(_SWEEP_BATCH, room - started)]
-            started += sum(await asyncio.gather(*(self._take_over(f) for f in batch)))
+            tried.update(ids)
+            started += sum(await asyncio.gather(*(self._take_over(f) for f in ids)))
         return started
 
+    def _maybe_orphaned_here(self) -> list[str]:
+        """Flows run here that a claim could find orphaned (no lease, or one run out as
+        far as this worker knows): the sweep leaves them to their run."""
+        soon = self.clock.time() + 1.0
+        leases = self.store.leases
+        return [
+            flow_id
+            for flow_id in self.running
+            if (lease := leases.get(flow_id)) is None or lease.expires_at <= soon
+        ]
+
     async def _take_over(self, flow_id: str) -> bool:
-        """Claim, resume and drive one flow; False if another worker has it or it ended."""
-        try:
-            lease = await self.store.claim(flow_id)
-        except StaleStateError:
-            return False  # another worker got there first
+        """Resume and drive one flow the sweep claimed; False if it ended meanwhile."""
+        lease = self.store.leases[flow_id]
         try:
             flow = await self._resume(flow_id)
         except BaseException as exc:

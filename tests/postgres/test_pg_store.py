@@ -217,3 +217,50 @@ async def test_the_stores_pool_sends_no_reset_statements_on_release(
     assert loads == 10
     assert resets == 0
     assert control == 10
+
+
+async def test_orphans_a_person_waits_on_come_first_then_the_nearest_deadline(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    clock = FakeClock()
+    async with PostgresFlowStore(pg_dsn, prefix=pg_prefix, clock=clock, migrate=True) as db:
+        # (step, due_at): the machine's flow is due soonest, but nobody looks at it
+        for flow_id, step, due in (
+            ("machine-soon", "await_confirmation", 50.0),
+            ("no-deadline", "create", None),
+            ("consent-later", "consent", 300.0),
+            ("passcode-sooner", "passcode", 200.0),
+            ("selfie-none", "selfie", None),
+        ):
+            await db.create(flow_id, {"step": step}, due_at=due)
+        clock.advance(10)
+        order = ["passcode-sooner", "consent-later", "selfie-none", "machine-soon", "no-deadline"]
+        assert await db.orphaned(idle_for=10) == order
+        assert await db.orphaned(idle_for=10, limit=1) == ["passcode-sooner"]
+        claimed = await db.claim_orphaned("w1/s", 30, idle_for=10, limit=2)
+        assert [flow.flow_id for _, flow in claimed] == order[:2]
+        assert [flow.data["step"] for _, flow in claimed] == ["passcode", "consent"]
+        lease, _ = claimed[0]
+        assert (lease.owner, lease.token, lease.expires_at) == ("w1/s", 1, clock.time() + 30)
+        # claimed: held now, so not orphaned, and its lease is the one a save needs
+        assert await db.orphaned(idle_for=10) == order[2:]
+        await db.save("passcode-sooner", {"step": "passcode"}, expected_version=1, lease=lease)
+        skipped = await db.claim_orphaned("w2/s", 30, idle_for=10, skip=["selfie-none"])
+        assert [flow.flow_id for _, flow in skipped] == order[3:]
+
+
+async def test_workers_claiming_together_never_take_the_same_orphan(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    clock = FakeClock()
+    async with PostgresFlowStore(pg_dsn, prefix=pg_prefix, clock=clock, migrate=True) as db:
+        for n in range(60):
+            await db.create(f"o-{n}", {"step": "consent"}, due_at=float(n))
+        clock.advance(10)
+        rounds = await asyncio.gather(
+            *(db.claim_orphaned(f"w{n}/s", 30, idle_for=10, limit=7) for n in range(12))
+        )
+        ids = [flow.flow_id for batch in rounds for _, flow in batch]
+        assert len(ids) == len(set(ids))  # none claimed twice
+        assert len(ids) == 60  # 12 x 7 asked for, and all 60 found a claimer
+        assert await db.orphaned(idle_for=10) == []

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
+import attrs
 import pytest
 from pg_cluster import pg_dsn, pg_prefix
 
@@ -325,3 +326,83 @@ async def test_the_heartbeat_and_the_sweeper_keep_the_injected_clock(
         assert await _until(lambda: len(beats) == 1)
         clock.advance(settings.sweep_interval * 1.2 + 1)
         assert await _until(lambda: len(sweeps) >= 1)
+
+
+async def test_a_sweep_resumes_first_the_flow_a_person_waits_on(
+    pg_dsn: str, pg_prefix: str
+) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await migrate(conn, pg_prefix)
+        # Two machine flows due sooner than the one whose signer is being asked.
+        for flow_id, step, due in (
+            ("machine-1", "await_signed", 100.0),
+            ("machine-2", "await_confirmation", 200.0),
+            ("human", "passcode", 900.0),
+        ):
+            await conn.execute(
+                f"INSERT INTO {pg_prefix}flows (flow_id, version, data, due_at, updated_at)"
+                " VALUES ($1, 1, $2::jsonb, $3, $4)",
+                flow_id,
+                f'{{"step": "{step}"}}',
+                due,
+                time.time() - 3600,
+            )
+    finally:
+        await conn.close()
+    resumed: list[str] = []
+
+    async def resume(flow_id: str) -> Any:
+        resumed.append(flow_id)
+        return SimpleNamespace(flow_id=flow_id, state=SimpleNamespace(finished=False))
+
+    settings = attrs.evolve(_settings(pg_prefix), max_flows=1)  # room for one
+    async with Worker(pg_dsn, resume=resume, settings=settings, worker_id="w2") as w:
+        w.drive = lambda flow: None  # type: ignore[assignment,method-assign,return-value]
+        assert await w.sweep() == 1
+    assert resumed == ["human"]
+
+
+async def test_a_run_reacquires_from_the_worker_only_when_its_lease_runs_short(
+    pg_dsn: str, pg_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qes_async import FakeClock
+    from qes_async.postgres import PostgresFlowStore
+
+    await _orphan(pg_dsn, pg_prefix, "o-1")
+    sent: list[str] = []
+    acquire = PostgresFlowStore.acquire
+
+    async def counted(self: Any, flow_id: str, owner: str, ttl: float) -> Any:
+        sent.append(flow_id)
+        return await acquire(self, flow_id, owner, ttl)
+
+    monkeypatch.setattr(PostgresFlowStore, "acquire", counted)
+
+    async def resume(flow_id: str) -> Any:
+        raise AssertionError("not used")
+
+    clock = FakeClock(time.time())
+    settings = attrs.evolve(_settings(pg_prefix), lease_ttl=30.0)
+    async with Worker(pg_dsn, resume=resume, settings=settings, clock=clock) as w:
+        for task in w._tasks:  # the test renews itself: no background heartbeat
+            task.cancel()
+        assert await w.store.claim_orphans(idle_for=0, limit=5, skip=()) == ["o-1"]
+        claimed = w.store.leases["o-1"]
+        stored = await w.store.load("o-1")  # as the claim read it
+        assert (stored.flow_id, stored.version) == ("o-1", 1)
+        # The run's first acquire and a checkpoint's: the claim is fresh, no round trip.
+        assert await w.store.acquire("o-1", "run", 300) == claimed
+        clock.advance(14)
+        assert await w.store.acquire("o-1", "run", 300) == claimed
+        assert sent == []
+        # Renewed by the heartbeat: fresh again, still none.
+        assert await w.renew_leases() == 1
+        clock.advance(14)
+        assert (await w.store.acquire("o-1", "run", 300)).token == claimed.token
+        assert sent == []
+        # Short (the heartbeat late): the store is asked, and extends it.
+        clock.advance(2)
+        again = await w.store.acquire("o-1", "run", 300)
+        assert sent == ["o-1"]
+        assert (again.token, again.expires_at) == (claimed.token, clock.time() + 30)
