@@ -44,6 +44,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("The signer", ("_signers.signer",)),
     ("Waiting", ("_waiting.waiters", "_waiting.dispatcher")),
     ("Checkpoints", ("_flow.store",)),
+    ("Document sources", ("_flow.sources",)),
     ("Time", ("_runtime.clock",)),
     ("Errors", ("_core.errors",)),
 ]
