@@ -58,3 +58,5 @@ def test_the_client_loads_backoff_and_queue_only_when_needed() -> None:
     modules = loaded_after("from qes_async import QESClient")
     assert "backoff" not in modules
     assert "queue" not in modules
+    # Nor by the waiters: their delays come from backoff when a waiter is built.
+    assert "backoff" not in loaded_after("from qes_async import HybridWaiter, PollingWaiter")

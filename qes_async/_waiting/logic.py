@@ -11,8 +11,6 @@ import math
 import random
 from collections.abc import Collection, Iterator
 
-import backoff
-
 from .._core.errors import (
     InvalidInputError,
     KYCRequiredError,
@@ -181,7 +179,10 @@ class Backoff:
 
     def _schedule(self) -> Iterator[float]:
         # The growth is backoff's (the one schedule the SDK uses, as RetryPolicy.waits
-        # does); the jitter is ours, since it takes a seeded random source.
+        # does); the jitter is ours, since it takes a seeded random source. Imported
+        # here, as in RetryPolicy: importing a waiter does not load backoff.
+        import backoff
+
         gen = backoff.expo(base=self.factor, factor=self.initial, max_value=self.cap)
         gen.send(None)  # prime: backoff's generators yield once before the first value
         return gen
