@@ -134,7 +134,10 @@ class TransportResponse(Protocol):
     content_length: int | None
 
     async def read(self) -> bytes:
-        """The whole (decoded) body."""
+        """The whole (decoded) body. The client calls it only for an answer whose
+        ``content_length`` is declared and small, and relies on the transport to read no
+        more than that (aiohttp does); any other answer is read through
+        :meth:`iter_chunks` under the client's own bound."""
         ...
 
     def iter_chunks(self, size: int) -> AsyncIterator[bytes]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .._runtime.telemetry import Scope
     from .._signers.signer import Signer
     from .._waiting.waiters import StatusWaiter
-    from .driver import RestartPolicy
+    from .driver import RestartPolicy, _Options
 
 __all__ = ["Checkpoint", "FlowClient", "StepContext"]
 
@@ -83,7 +83,7 @@ class StepContext:
     client: FlowClient
     waiter: StatusWaiter
     signer: Signer
-    options: Any  # the flow's options (download folder, deadlines, languages...)
+    options: _Options  # the flow's options (download folder, deadlines, languages...)
     clock: Clock
     restart_policy: RestartPolicy
     checkpoint: Checkpoint
