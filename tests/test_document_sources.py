@@ -192,3 +192,26 @@ async def test_a_restart_whose_documents_are_gone_fails_before_a_new_workflow(
             await resumed.run()
         creates = [r for r in w.sandbox.request_log if r.route == "create_workflow"]
     assert len(creates) == 1  # only the first generation's: none for the restart
+
+
+async def test_a_file_source_has_its_copies_on_disk_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow is stored only after its documents are: a copy of bytes and the list must
+    be fsynced by then, or a crash could leave a stored flow whose documents are gone."""
+    import os
+
+    synced: list[int] = []
+    fsync = os.fsync
+
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    source = FileDocumentSource(tmp_path / "docs")
+    await source.store("f-1", [Document.from_bytes("loan.pdf", PDF)])
+    # The copy and the list, each a file and its folder.
+    assert len(synced) >= 4
+    (loaded,) = await source.load("f-1")
+    assert await loaded.sha256() == (await Document.from_bytes("loan.pdf", PDF).sha256())

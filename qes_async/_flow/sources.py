@@ -20,12 +20,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .._client.documents import Document
+from .._client.download import write_file
 from .._core.errors import DocumentSourceError
 
 __all__ = ["DocumentSource", "FileDocumentSource", "MemoryDocumentSource"]
@@ -136,7 +136,7 @@ class FileDocumentSource:
             if data is not None:
                 path = folder / str(n) / doc.file_name  # keeps the file name it is sent as
                 path.parent.mkdir(exist_ok=True)
-                _write_atomic(path, data)
+                write_file(path, data)
             assert path is not None
             manifest.append(
                 {
@@ -147,7 +147,7 @@ class FileDocumentSource:
                     "copied": data is not None,
                 }
             )
-        _write_atomic(folder / _MANIFEST, json.dumps({"documents": manifest}).encode())
+        write_file(folder / _MANIFEST, json.dumps({"documents": manifest}).encode())
 
     async def load(self, flow_id: str) -> list[Document]:
         manifest = await asyncio.to_thread(self._read, flow_id)
@@ -176,14 +176,3 @@ class FileDocumentSource:
 
     def __repr__(self) -> str:
         return f"FileDocumentSource({str(self.folder)!r})"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".qes-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
