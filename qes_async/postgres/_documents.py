@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._client.client import DEFAULT_MAX_DOCUMENT_SIZE  # the client's upload limit
 from .._client.documents import Document
 from .._core.errors import InvalidInputError
 from .._flow.sources import checked, read_all
 from ._store import PostgresFlowStore
 
 __all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "PostgresDocumentSource"]
-
-#: The largest document kept by default: the client's default upload limit (50 MiB).
-DEFAULT_MAX_DOCUMENT_SIZE = 50 * 1024 * 1024
 
 
 class PostgresDocumentSource:
