@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from typing import Protocol, runtime_checkable
 
 from .._core.errors import InvalidInputError
@@ -107,35 +107,34 @@ class WebhookWaiter:
         tracker = WaitTracker(
             signature_id, normalize_targets(targets), check_deadline(deadline), self.error_grace
         )
+        # One frame for the whole wait (a parked flow holds every frame of its stack), and
+        # the retry schedule only once a read failed.
+        retry: Backoff | None = None
         with self.dispatcher.subscribe(signature_id) as subscription:
-            return await self._run(tracker, subscription)
+            while True:
+                subscription.drain()  # this read answers every event received so far
+                report, hold = await read_status(self._client, signature_id)
+                now = self.clock.time()
+                if report is None:
+                    retry = retry or Backoff(self.retry_interval, 60.0, 2.0, 0.2, self._rng)
+                    retry_at: float | None = now + max(hold, retry.next_delay())
+                else:
+                    retry = retry_at = None  # things are moving: start again from the first
+                    if tracker.observe(report, now) is not None:
+                        return report
+                if now >= tracker.deadline:
+                    raise tracker.timeout()
+                await self._sleep(tracker, subscription, now, retry_at)
 
-    async def _run(self, tracker: WaitTracker, subscription: Subscription) -> StatusReport:
-        retry = Backoff(self.retry_interval, 60.0, 2.0, 0.2, self._rng)
-        retry_at: float | None = None
-        while True:
-            subscription.drain()  # this read answers every event received so far
-            report, hold = await read_status(self._client, tracker.signature_id)
-            now = self.clock.time()
-            if report is None:
-                retry_at = now + max(hold, retry.next_delay())
-            else:
-                retry.reset()
-                retry_at = None
-                if tracker.observe(report, now) is not None:
-                    return report
-            if now >= tracker.deadline:
-                raise tracker.timeout()
-            await self._sleep(tracker, subscription, now, retry_at)
-
-    async def _sleep(
+    def _sleep(
         self,
         tracker: WaitTracker,
         subscription: Subscription,
         now: float,
         retry_at: float | None,
-    ) -> None:
-        """Sleep until a webhook, the safety poll, the end of error grace or the deadline.
+    ) -> Awaitable[object]:
+        """What to sleep on: a webhook, the safety poll, the end of error grace or the
+        deadline (returned, not awaited here, so the wait adds no frame of its own).
 
         After a failed read, sleep until the retry instead: events keep in the mailbox, and
         a read before a ``Retry-After`` ends would only be refused again.
@@ -143,12 +142,11 @@ class WebhookWaiter:
         if retry_at is not None:
             if retry_at > tracker.deadline:
                 raise tracker.timeout()
-            await self.clock.sleep_until(retry_at, passive=True)
-            return
+            return self.clock.sleep_until(retry_at, passive=True)
         wake = tracker.next_check(tracker.deadline)
         if self.safety_interval is not None:
             wake = min(wake, now + self.safety_interval)
-        await subscription.wait(wake)
+        return subscription.wait(wake)
 
     def _forget(self, signature_id: str) -> None:
         """A flow on this signature ended: drop the webhook events kept for it."""
