@@ -222,6 +222,7 @@ class _Fetching:
         self.small = small  # False: every answer comes back open
         self.used: list[str] = []
         self.frames: list[list[str]] = []
+        self.requests: list[TransportRequest] = []
 
     async def send(self, request: TransportRequest) -> TransportResponse:
         self.used.append("send")
@@ -233,6 +234,7 @@ class _Fetching:
     ) -> tuple[int, Mapping[str, str], bytes] | TransportResponse:
         self.used.append("fetch")
         self.frames.append(_client_frames())
+        self.requests.append(request)
         answer = await self.inner.send(request)
         length = answer.content_length
         if not self.small or length is None or length > limit:
@@ -302,6 +304,49 @@ async def test_the_frame_record_sees_a_layer_more() -> None:
         request = client._status_requests[SIG]
         await client._transport.exchange(request, None)
     assert transport.frames[-1][:2] == ["call", "exchange"]
+
+
+async def test_a_status_read_again_reuses_its_attempt_until_the_token_changes() -> None:
+    mock = MockTransport().add(
+        "GET",
+        STATUS_PATH,
+        MockResponse(200, json=STATUS_BODY),
+        MockResponse(200, json=STATUS_BODY),
+        MockResponse(401),
+        MockResponse(200, json=STATUS_BODY),
+    )
+    transport = _Fetching(mock)
+    async with QESClient("id", "s", base_url=BASE, transport=transport) as client:
+        for _ in range(3):
+            await client.get_signature_status(SIG)
+    reads = [r for r in transport.requests if r.operation == Operation.GET_SIGNATURE_STATUS]
+    assert len(reads) == 4
+    assert reads[0] is reads[1] is reads[2]  # the same token: the same attempt, not rebuilt
+    assert reads[3] is not reads[2]  # the 401 replaced the token
+    tokens = [r.headers["Authorization"] for r in reads]
+    assert tokens[0].startswith("Bearer mock-token-1")
+    assert tokens[3].startswith("Bearer mock-token-2")
+    assert reads[3].url == BASE + STATUS_PATH
+
+
+async def test_a_request_sent_by_two_clients_goes_to_each_ones_service() -> None:
+    """The kept attempt belongs to the client that made it (its base URL, its token)."""
+    other = "https://other.test"
+    first, second = (
+        _Fetching(MockTransport().add("GET", STATUS_PATH, MockResponse(200, json=STATUS_BODY)))
+        for _ in range(2)
+    )
+    async with (
+        QESClient("id", "s", base_url=BASE, transport=first) as one,
+        QESClient("id", "s", base_url=other, transport=second) as two,
+    ):
+        await one.get_signature_status(SIG)
+        # Unauthenticated, so that no token tells the two apart.
+        request = attrs.evolve(one._status_requests[SIG], authenticated=False)
+        await one._transport.call(request)
+        await two._transport.call(request)
+    assert first.requests[-1].url == BASE + STATUS_PATH
+    assert second.requests[-1].url == other + STATUS_PATH
 
 
 class _Sending(_Fetching):

@@ -132,7 +132,7 @@ class AiohttpTransport:
         timeouts = self._client_timeouts
         return (self._session or self.session).request(
             request.method,
-            self._url(request.url),
+            self._urls.get(request.url) or self._url(request.url),
             params=request.params or None,
             # Headers (the bearer token) and body (the client secret, a passcode) are
             # passed in the call, never held in a local of this frame: error trackers
@@ -168,11 +168,12 @@ class AiohttpTransport:
             raise tls_error(request.operation, exc) from exc
         except Exception as exc:
             raise _transport_error(exc) from exc
-        declared = resp.content_length
-        if declared is None or declared > limit or "Content-Encoding" in resp.headers:
+        head = resp.headers
+        declared = head.get("Content-Length")  # resp.content_length, without its call
+        if declared is None or int(declared) > limit or "Content-Encoding" in head:
             return _Answer(resp)
         try:
-            return resp.status, resp.headers, await resp.read()
+            return resp.status, head, await resp.read()
         except Exception as exc:
             raise _transport_error(exc) from exc
         finally:

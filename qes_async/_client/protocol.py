@@ -65,6 +65,10 @@ class Request:
     idempotent: bool = False
     authenticated: bool = True
     transfer: bool = False  # a large upload or download: bounded per read, not in total
+    #: The sender's last attempt of this request, ``[token, TransportRequest, sender]``: a
+    #: request sent again by the same client with the same token (a status read) is not
+    #: rebuilt. Never shown.
+    sent: list[Any] = attrs.field(factory=list, init=False, repr=False, eq=False)
 
 
 @attrs.frozen
@@ -303,7 +307,9 @@ def status_report(
             and not data.get("errors")
         ):
             known = _STATUSES.get(state)  # a dict lookup; Status() costs more per call
-            rid = request_id_of(headers, scrubber)
+            rid = headers.get("x-request-id")
+            if rid is not None:
+                rid = request_id_of(headers, scrubber)
             return StatusReport(sid, known or Status(state), code, (), rid)
     return _structured(
         data,

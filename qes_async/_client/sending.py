@@ -21,7 +21,7 @@ from yarl import URL
 from .._core.errors import DecodeError, OutcomeUnknownError, RequestNotSentError
 from .._core.redact import Scrubber
 from .._runtime import telemetry as _telemetry
-from .._runtime.clock import Clock
+from .._runtime.clock import Clock, SystemClock
 from .._runtime.logs import log_attempt, logger
 from .auth import TokenCache
 from .protocol import JSON_HEADERS, Request, Response, error_from_response, request_id_of
@@ -80,6 +80,8 @@ class Sender:
         self.retry = retry
         self.timeouts = timeouts
         self.clock = clock
+        # The real clock's time is time.time: called directly, one call less per call.
+        self._now = time.time if type(clock) is SystemClock else clock.time
         self.sleep = sleep
         self.auth: TokenCache | None = None
         #: The client's route table: telemetry names each attempt's path template from it.
@@ -129,14 +131,15 @@ class Sender:
         attempt is one await of the transport (its ``fetch`` when it has one), with no
         object for the answer; retry state is only made once something failed.
         """
-        started = self.clock.time()
+        started = self._now()
         retries: _Retries | None = None
         # None unless qes_async.otel.instrument() ran: then this one test is all it costs.
         tel = _telemetry.hook
         while True:
             token = None
             if request.authenticated and self.auth is not None:
-                token = self.auth.current() or await self.auth.get()
+                now = started if retries is None else self._now()
+                token = self.auth.current(now) or await self.auth.get()
             debug = logger.isEnabledFor(logging.DEBUG)
             began = time.perf_counter() if debug else 0.0
             attempt = (retries.attempts if retries else 0) + 1
@@ -289,18 +292,30 @@ class Sender:
         return Response(status, head, body, self.scrubber), None
 
     def _wire(self, request: Request, token: Any) -> TransportRequest:
-        """One attempt's request; the headers come from :meth:`_headers`."""
-        return TransportRequest(
-            request.method,
-            self._base + request.path,
-            self._headers(request, token),
-            None if request.json is None or request.parts else _json(request.json),
-            parts=request.parts,
-            params=request.params,
-            transfer=request.transfer,
-            operation=request.operation,
-            timeouts=self.timeouts,
+        """One attempt's request. A request sent again with the same token (a status read,
+        a retry) reuses the one made before, kept on it (``Request.sent``): transports
+        never change what they are given, and multipart bodies are rebuilt from their
+        sources at each send. The headers come from :meth:`_headers`."""
+        kept = request.sent
+        if kept and kept[0] is token and kept[2] is self:
+            return kept[1]  # type: ignore[no-any-return]
+        # Built into the request's slot, never into a local (the headers hold the token).
+        kept[:] = (
+            token,
+            TransportRequest(
+                request.method,
+                self._base + request.path,
+                self._headers(request, token),
+                None if request.json is None or request.parts else _json(request.json),
+                parts=request.parts,
+                params=request.params,
+                transfer=request.transfer,
+                operation=request.operation,
+                timeouts=self.timeouts,
+            ),
+            self,
         )
+        return kept[1]  # type: ignore[no-any-return]
 
     def _headers(self, request: Request, token: Any) -> Mapping[str, str]:
         """The headers of an attempt. Those of a plain JSON call with the current token are
