@@ -132,7 +132,7 @@ class AiohttpTransport:
         timeouts = self._client_timeouts
         return (self._session or self.session).request(
             request.method,
-            self._urls.get(request.url) or self._url(request.url),
+            url if (url := self._urls.get(request.url)) is not None else self._url(request.url),
             params=request.params or None,
             # Headers (the bearer token) and body (the client secret, a passcode) are
             # passed in the call, never held in a local of this frame: error trackers
