@@ -27,12 +27,14 @@ from qes_async import DecodeError, ServiceError, Status, WebhookDispatcher
 from qes_async._client.multipart import End, Headers, MultipartParser, PartData, PartEnd
 from qes_async._client.protocol import (
     Response,
+    _plain_json,
     error_from_response,
     parse_attempt,
     parse_details,
     parse_status,
     parse_token,
     parse_workflow,
+    status_report,
 )
 from qes_async._client.validation import is_valid_id
 from qes_async._flow.machine import Step
@@ -133,6 +135,85 @@ def test_a_well_formed_status_parses_to_what_was_sent(
         code,
     )
     assert report.request_id == "r-1"
+
+
+def _loads_or_error(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        return type(exc)
+
+
+# The same values as the wire may spell them: spaced or not, escaped or raw UTF-8, in
+# UTF-16 or UTF-32 (which json.loads detects), with whitespace around, cut short.
+spelled = st.builds(
+    lambda value, indent, ascii_only, encoding, pad, cut: (
+        pad + json.dumps(value, indent=indent, ensure_ascii=ascii_only) + pad
+    ).encode(encoding)[: len(json.dumps(value)) * 4 - cut],
+    json_values | wire_objects,
+    st.none() | st.integers(0, 2),
+    st.booleans(),
+    st.sampled_from(["utf-8", "utf-16-le", "utf-16", "utf-32-le"]),
+    st.sampled_from(["", " ", "\n"]),
+    st.integers(0, 3),
+)
+
+
+@SETTINGS
+@given(body=st.one_of(spelled, bodies, st.binary(max_size=40).map(lambda b: b"{" + b)))
+def test_the_quick_json_read_agrees_with_json_loads_or_steps_aside(body: bytes) -> None:
+    quick = _plain_json(body)
+    assert quick is None or quick == json.loads(body)
+
+
+def test_the_quick_json_read_steps_aside_for_what_it_does_not_read() -> None:
+    """Negative controls: each body json.loads reads (or refuses) its own way."""
+    value = {"signatureId": "s", "status": "pending"}
+    assert _plain_json(json.dumps(value).encode()) == value
+    for body in (
+        json.dumps(value).encode("utf-16-le"),  # starts with "{" too
+        (json.dumps(value) + " ").encode(),  # whitespace after the object
+        b"{" * 100_000,  # too deep
+        b'{"a": "\xed\xa0\x80"}',  # a lone surrogate, which json.loads accepts
+        b'{"a": 1} {"b": 2}',
+    ):
+        assert _plain_json(body) is None
+        assert _loads_or_error(body) is not None
+
+
+@SETTINGS
+@given(body=st.one_of(spelled, bodies), head=headers)
+def test_a_status_from_parts_is_what_parse_status_gives(body: bytes, head: dict[str, str]) -> None:
+    def outcome(read: Any) -> Any:
+        try:
+            return read()
+        except DecodeError as exc:
+            return str(exc)
+
+    fast = outcome(lambda: status_report(200, head, body, None))
+    assert fast == outcome(lambda: _slow_parse_status(Response(200, head, body)))
+
+
+def _slow_parse_status(response: Response) -> Any:
+    """parse_status as it was before the quick JSON read: json.loads, then the same
+    shape checks."""
+    from qes_async._client import protocol
+
+    data = protocol.decode_json(response, "get_signature_status")
+    if type(data) is dict:
+        sid, status, code = data.get("signatureId"), data.get("status"), data.get("statusCode")
+        if (
+            type(sid) is str
+            and sid
+            and type(status) is str
+            and status
+            and (code is None or type(code) is int)
+            and not data.get("errors")
+        ):
+            return protocol.StatusReport(sid, Status(status), code, (), response.request_id)
+    return protocol._structured(
+        data, response, "get_signature_status", protocol.StatusReport, ["signatureId", "status"]
+    )
 
 
 @SETTINGS

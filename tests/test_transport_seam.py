@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import attrs
@@ -33,6 +36,7 @@ from qes_async import (
 from qes_async._client import operations
 from qes_async._client.aiohttp_transport import AiohttpTransport
 from qes_async._client.operations import Operation, spec
+from qes_async._client.transport import FetchingTransport
 from qes_async.testing import MockResponse, MockTransport
 
 BASE = "https://qes.test"
@@ -195,6 +199,162 @@ def test_nothing_scripted_says_which_request() -> None:
         asyncio.run(mock.send(request))
 
 
+# ----------------------------------------------------------- one await per ordinary call
+
+
+def _client_frames() -> list[str]:
+    """The client's frames above the caller (innermost first): the coroutines a transport's
+    method runs inside, each re-entered whenever the call resumes."""
+    frame = sys._getframe(2)
+    names = []
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("qes_async"):
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back  # type: ignore[assignment]
+    return names
+
+
+class _Fetching:
+    """A transport with ``fetch`` over a :class:`MockTransport`: counts what the client
+    used, and records the client's frames it was called from."""
+
+    def __init__(self, inner: MockTransport, *, small: bool = True) -> None:
+        self.inner = inner
+        self.small = small  # False: every answer comes back open
+        self.used: list[str] = []
+        self.frames: list[list[str]] = []
+        self.requests: list[TransportRequest] = []
+
+    async def send(self, request: TransportRequest) -> TransportResponse:
+        self.used.append("send")
+        self.frames.append(_client_frames())
+        return await self.inner.send(request)
+
+    async def fetch(
+        self, request: TransportRequest, limit: int
+    ) -> tuple[int, Mapping[str, str], bytes] | TransportResponse:
+        self.used.append("fetch")
+        self.frames.append(_client_frames())
+        self.requests.append(request)
+        answer = await self.inner.send(request)
+        length = answer.content_length
+        if not self.small or length is None or length > limit:
+            return answer
+        body = await answer.read()
+        answer.close()
+        return answer.status, answer.headers, body
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def test_a_fetching_transport_satisfies_its_protocol() -> None:
+    assert isinstance(_Fetching(MockTransport()), FetchingTransport)
+    assert isinstance(AiohttpTransport(), FetchingTransport)
+    assert not isinstance(MockTransport(), FetchingTransport)  # optional: send alone works
+
+
+async def test_an_ordinary_call_is_one_fetch_and_a_download_is_a_send(tmp_path: Path) -> None:
+    pdf = make_pdf("signed")
+    mock = (
+        MockTransport()
+        .add("GET", STATUS_PATH, MockResponse(200, json=STATUS_BODY))
+        .add("POST", CONFIRM_PATH, MockResponse(200, json={"attemptId": "a-1"}))
+        .add(
+            "GET",
+            f"/v1/signatures/{SIG}/documents/doc-1",
+            MockResponse(200, body=pdf, headers={"Content-Type": "application/pdf"}),
+        )
+    )
+    transport = _Fetching(mock)
+    async with QESClient("id", "s", base_url=BASE, transport=transport) as client:
+        await client.get_signature_status(SIG)
+        await client.confirm_signature(SIG, "123456")
+        await client.download_signed_document(SIG, "doc-1", tmp_path)
+    # token, status, confirmation: fetched; the download streams from an open answer.
+    assert transport.used == ["fetch", "fetch", "fetch", "send"]
+
+
+async def test_an_answer_fetch_hands_back_open_is_read_and_closed_by_the_client() -> None:
+    answer = MockResponse(200, json=STATUS_BODY)
+    mock = MockTransport().add("GET", STATUS_PATH, answer)
+    async with QESClient("id", "s", base_url=BASE, transport=_Fetching(mock, small=False)) as c:
+        report = await c.get_signature_status(SIG)
+    assert report.signature_id == SIG
+    assert answer.closed
+
+
+@pytest.mark.parametrize("fetching", [True, False])
+async def test_a_status_read_crosses_one_coroutine_of_the_sender(fetching: bool) -> None:
+    """Between the client's method and the transport, one coroutine (the sender's loop):
+    each layer would be entered again at every resume of the call."""
+    mock = MockTransport().add("GET", STATUS_PATH, MockResponse(200, json=STATUS_BODY))
+    transport: Any = _Fetching(mock) if fetching else _Sending(mock)
+    async with QESClient("id", "s", base_url=BASE, transport=transport) as client:
+        await client.get_signature_status(SIG)
+        await client.get_signature_status(SIG)  # the token cached: the ordinary call
+    assert transport.frames[-1] == ["call", "get_signature_status"]
+
+
+async def test_the_frame_record_sees_a_layer_more() -> None:
+    """Negative control: a call through one wrapper more shows that wrapper's frame."""
+    mock = MockTransport().add("GET", STATUS_PATH, MockResponse(200, json=STATUS_BODY))
+    transport = _Fetching(mock)
+    async with QESClient("id", "s", base_url=BASE, transport=transport) as client:
+        await client.get_signature_status(SIG)
+        request = client._status_requests[SIG]
+        await client._transport.exchange(request, None)
+    assert transport.frames[-1][:2] == ["call", "exchange"]
+
+
+async def test_a_status_read_again_reuses_its_attempt_until_the_token_changes() -> None:
+    mock = MockTransport().add(
+        "GET",
+        STATUS_PATH,
+        MockResponse(200, json=STATUS_BODY),
+        MockResponse(200, json=STATUS_BODY),
+        MockResponse(401),
+        MockResponse(200, json=STATUS_BODY),
+    )
+    transport = _Fetching(mock)
+    async with QESClient("id", "s", base_url=BASE, transport=transport) as client:
+        for _ in range(3):
+            await client.get_signature_status(SIG)
+    reads = [r for r in transport.requests if r.operation == Operation.GET_SIGNATURE_STATUS]
+    assert len(reads) == 4
+    assert reads[0] is reads[1] is reads[2]  # the same token: the same attempt, not rebuilt
+    assert reads[3] is not reads[2]  # the 401 replaced the token
+    tokens = [r.headers["Authorization"] for r in reads]
+    assert tokens[0].startswith("Bearer mock-token-1")
+    assert tokens[3].startswith("Bearer mock-token-2")
+    assert reads[3].url == BASE + STATUS_PATH
+
+
+async def test_a_request_sent_by_two_clients_goes_to_each_ones_service() -> None:
+    """The kept attempt belongs to the client that made it (its base URL, its token)."""
+    other = "https://other.test"
+    first, second = (
+        _Fetching(MockTransport().add("GET", STATUS_PATH, MockResponse(200, json=STATUS_BODY)))
+        for _ in range(2)
+    )
+    async with (
+        QESClient("id", "s", base_url=BASE, transport=first) as one,
+        QESClient("id", "s", base_url=other, transport=second) as two,
+    ):
+        await one.get_signature_status(SIG)
+        # Unauthenticated, so that no token tells the two apart.
+        request = attrs.evolve(one._status_requests[SIG], authenticated=False)
+        await one._transport.call(request)
+        await two._transport.call(request)
+    assert first.requests[-1].url == BASE + STATUS_PATH
+    assert second.requests[-1].url == other + STATUS_PATH
+
+
+class _Sending(_Fetching):
+    """The same, without ``fetch``: the client sends and reads the open answer itself."""
+
+    fetch = None  # type: ignore[assignment]
+
+
 # ------------------------------------------------------------------ the aiohttp adapter
 
 
@@ -227,6 +387,45 @@ async def test_the_adapter_hands_over_status_headers_and_body() -> None:
         assert await answer.read() == b"hello"
         answer.close()
     await transport.aclose()
+
+
+@pytest.mark.parametrize(
+    ("headers", "limit", "small"),
+    [
+        ({"Content-Length": "5"}, 5, True),
+        ({"Content-Length": "5"}, 4, False),  # larger than the bound: open
+        ({}, 100, False),  # no declared length: open
+        ({"Content-Length": "5", "Content-Encoding": "identity"}, 100, False),  # encoded
+    ],
+)
+async def test_the_adapter_fetches_a_small_answer_whole_and_hands_others_back_open(
+    headers: dict[str, str], limit: int, small: bool
+) -> None:
+    transport = AiohttpTransport()
+    with aioresponses() as mocked:
+        mocked.get(
+            BASE + STATUS_PATH, status=200, body=b"hello", headers=headers, response_class=_Answer
+        )
+        got = await transport.fetch(_request(), limit)
+        if small:
+            assert isinstance(got, tuple)
+            status, head, body = got
+            assert (status, head["content-length"], body) == (200, "5", b"hello")
+        else:
+            assert isinstance(got, TransportResponse)
+            assert await got.read() == b"hello"
+            got.close()
+    await transport.aclose()
+
+
+async def test_the_adapter_fetch_says_whether_anything_may_have_been_sent() -> None:
+    transport = AiohttpTransport()
+    with aioresponses() as mocked:
+        mocked.post(BASE + CONFIRM_PATH, exception=aiohttp.ServerDisconnectedError())
+        with pytest.raises(TransportError) as info:
+            await transport.fetch(_request("POST", CONFIRM_PATH), 100)
+    await transport.aclose()
+    assert info.value.sent
 
 
 async def test_the_adapter_streams_the_body_in_chunks() -> None:

@@ -20,7 +20,7 @@ from aiohttp import payload
 from yarl import URL
 
 from .._core.errors import InvalidInputError, TLSError
-from .transport import Timeouts, TransportError, TransportRequest
+from .transport import SmallAnswer, Timeouts, TransportError, TransportRequest
 
 __all__ = ["AiohttpTransport", "client_timeout", "default_ssl_context"]
 
@@ -127,27 +127,57 @@ class AiohttpTransport:
             )
         return self._client_timeouts[request.transfer]
 
+    def _start(self, request: TransportRequest) -> Any:
+        """aiohttp's request for one attempt, not yet awaited (no coroutine of its own)."""
+        timeouts = self._client_timeouts
+        return (self._session or self.session).request(
+            request.method,
+            url if (url := self._urls.get(request.url)) is not None else self._url(request.url),
+            params=request.params or None,
+            # Headers (the bearer token) and body (the client secret, a passcode) are
+            # passed in the call, never held in a local of this frame: error trackers
+            # record the locals of every frame of a traceback.
+            headers=request.headers,
+            data=_body(request) if request.parts else request.body,
+            timeout=(
+                timeouts[request.transfer]
+                if timeouts is not None and request.timeouts is self._timeouts
+                else self._timeout(request)
+            ),
+            ssl=self.ssl_context,
+            allow_redirects=False,
+        )
+
     async def send(self, request: TransportRequest) -> _Answer:
         """Send one attempt; the answer is open until its :meth:`_Answer.close`."""
         try:
-            resp = await self.session.request(
-                request.method,
-                self._url(request.url),
-                params=request.params or None,
-                # Headers (the bearer token) and body (the client secret, a passcode) are
-                # passed in the call, never held in a local of this frame: error trackers
-                # record the locals of every frame of a traceback.
-                headers=request.headers,
-                data=_body(request),
-                timeout=self._timeout(request),
-                ssl=self.ssl_context,
-                allow_redirects=False,
-            )
+            resp = await self._start(request)
         except aiohttp.ClientSSLError as exc:
             raise tls_error(request.operation, exc) from exc
         except Exception as exc:
             raise _transport_error(exc) from exc
         return _Answer(resp)
+
+    async def fetch(self, request: TransportRequest, limit: int) -> SmallAnswer | _Answer:
+        """Send one attempt and read a small answer in the same coroutine (see
+        :class:`~qes_async._client.transport.FetchingTransport`); a larger, unknown or
+        compressed one comes back open."""
+        try:
+            resp = await self._start(request)
+        except aiohttp.ClientSSLError as exc:
+            raise tls_error(request.operation, exc) from exc
+        except Exception as exc:
+            raise _transport_error(exc) from exc
+        head = resp.headers
+        declared = head.get("Content-Length")  # resp.content_length, without its call
+        if declared is None or int(declared) > limit or "Content-Encoding" in head:
+            return _Answer(resp)
+        try:
+            return resp.status, head, await resp.read()
+        except Exception as exc:
+            raise _transport_error(exc) from exc
+        finally:
+            resp.release()
 
 
 class _Answer:

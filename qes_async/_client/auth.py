@@ -34,9 +34,10 @@ class TokenCache:
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
 
-    def current(self) -> Token | None:
-        """The cached token if it is fresh, without waiting (the hot path of every call)."""
-        if self._token is not None and self._time() < self._refresh_at:
+    def current(self, now: float | None = None) -> Token | None:
+        """The cached token if it is fresh, without waiting (the hot path of every call);
+        ``now`` is the clock's time when the caller just read it."""
+        if self._token is not None and (self._time() if now is None else now) < self._refresh_at:
             return self._token
         return None
 

@@ -369,8 +369,8 @@ class QESClient:
             if len(self._status_requests) >= _STATUS_REQUESTS_KEPT:
                 del self._status_requests[next(iter(self._status_requests))]
             self._status_requests[signature_id] = request
-        response, _ = await self._transport.exchange(request, None)
-        return proto.parse_status(response)
+        status, head, body, _ = await self._transport.call(request)
+        return proto.status_report(status, head, body, self._transport.scrubber)
 
     def _forget(self, signature_id: str, document_ids: Iterable[str] = ()) -> None:
         """Drop what is cached for one signature: its prepared status read and the parsed

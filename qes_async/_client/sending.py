@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from yarl import URL
@@ -21,18 +21,26 @@ from yarl import URL
 from .._core.errors import DecodeError, OutcomeUnknownError, RequestNotSentError
 from .._core.redact import Scrubber
 from .._runtime import telemetry as _telemetry
-from .._runtime.clock import Clock
+from .._runtime.clock import Clock, SystemClock
 from .._runtime.logs import log_attempt, logger
 from .auth import TokenCache
-from .protocol import Request, Response, error_from_response, request_id_of
+from .protocol import JSON_HEADERS, Request, Response, error_from_response, request_id_of
 from .retry import Decision, Failure, RetryPolicy, Verdict, decide, parse_retry_after
 from .routes import Routes
-from .transport import Timeouts, Transport, TransportError, TransportRequest, TransportResponse
+from .transport import (
+    SmallAnswer,
+    Timeouts,
+    Transport,
+    TransportError,
+    TransportRequest,
+    TransportResponse,
+)
 
 __all__ = ["Consumer", "Sender"]
 
 T = TypeVar("T")
 Consumer = Callable[[TransportResponse], Awaitable[T]]
+Fetch = Callable[[TransportRequest, int], Awaitable["SmallAnswer | TransportResponse"]]
 
 MAX_REAUTHS = 3  # tokens one call may find dead (each a different one) before giving up
 MAX_401S = 12  # 401s one call takes in all, counting tokens others had already replaced
@@ -61,12 +69,19 @@ class Sender:
         self.base_url = URL(base_url.rstrip("/"))
         self._base = str(self.base_url)  # paths from Routes are already quoted
         self.transport = transport
+        # The transport's one-step send and read when it has one, else its send (whose open
+        # answer the client reads itself): looked up once, not per call.
+        self._fetch: Fetch = getattr(transport, "fetch", None) or _sender_of(transport)
+        self._bearer: Mapping[str, str] = {}  # the shared headers of the token below
+        self._bearer_token: Any = None
         self._owns_transport = owns_transport
         self.scrubber = Scrubber()  # the client's literal secrets, cut from error excerpts
         self.answered = False  # whether the server ever answered in HTTP (for advice)
         self.retry = retry
         self.timeouts = timeouts
         self.clock = clock
+        # The real clock's time is time.time: called directly, one call less per call.
+        self._now = time.time if type(clock) is SystemClock else clock.time
         self.sleep = sleep
         self.auth: TokenCache | None = None
         #: The client's route table: telemetry names each attempt's path template from it.
@@ -94,37 +109,62 @@ class Sender:
             OutcomeUnknownError: an unsafe call may have been processed (never replayed),
                 or a safe one kept getting no answer.
         """
-        response, _ = await self.exchange(request, None)
-        return response
+        status, head, body, _ = await self.call(request)
+        return Response(status, head, body, self.scrubber)
 
     async def exchange(
         self, request: Request, consume: Consumer[Any] | None
     ) -> tuple[Response, Any]:
-        """Send with retries; a 2xx answer goes open to ``consume`` (re-run per attempt) when
-        one is given, else it is read whole. Returns the answer and what ``consume`` made.
+        """:meth:`call`, its answer as a :class:`Response` beside what ``consume`` made."""
+        status, head, body, result = await self.call(request, consume)
+        return Response(status, head, body, self.scrubber), result
 
-        :meth:`send` is the shorthand without a consumer; hot paths call this directly, since
-        every coroutine layer is crossed again at each suspension.
-        Retry state is only made once something failed, so a call that succeeds at once pays
-        for none of it.
+    async def call(
+        self, request: Request, consume: Consumer[Any] | None = None
+    ) -> tuple[int, Mapping[str, str], bytes, Any]:
+        """Send with retries; a 2xx answer goes open to ``consume`` (re-run per attempt) when
+        one is given, else it is read whole. Returns the answer's status, headers and body
+        (empty when consumed) and what ``consume`` made.
+
+        The hot path: :meth:`send` and :meth:`exchange` wrap it, hot calls use it directly,
+        since every coroutine layer is crossed again at each suspension. An ordinary
+        attempt is one await of the transport (its ``fetch`` when it has one), with no
+        object for the answer; retry state is only made once something failed.
         """
-        started = self.clock.time()
+        started = self._now()
         retries: _Retries | None = None
         # None unless qes_async.otel.instrument() ran: then this one test is all it costs.
         tel = _telemetry.hook
         while True:
             token = None
             if request.authenticated and self.auth is not None:
-                token = self.auth.current() or await self.auth.get()
-            debug = _debug()
+                now = started if retries is None else self._now()
+                token = self.auth.current(now) or await self.auth.get()
+            debug = logger.isEnabledFor(logging.DEBUG)
             began = time.perf_counter() if debug else 0.0
             attempt = (retries.attempts if retries else 0) + 1
+            result = None
             try:
-                if tel is None:
-                    response, result = await self._attempt(request, token, consume)
-                else:  # the attempt in its span (the coroutine holds the token, not the hook)
+                if tel is None and consume is None:  # the ordinary call, in one await
+                    if self.closed:
+                        raise RuntimeError(_CLOSED)
+                    try:
+                        # The headers (the bearer token) and body (the client secret, a
+                        # passcode) are built in the call, never held in a local of this
+                        # frame: error trackers record the locals of every frame.
+                        got = await self._fetch(self._wire(request, token), MAX_ANSWER_BYTES)
+                    except TransportError as exc:
+                        raise _failed(exc) from exc
+                    self.answered = True
+                    if not isinstance(got, tuple):  # not small, or not known to be
+                        got = await _read(got, request.operation)
+                    status, head, body = got
+                else:  # a consumer, or the attempt in its span (the coroutine holds the token)
                     call = self._attempt(request, token, consume)
-                    response, result = await tel.attempt(self, request, attempt, call)
+                    if tel is not None:
+                        call = tel.attempt(self, request, attempt, call)
+                    response, result = await call
+                    status, head, body = response.status, response.headers, response.body
             except _Failed as failed:
                 retries = retries or _Retries(self.retry.waits())
                 if debug:
@@ -134,9 +174,10 @@ class Sender:
                     continue
                 raise self._give_up(request, failed) from _root(failed.cause)
             if debug:
-                self._log(request, attempt, began, response=response)
-            if 200 <= response.status < 300:
-                return response, result
+                self._log(request, attempt, began, status=status, headers=head)
+            if 200 <= status < 300:
+                return status, head, body, result
+            response = Response(status, head, body, self.scrubber)
             retries = retries or _Retries(self.retry.waits())
             retrying = self._after_answer(request, response, token, retries, started)
             if not await (retrying if tel is None else tel.decide(retrying, retries)):
@@ -227,45 +268,64 @@ class Sender:
     async def _attempt(
         self, request: Request, token: Any, consume: Consumer[Any] | None
     ) -> tuple[Response, Any]:
+        """One attempt as a :class:`Response`: with a consumer, or in a telemetry span."""
         if self.closed:
-            raise RuntimeError("this QESClient is closed; create a new one to make calls")
+            raise RuntimeError(_CLOSED)
         try:
-            resp = await self.transport.send(
-                # Headers (the bearer token) and body (the client secret, a passcode) are
-                # built in the call, never held in a local of this frame: error trackers
-                # record the locals of every frame of a traceback.
-                TransportRequest(
-                    request.method,
-                    self._base + request.path,
-                    _headers(request, token),
-                    _json_body(request),
-                    parts=request.parts,
-                    params=request.params,
-                    transfer=request.transfer,
-                    operation=request.operation,
-                    timeouts=self.timeouts,
-                )
-            )
-            try:
-                head = resp.headers  # case-insensitive; kept as is, copying costs per call
-                self.answered = True
-                if consume is not None and 200 <= resp.status < 300:
-                    result = await consume(resp)
-                    return Response(resp.status, head, scrubber=self.scrubber), result
-                declared = resp.content_length
-                if (
-                    declared is not None
-                    and declared <= MAX_ANSWER_BYTES
-                    and "content-encoding" not in head  # a compressed length says nothing
-                ):
-                    body = await resp.read()  # the usual case: a small answer of known length
-                else:
-                    body = await _read_capped(resp, request.operation)
-                return Response(resp.status, head, body, self.scrubber), None
-            finally:
-                resp.close()
+            # Headers and body built in the call, never held in a local (see call()).
+            if consume is None:
+                got = await self._fetch(self._wire(request, token), MAX_ANSWER_BYTES)
+            else:
+                got = await self.transport.send(self._wire(request, token))
+            self.answered = True
+            if isinstance(got, tuple):
+                return Response(*got, self.scrubber), None
+            if consume is not None and 200 <= got.status < 300:
+                try:
+                    result = await consume(got)
+                finally:
+                    got.close()
+                return Response(got.status, got.headers, scrubber=self.scrubber), result
         except TransportError as exc:
-            raise _Failed(Failure.NO_ANSWER if exc.sent else Failure.NOT_SENT, exc) from exc
+            raise _failed(exc) from exc
+        status, head, body = await _read(got, request.operation)
+        return Response(status, head, body, self.scrubber), None
+
+    def _wire(self, request: Request, token: Any) -> TransportRequest:
+        """One attempt's request. A request sent again with the same token (a status read,
+        a retry) reuses the one made before, kept on it (``Request.sent``): transports
+        never change what they are given, and multipart bodies are rebuilt from their
+        sources at each send. The headers come from :meth:`_headers`."""
+        kept = request.sent
+        if kept and kept[0] is token and kept[2] is self:
+            return kept[1]  # type: ignore[no-any-return]
+        # Built into the request's slot, never into a local (the headers hold the token).
+        kept[:] = (
+            token,
+            TransportRequest(
+                request.method,
+                self._base + request.path,
+                self._headers(request, token),
+                None if request.json is None or request.parts else _json(request.json),
+                parts=request.parts,
+                params=request.params,
+                transfer=request.transfer,
+                operation=request.operation,
+                timeouts=self.timeouts,
+            ),
+            self,
+        )
+        return kept[1]  # type: ignore[no-any-return]
+
+    def _headers(self, request: Request, token: Any) -> Mapping[str, str]:
+        """The headers of an attempt. Those of a plain JSON call with the current token are
+        made once per token and shared (transports never change them); others per call."""
+        if token is None or request.json is not None or request.headers != JSON_HEADERS:
+            return _headers(request, token)
+        if token is not self._bearer_token:
+            self._bearer = _headers(request, token)
+            self._bearer_token = token
+        return self._bearer
 
     def _log(
         self,
@@ -273,7 +333,8 @@ class Sender:
         attempt: int,
         loop_started: float,
         *,
-        response: Response | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
         error: str | None = None,
     ) -> None:
         log_attempt(  # called only when debug logging is on
@@ -281,17 +342,49 @@ class Sender:
             operation=request.operation,
             attempt=attempt,
             elapsed=time.perf_counter() - loop_started,
-            status=response.status if response is not None else None,
+            status=status,
             error=error,
-            request_id=response.request_id if response is not None else None,
+            request_id=request_id_of(headers, self.scrubber) if headers is not None else None,
         )
 
 
-def _debug() -> bool:
-    return logger.isEnabledFor(logging.DEBUG)
-
-
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # JSON, error bodies, the InfoCert contract
+
+
+_CLOSED = "this QESClient is closed; create a new one to make calls"
+
+
+def _sender_of(transport: Transport) -> Fetch:
+    """``fetch`` over a transport that only sends: every answer comes back open."""
+
+    def fetch(request: TransportRequest, limit: int) -> Awaitable[TransportResponse]:
+        return transport.send(request)  # the coroutine itself: no layer of its own
+
+    return fetch
+
+
+def _failed(exc: TransportError) -> _Failed:
+    return _Failed(Failure.NO_ANSWER if exc.sent else Failure.NOT_SENT, exc)
+
+
+async def _read(resp: TransportResponse, operation: str) -> SmallAnswer:
+    """An open answer read whole (under the bound), then closed."""
+    try:
+        head = resp.headers  # case-insensitive; kept as is, copying costs per call
+        declared = resp.content_length
+        if (
+            declared is not None
+            and declared <= MAX_ANSWER_BYTES
+            and "content-encoding" not in head  # a compressed length says nothing
+        ):
+            body = await resp.read()  # a small answer of known length
+        else:
+            body = await _read_capped(resp, operation)
+        return resp.status, head, body
+    except TransportError as exc:
+        raise _failed(exc) from exc
+    finally:
+        resp.close()
 
 
 async def _read_capped(resp: TransportResponse, operation: str) -> bytes:
@@ -380,8 +473,6 @@ def _headers(request: Request, token: Any) -> dict[str, str]:
     return headers
 
 
-def _json_body(request: Request) -> bytes | None:
-    """The encoded JSON body, if the request has one (multipart parts go as they are)."""
-    if request.json is None or request.parts:
-        return None
-    return json.dumps(request.json, separators=(",", ":")).encode("utf-8")
+def _json(value: Any) -> bytes:
+    """A JSON body, encoded."""
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")

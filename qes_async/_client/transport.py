@@ -2,9 +2,11 @@
 
 A :class:`Transport` sends one :class:`TransportRequest` and hands back an open
 :class:`TransportResponse` (status, headers, a bounded stream of body bytes), or raises
-:class:`TransportError` when no HTTP answer came. Everything that decides (retries,
-re-authentication, errors, logs) sits above it in the client and works the same over any
-transport: the aiohttp adapter the client uses by default, or
+:class:`TransportError` when no HTTP answer came. A transport may also offer ``fetch``
+(:class:`FetchingTransport`): send and read a small answer in one step, which the client
+then uses for every call whose answer it reads whole (all but downloads). Everything that
+decides (retries, re-authentication, errors, logs) sits above it in the client and works
+the same over any transport: the aiohttp adapter the client uses by default, or
 :class:`qes_async.testing.MockTransport` in memory.
 
 Pure declarations: no I/O, no asyncio, no aiohttp.
@@ -19,6 +21,8 @@ import attrs
 
 __all__ = [
     "BodyPart",
+    "FetchingTransport",
+    "SmallAnswer",
     "Timeouts",
     "Transport",
     "TransportError",
@@ -63,12 +67,13 @@ class BodyPart:
 
 
 class TransportRequest:
-    """One attempt to send: built fresh for every attempt, never reused.
+    """One attempt to send, built by the client for every attempt. A transport reads it and
+    never changes it: ``headers`` may be shared by the attempts made with one token.
 
     Attributes:
         method: the HTTP method.
         url: the absolute URL, path already quoted.
-        headers: the request headers, the bearer token among them (never shown).
+        headers: the request headers, the bearer token among them (never shown); read-only.
         body: the encoded body (JSON), or None; ``parts`` for a multipart/form-data body.
         params: query parameters.
         transfer: a large upload or download: bounded per read, not in total.
@@ -161,6 +166,32 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Release what the transport holds (a session it created)."""
+        ...
+
+
+#: A small answer read whole: status, headers (case-insensitive), the body.
+SmallAnswer = tuple[int, Mapping[str, str], bytes]
+
+
+@runtime_checkable
+class FetchingTransport(Transport, Protocol):
+    """A transport that can also send and read a small answer in one step.
+
+    Optional: the client looks for ``fetch`` once, and without it sends through
+    :meth:`Transport.send` and reads the answer itself. With it, an ordinary call crosses
+    one coroutine of the transport instead of three (send, read, and each resume of them),
+    and no object stands for the open answer.
+    """
+
+    async def fetch(self, request: TransportRequest, limit: int) -> SmallAnswer | TransportResponse:
+        """Send one attempt, as :meth:`Transport.send` does (and raise as it does).
+
+        An answer that declares a length of at most ``limit`` bytes and no content encoding
+        is read whole and comes back as ``(status, headers, body)``, its connection
+        released; raise :class:`TransportError` if its body is cut. Any other answer comes
+        back open, as :meth:`Transport.send` returns it, for the client to read under its
+        own bound (returning the open answer is always correct).
+        """
         ...
 
 
