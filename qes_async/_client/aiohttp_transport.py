@@ -152,10 +152,8 @@ class AiohttpTransport:
         """Send one attempt; the answer is open until its :meth:`_Answer.close`."""
         try:
             resp = await self._start(request)
-        except aiohttp.ClientSSLError as exc:
-            raise tls_error(request.operation, exc) from exc
         except Exception as exc:
-            raise _transport_error(exc) from exc
+            raise _send_failure(request.operation, exc) from exc
         return _Answer(resp)
 
     async def fetch(self, request: TransportRequest, limit: int) -> SmallAnswer | _Answer:
@@ -164,10 +162,8 @@ class AiohttpTransport:
         compressed one comes back open."""
         try:
             resp = await self._start(request)
-        except aiohttp.ClientSSLError as exc:
-            raise tls_error(request.operation, exc) from exc
         except Exception as exc:
-            raise _transport_error(exc) from exc
+            raise _send_failure(request.operation, exc) from exc
         head = resp.headers
         declared = head.get("Content-Length")  # resp.content_length, without its call
         if declared is None or int(declared) > limit or "Content-Encoding" in head:
@@ -222,6 +218,13 @@ def _transport_error(exc: Exception) -> Exception:
         not_http = isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError))
         return TransportError(str(exc) or kind, sent=True, kind=kind, not_http=not_http)
     return exc
+
+
+def _send_failure(operation: str, exc: Exception) -> Exception:
+    """What a failed send raises: a TLS failure (never retried), else the protocol's."""
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return tls_error(operation, exc)
+    return _transport_error(exc)
 
 
 def tls_error(operation: str, exc: aiohttp.ClientSSLError) -> TLSError:
