@@ -1,8 +1,9 @@
 """The webhook endpoint under load, in its own process.
 
 ``python -m benchmarks._webhook_server receiver`` serves :class:`WebhookReceiver` (Basic auth,
-parse, publish to a dispatcher); ``... bare`` serves a bare aiohttp handler answering 200 on
-the same route. Prints its URL on the first line.
+parse, publish to a dispatcher); ``... bare`` serves a bare aiohttp handler that reads the
+body and answers 200 on the same route (reading it, as the receiver must, keeps the comparison
+like for like). Prints its URL on the first line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ PREFIX = "/fourthline/qes"
 
 
 async def bare(request: web.Request) -> web.Response:
+    await request.read()
     return web.Response(status=200)
 
 

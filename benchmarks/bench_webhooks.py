@@ -1,10 +1,13 @@
-"""5. Webhook receiver: events per second through Basic authentication, parsing and dispatch,
-against a bare aiohttp handler answering 200, both under the same load generator.
+"""5. Webhook receiver: events per server CPU-second through Basic authentication, parsing and
+dispatch, against a bare aiohttp handler that reads the body and answers 200, both under the
+same load generator.
 
 Each server runs alone in its own process; the load generator (this process, 64 requests in
-flight, the same signed JSON bodies) alternates between them in rounds and each side keeps
-its best round. On 2 cores the generator competes with the server for CPU, so the figure
-is a lower bound of neither side's capacity, but the comparison is like for like.
+flight, the same signed JSON bodies) alternates between them in rounds. The target row is
+events per CPU-second of the server process (user + system, from ``/proc``) over all rounds:
+on 2 cores the generator competes with the server for CPU, so wall-clock rates measure the
+generator as much as the server. The wall-clock ratio (each side's best round) is printed
+for reference.
 """
 
 from __future__ import annotations
@@ -82,18 +85,18 @@ def run(quick: bool) -> list[Row]:
         )
     return [
         Row(
-            "5 webhook receiver vs bare handler",
-            best["receiver"] / best["bare"],
-            0.7,
-            True,
-            note=f"{best['receiver']:.0f} vs {best['bare']:.0f} events/s, 64 in flight",
-        ),
-        Row(
             "5 receiver vs bare, per server CPU-s",
             per_cpu["receiver"] / per_cpu["bare"],
-            0.0,
+            0.9,
             True,
             note=f"{per_cpu['receiver']:.0f} vs {per_cpu['bare']:.0f} events per CPU-second",
+        ),
+        Row(
+            "5 webhook receiver vs bare, wall clock",
+            best["receiver"] / best["bare"],
+            0.0,
+            True,
+            note=f"{best['receiver']:.0f} vs {best['bare']:.0f} events/s, 64 in flight",
             informative=True,
         ),
     ]
