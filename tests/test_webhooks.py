@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -68,6 +68,8 @@ def test_body_without_signature_id_takes_the_path_id() -> None:
         basic(user="someone-else"),
         {"Authorization": "Basic !!!not-base64"},
         {"Authorization": "Bearer something"},
+        {"Authorization": "Basic \u00e9t\u00e9"},  # not ASCII: once a ValueError, a 400
+        {"Authorization": "Basic \udce9\udce9"},  # a raw byte as aiohttp decodes it
     ],
 )
 def test_missing_or_wrong_basic_credentials_get_401_with_a_challenge(
@@ -204,6 +206,12 @@ def test_webhooks_without_a_live_token_are_refused(headers: dict[str, str], chal
         (basic(password="nope-nope"), b"grant_type=client_credentials", 401, "invalid_client"),
         (basic(), b"grant_type=password", 400, "unsupported_grant_type"),
         (basic(), b"", 400, "invalid_request"),
+        (
+            {"Authorization": "Basic \u00e9t\u00e9"},
+            b"grant_type=client_credentials",
+            401,
+            "invalid_client",
+        ),
     ],
 )
 def test_token_endpoint_refusals(
@@ -217,6 +225,23 @@ def test_token_endpoint_refusals(
     assert auth.live_tokens == 0
     if status == 401:
         assert answer.headers["WWW-Authenticate"].startswith("Basic ")
+
+
+@pytest.mark.parametrize("auth", [BasicAuth(USER, PASSWORD), BearerAuth(USER, PASSWORD)])
+async def test_a_non_ascii_authorization_is_401_before_the_body_not_an_exception(
+    auth: BasicAuth | BearerAuth,
+) -> None:
+    receiver, _ = make(auth)
+    path = receiver.token_path if isinstance(auth, BearerAuth) else PATH
+
+    async def never() -> AsyncIterator[bytes]:
+        raise AssertionError("the body was read")
+        yield b""  # pragma: no cover
+
+    headers = {"Authorization": "Basic \u00e9t\u00e9", **JSON}
+    answer = await receiver.serve("POST", path, headers, never())
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"].startswith("Basic ")
 
 
 def test_reprs_hide_the_password() -> None:
