@@ -175,9 +175,7 @@ class WebhookReceiver:
             raw_path: the path as sent, still percent-encoded; when given, the signature
                 id must read the same in it.
         """
-        return self._answer(
-            method.upper(), path, _lower(headers), body, raw_path=raw_path, prechecked=False
-        )
+        return self._answer(_lower(headers), body, None, method.upper(), path, raw_path)
 
     async def serve(
         self,
@@ -192,15 +190,15 @@ class WebhookReceiver:
         path and credentials passed, at most the route's size limit of it and within
         :attr:`body_timeout` seconds in all (else 413 or 408). For any framework's adapter.
         """
-        method, hdrs = method.upper(), _lower(headers)
-        refusal = self.precheck(method, path, hdrs, raw_path=raw_path)
-        if refusal is not None:
-            return self._count(_closing(refusal))
-        read = await self._read(self._body_limit(path), body)
+        hdrs = _lower(headers)
+        route = self._precheck(method.upper(), path, hdrs, raw_path)
+        if isinstance(route, WebhookResponse):
+            return self._count(_closing(route))
+        read = await self._read(self._limit(route), body)
         if isinstance(read, WebhookResponse):
             return self._count(_closing(read))
         # Checked above already: authentication and the rest are not done twice.
-        return self._answer(method, path, hdrs, read, raw_path=raw_path, prechecked=True)
+        return self._answer(hdrs, read, route)
 
     async def _read(self, limit: int, chunks: AsyncIterable[bytes]) -> bytes | WebhookResponse:
         body = bytearray()
@@ -226,16 +224,17 @@ class WebhookReceiver:
 
     def _answer(
         self,
-        method: str,
-        path: str,
         headers: dict[str, str],
         body: bytes,
-        *,
-        raw_path: str | None,
-        prechecked: bool,
+        route: str | None,
+        method: str = "",
+        path: str = "",
+        raw_path: str | None = None,
     ) -> WebhookResponse:
+        """Answer, counted; ``route`` is what :meth:`_precheck` found (None: check the
+        request first, from ``method``, ``path`` and ``raw_path``)."""
         try:
-            response = self._dispatch(method, path, headers, body, raw_path, prechecked)
+            response = self._dispatch(headers, body, route, method, path, raw_path)
         except Exception as exc:  # a bug must not become a 500 loop of retries
             # The traceback once per kind of failure: a caller who found a bug must not
             # flood the log with it, and a second, different bug still shows at ERROR.
@@ -282,40 +281,44 @@ class WebhookReceiver:
         None means: read the body (bounded) and pass it to :meth:`handle`. A refusal here
         is not counted in :attr:`refusals` (:meth:`serve` and :meth:`handle` count).
         """
-        hdrs = _lower(headers)
-        method = method.upper()
-        if self._is_token_path(path):
+        route = self._precheck(method.upper(), path, _lower(headers), raw_path)
+        return route if isinstance(route, WebhookResponse) else None
+
+    def _precheck(
+        self, method: str, path: str, headers: dict[str, str], raw_path: str | None
+    ) -> WebhookResponse | str:
+        """:meth:`precheck` on an upper-cased method and lower-cased headers; instead of
+        None, the route: the signature id, or ``""`` for the token endpoint (an id is
+        never empty)."""
+        if path == self.token_path and isinstance(self.auth, BearerAuth):
             if method != "POST":
                 return _not_allowed()
-            assert isinstance(self.auth, BearerAuth)
-            refused = self.auth.check_client(hdrs)
+            refused = self.auth.check_client(headers)
             if refused is not None:
                 return _from_token_answer(refused)
-            return self._declared_too_large(hdrs, self._body_limit(path))
+            too_large = self._declared_too_large(headers, min(self.max_body, MAX_TOKEN_BODY))
+            return "" if too_large is None else too_large
         signature_id = self._signature_id(path, raw_path)
         if signature_id is None:
             return _problem(404, "not_found", "no webhook route here")
         if method != "POST":
             return _not_allowed()
-        refusal = self._refuse_credentials(self.auth.check(hdrs))
+        refusal = self._refuse_credentials(self.auth.check(headers))
         if refusal is not None:
             return refusal
-        too_large = self._declared_too_large(hdrs, self.max_body)
+        too_large = self._declared_too_large(headers, self.max_body)
         if too_large is not None:
             return too_large
-        media = hdrs.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            return _problem(415, "unsupported_media_type", "send application/json")
-        return None
+        media = headers.get("content-type", "")
+        if media != "application/json":  # what Fourthline sends; else the full reading
+            media = media.split(";", 1)[0].strip().lower()
+            if media != "application/json" and not media.endswith("+json"):
+                return _problem(415, "unsupported_media_type", "send application/json")
+        return signature_id
 
-    def _is_token_path(self, path: str) -> bool:
-        return path == self.token_path and isinstance(self.auth, BearerAuth)
-
-    def _body_limit(self, path: str) -> int:
-        """The largest body the route takes."""
-        if self._is_token_path(path):
-            return min(self.max_body, MAX_TOKEN_BODY)
-        return self.max_body
+    def _limit(self, route: str) -> int:
+        """The largest body the route (a signature id, or ``""``: the token endpoint) takes."""
+        return self.max_body if route else min(self.max_body, MAX_TOKEN_BODY)
 
     @staticmethod
     def _declared_too_large(headers: dict[str, str], limit: int) -> WebhookResponse | None:
@@ -326,29 +329,29 @@ class WebhookReceiver:
 
     def _dispatch(
         self,
-        method: str,
-        path: str,
         headers: dict[str, str],
         body: bytes,
+        route: str | None,
+        method: str,
+        path: str,
         raw_path: str | None,
-        prechecked: bool,
     ) -> WebhookResponse:
-        refusal = None if prechecked else self.precheck(method, path, headers, raw_path=raw_path)
-        if refusal is not None:
-            return refusal
-        limit = self._body_limit(path)
+        if route is None:
+            checked = self._precheck(method, path, headers, raw_path)
+            if isinstance(checked, WebhookResponse):
+                return checked
+            route = checked
+        limit = self._limit(route)
         if len(body) > limit:
             return _too_large(limit)
-        if self._is_token_path(path):
-            assert isinstance(self.auth, BearerAuth)
+        if not route:
+            assert isinstance(self.auth, BearerAuth)  # only then is there a token route
             return _from_token_answer(self.auth.grant(headers, body))
-        signature_id = self._signature_id(path, raw_path)
-        assert signature_id is not None  # precheck refused every other path
-        event = self._parse(signature_id, body)
+        event = self._parse(route, body)
         if isinstance(event, WebhookResponse):
             return event
         self.dispatcher.publish(event)
-        log.info("webhook for %s: status %s", signature_id, event.status.value)
+        log.info("webhook for %s: status %s", route, event.status.value)
         return WebhookResponse(204)
 
     def _refuse_credentials(self, result: AuthResult) -> WebhookResponse | None:
@@ -421,15 +424,23 @@ class WebhookReceiver:
     # ---------------------------------------------------------------------- aiohttp glue
 
     async def aiohttp_handler(self, request: web.Request) -> web.Response:
-        """An aiohttp handler for both routes (webhooks and, with Bearer, the token)."""
-        answer = await self.serve(
-            request.method,
-            request.path,
-            request.headers,
-            request.content.iter_any(),
-            raw_path=request.raw_path,
-        )
-        return _to_aiohttp(answer)
+        """An aiohttp handler for both routes (webhooks and, with Bearer, the token):
+        :meth:`serve`, reading the body straight from aiohttp's buffer."""
+        hdrs = {name.lower(): value for name, value in request.headers.items()}
+        route = self._precheck(request.method.upper(), request.path, hdrs, request.raw_path)
+        if isinstance(route, WebhookResponse):
+            return _to_aiohttp(self._count(_closing(route)))
+        limit, content = self._limit(route), request.content
+        if content.is_eof():
+            # The whole body came with the head, as a webhook's few hundred bytes do: it is
+            # in memory already, so nothing waits and no timer is armed for it.
+            body = content.read_nowait()
+            read: bytes | WebhookResponse = body if len(body) <= limit else _too_large(limit)
+        else:
+            read = await self._read(limit, content.iter_any())
+        if isinstance(read, WebhookResponse):
+            return _to_aiohttp(self._count(_closing(read)))
+        return _to_aiohttp(self._answer(hdrs, read, route))
 
     def aiohttp_routes(self) -> list[web.RouteDef]:
         """Routes to add to an aiohttp application (``app.add_routes(...)``)."""

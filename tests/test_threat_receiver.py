@@ -163,6 +163,40 @@ async def test_a_stalled_token_request_is_answered_408_within_body_timeout() -> 
     assert took < 1.0
 
 
+async def test_a_body_that_comes_after_the_head_is_waited_for_and_accepted() -> None:
+    receiver, dispatcher = make()
+    events = published(dispatcher)
+    raw = json.dumps({"signatureId": SID, "status": "signed"}).encode()
+    async with TestServer(receiver.aiohttp_app()) as server:
+        head = request_head(PATH, len(raw), f"Basic {CREDENTIALS}", Content_Type="application/json")
+        line, _ = await raw_exchange(server, head, raw[:-3], trickle=raw[-3:])
+    assert line.startswith(b"HTTP/1.1 204"), line
+    assert [event.status for event in events] == [Status.SIGNED]
+
+
+async def test_a_chunked_body_over_the_limit_that_arrived_whole_is_413() -> None:
+    # No Content-Length to refuse early, and the whole body is in aiohttp's buffer before
+    # the handler runs: read without waiting, it must still be bounded.
+    receiver, dispatcher = make(max_body=64)
+    events = published(dispatcher)
+    oversized = json.dumps({"signatureId": SID, "status": "signed", "pad": "x" * 100}).encode()
+    chunked = f"{len(oversized):x}\r\n".encode() + oversized + b"\r\n0\r\n\r\n"
+    head = "\r\n".join(
+        [
+            f"POST {PATH} HTTP/1.1",
+            "Host: 127.0.0.1",
+            "Transfer-Encoding: chunked",
+            f"Authorization: Basic {CREDENTIALS}",
+            "Content-Type: application/json",
+        ]
+    )
+    async with TestServer(receiver.aiohttp_app()) as server:
+        line, _ = await raw_exchange(server, head + "\r\n", chunked)
+    assert line.startswith(b"HTTP/1.1 413"), line
+    assert receiver.refusals == {"payload_too_large": 1}
+    assert events == []
+
+
 def test_the_408_answer_is_a_json_problem_that_closes_the_connection() -> None:
     receiver, _ = make(body_timeout=0.2)
 
