@@ -86,6 +86,62 @@ def test_missing_or_wrong_basic_credentials_get_401_with_a_challenge(
     assert dispatcher.pending_count == 0
 
 
+CANONICAL = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+@pytest.mark.parametrize("auth", [BasicAuth(USER, PASSWORD), BearerAuth(USER, PASSWORD)])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        f"Basic {CANONICAL}",
+        f"basic {CANONICAL}",  # the scheme in another case
+        f"BASIC  {CANONICAL} ",  # more spacing
+    ],
+)
+def test_basic_credentials_in_any_form_the_parse_reads_are_accepted(
+    auth: BasicAuth | BearerAuth, authorization: str
+) -> None:
+    checked = (
+        auth.check({"authorization": authorization}).ok
+        if isinstance(auth, BasicAuth)
+        else auth.check_client({"authorization": authorization}) is None
+    )
+    assert checked
+
+
+@pytest.mark.parametrize("kind", [BasicAuth, BearerAuth])
+def test_a_renamed_user_is_checked_under_the_new_name_only(
+    kind: type[BasicAuth] | type[BearerAuth],
+) -> None:
+    auth = kind(USER, PASSWORD)
+    auth.username = "renamed"
+
+    def ok(headers: dict[str, str]) -> bool:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        if isinstance(auth, BasicAuth):
+            return auth.check(lowered).ok
+        return auth.check_client(lowered) is None
+
+    assert ok(basic("renamed", PASSWORD))
+    assert not ok(basic(USER, PASSWORD))
+    assert auth.username == "renamed"
+
+
+def test_a_user_name_with_a_colon_never_authenticates_as_before() -> None:
+    # HTTP Basic splits at the first colon, so "a:b" + "pw" reads as "a" + "b:pw": the
+    # header a client would build for it must not pass on a byte-for-byte comparison.
+    auth = BasicAuth("a:b", "pw")
+    header = "Basic " + base64.b64encode(b"a:b:pw").decode()
+    assert not auth.check({"authorization": header}).ok
+
+
+def test_a_wrong_password_of_the_same_length_is_refused() -> None:
+    wrong = PASSWORD[:-1] + ("x" if PASSWORD[-1] != "x" else "y")
+    auth = BasicAuth(USER, PASSWORD)
+    assert not auth.check({k.lower(): v for k, v in basic(USER, wrong).items()}).ok
+    assert auth.check({k.lower(): v for k, v in basic().items()}).ok
+
+
 @pytest.mark.parametrize(
     ("raw", "content_type", "status", "error"),
     [

@@ -55,6 +55,33 @@ def _check_pair(given: tuple[str, str] | None, user: str, password: str) -> bool
     return _same(given[0], user) & _same(given[1], password)
 
 
+def _expected_basic(user: str, password: str) -> bytes | None:
+    """The ``Authorization`` value a client sends for ``user`` and ``password`` in the usual
+    form (``Basic`` and the padded base64 of ``user:password``), as bytes; None when that
+    value does not read back as the same pair (a ``:`` in ``user``), so only the full parse
+    decides."""
+    try:
+        value = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    except UnicodeEncodeError:  # a lone surrogate: the full check refuses every header
+        return None
+    return value.encode("ascii") if parse_basic(value) == (user, password) else None
+
+
+def _basic_ok(authorization: str | None, expected: bytes | None, user: str, password: str) -> bool:
+    """Whether ``authorization`` carries ``user`` and ``password`` in HTTP Basic.
+
+    The usual form, byte for byte ``expected``, takes one constant-time comparison; any
+    other form (another case or spacing, or wrong credentials) is parsed and both halves
+    compared in constant time, as before, so a refusal reads the same."""
+    if (
+        authorization is not None
+        and expected is not None
+        and hmac.compare_digest(authorization.encode("utf-8", "surrogatepass"), expected)
+    ):
+        return True
+    return _check_pair(parse_basic(authorization), user, password)
+
+
 def _require(field: str, value: str) -> None:
     if not isinstance(value, str) or not value:
         raise InvalidInputError(field, "must be a non-empty string")
@@ -84,13 +111,23 @@ class BasicAuth:
     def __init__(self, username: str, password: str) -> None:
         _require("username", username)
         _require("password", password)
-        self.username = username
         self._password = password
+        self.username = username
+
+    @property
+    def username(self) -> str:
+        """The user name (assignable; the expected header follows it)."""
+        return self._username
+
+    @username.setter
+    def username(self, value: str) -> None:
+        self._username = value
+        self._expected = _expected_basic(value, self._password)
 
     def check(self, headers: Mapping[str, str]) -> AuthResult:
         """Check a webhook's (lower-cased) headers."""
-        given = parse_basic(headers.get("authorization"))
-        if _check_pair(given, self.username, self._password):
+        authorization = headers.get("authorization")
+        if _basic_ok(authorization, self._expected, self._username, self._password):
             return AuthResult(True)
         return AuthResult(False, f'Basic realm="{REALM}", charset="UTF-8"')
 
@@ -139,13 +176,23 @@ class BearerAuth:
             raise InvalidInputError("token_lifetime", "must be > 0 seconds")
         if max_tokens < 1:
             raise InvalidInputError("max_tokens", "must be >= 1")
-        self.username = username
         self._password = password
+        self.username = username
         self.token_lifetime = token_lifetime
         self.max_tokens = max_tokens
         self.clock: Clock = clock if clock is not None else SystemClock()
         # SHA-256 of each token -> its expiry; the tokens themselves are never stored.
         self._tokens: OrderedDict[bytes, float] = OrderedDict()
+
+    @property
+    def username(self) -> str:
+        """The user name (assignable; the expected header follows it)."""
+        return self._username
+
+    @username.setter
+    def username(self, value: str) -> None:
+        self._username = value
+        self._expected = _expected_basic(value, self._password)
 
     def issue(self, headers: Mapping[str, str], body: bytes) -> TokenAnswer:
         """Answer a call to the token endpoint (HTTP Basic + client-credentials grant)."""
@@ -158,8 +205,8 @@ class BearerAuth:
         The credentials come only in the ``Authorization`` header (never in the body), so
         they are checked before any body byte is read.
         """
-        given = parse_basic(headers.get("authorization"))
-        if _check_pair(given, self.username, self._password):
+        authorization = headers.get("authorization")
+        if _basic_ok(authorization, self._expected, self._username, self._password):
             return None
         challenge = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
         return TokenAnswer(401, {"error": "invalid_client"}, {**_NO_STORE, **challenge})
