@@ -482,6 +482,23 @@ def test_a_deep_json_nest_is_400_without_a_traceback_and_logged_once(
     assert events == []
 
 
+@pytest.mark.parametrize(
+    ("extra", "status"),
+    [
+        (b"[" * 31 + b"]" * 31, 204),  # 32 levels with the object: the limit, kept
+        (b"[" * 32 + b"]" * 32, 400),  # 33 levels: one too deep
+        (b'"' + b"[{" * 40 + b'"', 204),  # many brackets, all inside a string
+        (b"[" + b"[]," * 40 + b"[]]", 204),  # many brackets, side by side, 3 levels
+    ],
+)
+def test_the_depth_limit_is_exact_whatever_the_bracket_count(extra: bytes, status: int) -> None:
+    receiver, dispatcher = make()
+    events = published(dispatcher)
+    body = b'{"status": "signed", "x": ' + extra + b"}"
+    assert receiver.handle("POST", PATH, {**BASIC, **JSON}, body).status == status
+    assert len(events) == (status == 204)
+
+
 def test_a_deep_json_token_request_is_400_without_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
