@@ -307,12 +307,15 @@ class WebhookReceiver:
             return _problem(404, "not_found", "no webhook route here")
         if method != "POST":
             return _not_allowed()
-        refusal = self._refuse_credentials(self.auth.check(headers))
-        if refusal is not None:
-            return refusal
-        too_large = self._declared_too_large(headers, self.max_body)
-        if too_large is not None:
-            return too_large
+        result = self.auth.check(headers)
+        if not result.ok:
+            return self._refuse_credentials(result)
+        declared = headers.get("content-length")
+        # A plain number within the limit is the usual case; anything else is read in full.
+        if declared is not None and not (declared.isdigit() and int(declared) <= self.max_body):
+            too_large = self._declared_too_large(headers, self.max_body)
+            if too_large is not None:
+                return too_large
         media = headers.get("content-type", "")
         if media != "application/json":  # what Fourthline sends; else the full reading
             media = media.split(";", 1)[0].strip().lower()
@@ -321,7 +324,8 @@ class WebhookReceiver:
         return signature_id
 
     def _limit(self, route: str) -> int:
-        """The largest body the route (a signature id, or ``""``: the token endpoint) takes."""
+        """The largest body the route (a signature id, or ``""``: the token endpoint) takes
+        (written out where each request passes)."""
         return self.max_body if route else min(self.max_body, MAX_TOKEN_BODY)
 
     @staticmethod
@@ -345,7 +349,7 @@ class WebhookReceiver:
             if isinstance(checked, WebhookResponse):
                 return checked
             route = checked
-        limit = self._limit(route)
+        limit = self.max_body if route else min(self.max_body, MAX_TOKEN_BODY)
         if len(body) > limit:
             return _too_large(limit)
         if not route:
@@ -358,9 +362,7 @@ class WebhookReceiver:
         log.info("webhook for %s: status %s", route, event.status._value_)
         return WebhookResponse(204)
 
-    def _refuse_credentials(self, result: AuthResult) -> WebhookResponse | None:
-        if result.ok:
-            return None
+    def _refuse_credentials(self, result: AuthResult) -> WebhookResponse:
         return _problem(
             401,
             "unauthorized",
@@ -441,7 +443,8 @@ class WebhookReceiver:
         route = self._precheck(request.method.upper(), request.path, hdrs, request.raw_path)
         if isinstance(route, WebhookResponse):
             return _to_aiohttp(self._count(_closing(route)))
-        limit, content = self._limit(route), request.content
+        limit = self.max_body if route else min(self.max_body, MAX_TOKEN_BODY)
+        content = request.content
         if content.is_eof():
             # The whole body came with the head, as a webhook's few hundred bytes do: it is
             # in memory already, so nothing waits and no timer is armed for it.
@@ -549,6 +552,8 @@ def _lenient_code(value: object) -> int | None:
 
 
 def _to_aiohttp(answer: WebhookResponse) -> web.Response:
+    if not answer.headers:  # an accepted webhook's 204
+        return web.Response(status=answer.status, body=answer.body or None)
     response = web.Response(
         status=answer.status, body=answer.body or None, headers=dict(answer.headers)
     )

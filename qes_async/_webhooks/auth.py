@@ -100,6 +100,9 @@ class AuthResult:
         return self.ok
 
 
+_OK = AuthResult(True)  # what every accepted check answers (the receiver reads, never writes)
+
+
 class BasicAuth:
     """Webhooks carry ``Authorization: Basic`` with this username and password.
 
@@ -128,7 +131,7 @@ class BasicAuth:
         """Check a webhook's (lower-cased) headers."""
         authorization = headers.get("authorization")
         if _basic_ok(authorization, self._expected, self._username, self._password):
-            return AuthResult(True)
+            return _OK
         return AuthResult(False, f'Basic realm="{REALM}", charset="UTF-8"')
 
     def __repr__(self) -> str:
@@ -247,7 +250,7 @@ class BearerAuth:
         expires = self._lookup(token)
         if expires is None or expires <= self.clock.time():
             return AuthResult(False, f'Bearer realm="{REALM}", error="invalid_token"')
-        return AuthResult(True)
+        return _OK
 
     def _lookup(self, token: str) -> float | None:
         # The table is keyed by the token's SHA-256: a lookup compares digests, never the
