@@ -32,7 +32,8 @@ import json
 import logging
 import math
 import sys
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -72,7 +73,9 @@ MAX_ERROR_CODE = 64
 MAX_ERROR_FIELD = 64
 MAX_ERROR_MESSAGE = 256
 
-_decode_json = json.JSONDecoder().decode  # json.loads for a str, one call shorter
+_DECODER = json.JSONDecoder()  # what json.loads uses for a str
+#: Its scanner (an attribute of the instance): one JSON value from an index, and its end.
+_SCAN: Callable[[str, int], tuple[Any, int]] = vars(_DECODER)["scan_once"]
 #: The documented statuses by value (Status(value) for the rest).
 _STATUSES: dict[str, Status] = {status.value: status for status in Status}
 
@@ -89,6 +92,10 @@ class WebhookResponse:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = attrs.field(default=b"", repr=False)
     reason: str = ""
+
+
+#: The answer to every accepted webhook (its headers cannot be changed by one caller for all).
+_ACCEPTED = WebhookResponse(204, MappingProxyType({}))
 
 
 def _json(status: int, data: Mapping[str, object], **headers: str) -> WebhookResponse:
@@ -360,7 +367,7 @@ class WebhookReceiver:
             return event
         self.dispatcher.publish(event)
         log.info("webhook for %s: status %s", route, event.status._value_)
-        return WebhookResponse(204)
+        return _ACCEPTED
 
     def _refuse_credentials(self, result: AuthResult) -> WebhookResponse:
         return _problem(
@@ -379,7 +386,8 @@ class WebhookReceiver:
         signature_id = path[len(head) :]
         if not is_valid_id(signature_id):
             return None
-        if raw_path is not None:
+        if raw_path is not None and (raw_path != path or "?" in path):
+            # (A raw path that is the decoded one has the same last segment.)
             raw = raw_path.split("?", 1)[0].rpartition("/")[2]
             if raw != signature_id:  # e.g. "%2e%2e" or "%00": decoded, it could pass
                 return None
@@ -388,7 +396,7 @@ class WebhookReceiver:
     def _parse(self, signature_id: str, body: bytes) -> WebhookEvent | WebhookResponse:
         """The body as an event, or the 400/422 that refuses it."""
         try:
-            data = _decode_json(body.decode("utf-8"))
+            data = _json_value(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             return _problem(400, "malformed_json", "the body is not valid UTF-8 JSON")
         except RecursionError:
@@ -516,6 +524,17 @@ def _kept(value: object, limit: int) -> str | None:
     if value.isprintable():
         return value
     return "".join(ch if ch.isprintable() else "\ufffd" for ch in value)
+
+
+def _json_value(text: str) -> Any:
+    """``json.loads(text)``. A body with no whitespace around its value (as JSON encoders
+    write it) is one scanner call; any other text goes through the decoder, whose value or
+    error it is."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:  # leading whitespace, or no JSON value at all
+        return _DECODER.decode(text)
+    return value if end == len(text) else _DECODER.decode(text)
 
 
 def _too_nested(data: object, limit: int) -> bool:

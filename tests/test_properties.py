@@ -47,7 +47,7 @@ from qes_async._flow.state import (
     dump_state,
     parse_state,
 )
-from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver
+from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver, _json_value
 
 SETTINGS = settings(
     max_examples=100,
@@ -164,6 +164,26 @@ spelled = st.builds(
 def test_the_quick_json_read_agrees_with_json_loads_or_steps_aside(body: bytes) -> None:
     quick = _plain_json(body)
     assert quick is None or quick == json.loads(body)
+
+
+def _loaded(read: Any, text: str) -> tuple[str, Any]:
+    try:
+        return "value", read(text)
+    except (ValueError, RecursionError) as error:
+        return "error", type(error)
+
+
+@SETTINGS
+@given(
+    text=st.one_of(
+        spelled.map(lambda body: body.decode("utf-8", "replace")),
+        st.text(max_size=40),
+        st.text(max_size=40).map(lambda t: "{" + t),
+        st.sampled_from([" {}", "{} ", "{}x", "{} {}", "", " ", "[" * 5000, "1", '"s"']),
+    )
+)
+def test_the_receivers_json_read_is_json_loads(text: str) -> None:
+    assert _loaded(_json_value, text) == _loaded(json.loads, text)
 
 
 def test_the_quick_json_read_steps_aside_for_what_it_does_not_read() -> None:

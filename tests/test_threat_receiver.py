@@ -309,6 +309,17 @@ async def test_percent_encoded_ids_are_404_over_http(decoded: str, raw: str) -> 
     assert events == []
 
 
+def test_a_prefix_with_a_question_mark_matches_no_raw_path_as_before() -> None:
+    # The raw path's query starts at its first "?", so under such a prefix no id reads the
+    # same in the raw path, even one equal to the decoded path.
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    receiver = WebhookReceiver(dispatcher, BasicAuth(USER, PASSWORD), prefix="/hooks?x")
+    path = f"/hooks?x/{SID}"
+    raw = json.dumps({"status": "signed"}).encode()
+    assert receiver.handle("POST", path, {**BASIC, **JSON}, raw, raw_path=path).status == 404
+    assert receiver.handle("POST", path, {**BASIC, **JSON}, raw).status == 204
+
+
 def test_a_raw_path_that_differs_from_the_decoded_id_is_404() -> None:
     receiver, dispatcher = make()
     events = published(dispatcher)
