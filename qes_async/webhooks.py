@@ -331,8 +331,8 @@ class WebhookReceiver:
         return signature_id
 
     def _limit(self, route: str) -> int:
-        """The largest body the route (a signature id, or ``""``: the token endpoint) takes
-        (written out where each request passes)."""
+        """The largest body the route (a signature id, or ``""``: the token endpoint) takes;
+        the aiohttp handler and :meth:`_dispatch` spell it out, one call fewer each."""
         return self.max_body if route else min(self.max_body, MAX_TOKEN_BODY)
 
     @staticmethod
