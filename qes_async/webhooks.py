@@ -78,6 +78,8 @@ _DECODER = json.JSONDecoder()  # what json.loads uses for a str
 _SCAN: Callable[[str, int], tuple[Any, int]] = vars(_DECODER)["scan_once"]
 #: The documented statuses by value (Status(value) for the rest).
 _STATUSES: dict[str, Status] = {status.value: status for status in Status}
+#: How many undocumented statuses a receiver remembers, besides the documented ones.
+MAX_UNKNOWN_STATUSES = 64
 
 
 @attrs.frozen
@@ -161,6 +163,9 @@ class WebhookReceiver:
         #: How many requests were refused, by reason (``unauthorized``, ``not_found``...).
         self.refusals: dict[str, int] = {}
         self._failed_before: set[type[BaseException]] = set()  # kinds logged with a traceback
+        # Status by value: the documented ones, and the first undocumented ones seen (an
+        # Enum call that ends in Status._missing_ costs three frames per webhook).
+        self._statuses = dict(_STATUSES)
 
     # ------------------------------------------------------------------ the neutral core
 
@@ -432,11 +437,15 @@ class WebhookReceiver:
                     "invalid_status_code",
                     "statusCode must be an integer, a numeric string or null",
                 )
-        known = _STATUSES.get(status)
+        member = self._statuses.get(status)
+        if member is None:
+            member = Status(status)
+            if len(self._statuses) < len(_STATUSES) + MAX_UNKNOWN_STATUSES:
+                self._statuses[status] = member
         errors = data.get("errors")
         return WebhookEvent(
             signature_id=signature_id,
-            status=known if known is not None else Status(status),
+            status=member,
             status_code=code,
             errors=() if errors is None else _errors(errors),
             received_at=self.clock.time(),

@@ -50,7 +50,7 @@ from qes_async import (
 )
 from qes_async._client.validation import check_signature_id
 from qes_async.postgres._relay import PostgresRelay, encode_event
-from qes_async.webhooks import BasicAuth, BearerAuth, WebhookReceiver
+from qes_async.webhooks import MAX_UNKNOWN_STATUSES, BasicAuth, BearerAuth, WebhookReceiver
 
 SID = "4f1c2d9e-0000-4000-8000-000000000001"
 PREFIX = "/fourthline/qes"
@@ -426,6 +426,23 @@ def test_a_long_or_unprintable_status_is_422(status: str) -> None:
     assert answer.status == 422
     assert json.loads(answer.body)["error"] == "invalid_status"
     assert events == []
+
+
+def test_undocumented_statuses_are_kept_as_sent_and_remembered_in_bounds() -> None:
+    receiver, dispatcher = make()
+    events = published(dispatcher)
+    sent = [f"new_status_{n}" for n in range(MAX_UNKNOWN_STATUSES + 20)] + ["signed"]
+    for status in sent + sent:
+        raw = json.dumps({"status": status}).encode()
+        assert receiver.handle("POST", PATH, {**BASIC, **JSON}, raw).status == 204
+    assert [e.status.value for e in events] == sent + sent
+    assert [e.status.is_known for e in events[: len(sent)]] == [False] * (len(sent) - 1) + [True]
+    assert events[-1].status is Status.SIGNED
+    # The first ones are remembered (one member per value), the rest built each time.
+    assert events[0].status is events[len(sent)].status
+    last = len(sent) - 2
+    assert events[last].status is not events[len(sent) + last].status
+    assert len(receiver._statuses) == len(Status) + MAX_UNKNOWN_STATUSES
 
 
 def test_a_64_character_status_is_kept() -> None:
