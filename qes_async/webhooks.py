@@ -417,16 +417,16 @@ class WebhookReceiver:
         if body_id != signature_id:
             return _problem(422, "signature_id_mismatch", "signatureId differs from the path")
         status = data.get("status")
-        if (
-            not isinstance(status, str)
-            or not 0 < len(status) <= MAX_STATUS_LENGTH
-            or not status.isprintable()
-        ):
-            return _problem(
-                422,
-                "invalid_status",
-                f"status must be a string of 1 to {MAX_STATUS_LENGTH} printable characters",
-            )
+        # A status remembered was checked when it was first seen (or is documented).
+        member = self._statuses.get(status) if isinstance(status, str) else None
+        if member is None:
+            member = self._new_status(status)
+            if member is None:
+                return _problem(
+                    422,
+                    "invalid_status",
+                    f"status must be a string of 1 to {MAX_STATUS_LENGTH} printable characters",
+                )
         code = data.get("statusCode")
         if code is not None and type(code) is not int:  # else read as it is (not a bool)
             try:
@@ -437,11 +437,6 @@ class WebhookReceiver:
                     "invalid_status_code",
                     "statusCode must be an integer, a numeric string or null",
                 )
-        member = self._statuses.get(status)
-        if member is None:
-            member = Status(status)
-            if len(self._statuses) < len(_STATUSES) + MAX_UNKNOWN_STATUSES:
-                self._statuses[status] = member
         errors = data.get("errors")
         return WebhookEvent(
             signature_id=signature_id,
@@ -450,6 +445,21 @@ class WebhookReceiver:
             errors=() if errors is None else _errors(errors),
             received_at=self.clock.time(),
         )
+
+    def _new_status(self, status: object) -> Status | None:
+        """``status`` as a :class:`Status` if it is a string of 1 to
+        :data:`MAX_STATUS_LENGTH` printable characters, else None; remembered while the
+        receiver knows fewer than :data:`MAX_UNKNOWN_STATUSES` undocumented ones."""
+        if (
+            not isinstance(status, str)
+            or not 0 < len(status) <= MAX_STATUS_LENGTH
+            or not status.isprintable()
+        ):
+            return None
+        member = Status(status)
+        if len(self._statuses) < len(_STATUSES) + MAX_UNKNOWN_STATUSES:
+            self._statuses[status] = member
+        return member
 
     # ---------------------------------------------------------------------- aiohttp glue
 
