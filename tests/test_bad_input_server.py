@@ -346,6 +346,33 @@ async def test_a_download_that_stalls_mid_body_times_out_and_leaves_no_file(
     assert sorted(tmp_path.iterdir()) == []
 
 
+async def test_a_download_that_keeps_moving_is_not_cut_off(
+    fake_api: FakeAPI, tmp_path: Path
+) -> None:
+    """The per-read bound (0.3 s here) is per wait, not for the whole body: pieces 0.1 s
+    apart for 0.6 s in all arrive whole."""
+    pieces = [PDF[i : i + 4000] for i in range(0, len(PDF), 4000)]
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/pdf"})
+        response.content_length = len(PDF)
+        await response.prepare(request)
+        for piece in pieces:
+            await response.write(piece)
+            await asyncio.sleep(0.6 / len(pieces))
+        return response
+
+    fake_api.add("GET", DOCUMENT, trickle)
+    async with client(fake_api) as qes:
+        signed = await asyncio.wait_for(qes.download_signed_document(SIG, "d-1", tmp_path), GUARD)
+        # The connection goes on with the ordinary bound: a stalled call still fails.
+        fake_api.add("GET", STATUS, never)
+        with pytest.raises(OutcomeUnknownError):
+            await asyncio.wait_for(qes.get_signature_status(SIG), GUARD)
+    assert signed.path.read_bytes() == PDF
+    assert len(fake_api.calls) == 1 + 3  # the download once, the status read three times
+
+
 async def test_a_download_cut_once_is_retried_and_leaves_only_the_document(
     fake_api: FakeAPI, tmp_path: Path
 ) -> None:
