@@ -39,6 +39,7 @@ class World:
     dispatcher: WebhookDispatcher | None
     folder: Path
     waiter: Any = None
+    _signer: CallbackSigner | None = None
 
     def signer(self, consent_delay: float = 0.0, passcode_delay: float = 0.0) -> CallbackSigner:
         """A signer who consents after ``consent_delay`` and types the passcode after
@@ -57,6 +58,13 @@ class World:
 
         return CallbackSigner(consent=consent, passcode=passcode)
 
+    def default_signer(self) -> CallbackSigner:
+        """One signer (consents and types the passcode at once) for every flow, as an
+        application has one."""
+        if self._signer is None:
+            self._signer = self.signer()
+        return self._signer
+
     def flow(
         self, reference: str, signer: CallbackSigner | None = None, **kw: Any
     ) -> SignatureFlow:
@@ -71,7 +79,7 @@ class World:
             documents=[Document.from_bytes("loan.pdf", PDF)],
             mobile_number=MOBILE,
             client_reference=reference,
-            signer=signer or self.signer(),
+            signer=signer or self.default_signer(),
             waiter=waiter,
             clock=self.clock,
             download_dir=self.folder,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
@@ -45,7 +46,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-JSON_HEADERS = {"Accept": "application/json"}
+#: Shared by every JSON request (read-only: no request holds a copy of its own).
+JSON_HEADERS: Mapping[str, str] = MappingProxyType({"Accept": "application/json"})
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 @attrs.frozen
@@ -58,10 +61,10 @@ class Request:
     method: str
     operation: str
     path: str
-    params: Mapping[str, str] = attrs.field(factory=dict)
+    params: Mapping[str, str] = _NO_PARAMS
     json: Any = attrs.field(default=None, repr=False)
     parts: tuple[BodyPart, ...] = ()
-    headers: Mapping[str, str] = attrs.field(factory=lambda: dict(JSON_HEADERS))
+    headers: Mapping[str, str] = JSON_HEADERS
     idempotent: bool = False
     authenticated: bool = True
     transfer: bool = False  # a large upload or download: bounded per read, not in total

@@ -122,6 +122,9 @@ class RestartPolicy:
         return reason in self.on and fm.should_restart(generations, self.max_restarts)
 
 
+_DEFAULT_RESTART = RestartPolicy()  # frozen: one shared by every flow not given one
+
+
 @attrs.frozen
 class FlowResult:
     """What a finished flow produced.
@@ -271,7 +274,7 @@ class SignatureFlow:
 
             waiter = PollingWaiter(client, clock=self.clock)
         self.waiter = waiter
-        self.restart_policy = restart_policy or RestartPolicy()
+        self.restart_policy = restart_policy or _DEFAULT_RESTART
         self.options = _Options(
             Path(download_dir),
             tuple(trust_roots),

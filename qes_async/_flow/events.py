@@ -58,15 +58,18 @@ EventCallback = Callable[[FlowEvent], object]
 class EventHub:
     """Fans events out to callbacks (sync or async) and to async iterators."""
 
+    __slots__ = ("_callbacks", "_queues", "_tasks")
+
     def __init__(self, callbacks: list[EventCallback]) -> None:
         self._callbacks = callbacks
-        self._queues: list[asyncio.Queue[FlowEvent | None]] = []
-        self._tasks: set[asyncio.Future[object]] = set()
+        # Made at the first iterator and the first async callback: most flows have neither.
+        self._queues: list[asyncio.Queue[FlowEvent | None]] | None = None
+        self._tasks: set[asyncio.Future[object]] | None = None
 
     def emit(self, event: FlowEvent) -> None:
         """Deliver ``event`` now; a failing callback is logged, never fatal."""
         log.debug("flow %s: %s", event.flow_id, event.kind.value)
-        for queue in self._queues:
+        for queue in self._queues or ():
             queue.put_nowait(event)
         for callback in self._callbacks:
             try:
@@ -76,23 +79,28 @@ class EventHub:
                 continue
             if inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
+                if self._tasks is None:
+                    self._tasks = set()
                 self._tasks.add(task)
                 task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Future[object]) -> None:
-        self._tasks.discard(task)
+        if self._tasks is not None:
+            self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("a flow event callback failed: %s", type(task.exception()).__name__)
 
     def close(self) -> None:
         """End every iterator (after the events already queued)."""
-        for queue in self._queues:
+        for queue in self._queues or ():
             queue.put_nowait(None)
 
     def iterate(self) -> AsyncIterator[FlowEvent]:
         """Events from now until the run ends: the queue is registered at this call, not
         at the first ``__anext__`` (an iterator made before ``run()`` misses nothing)."""
         queue: asyncio.Queue[FlowEvent | None] = asyncio.Queue()
+        if self._queues is None:
+            self._queues = []
         self._queues.append(queue)
         return self._drain(queue)
 
@@ -101,4 +109,5 @@ class EventHub:
             while (event := await queue.get()) is not None:
                 yield event
         finally:
-            self._queues.remove(queue)
+            if self._queues is not None:
+                self._queues.remove(queue)

@@ -67,7 +67,9 @@ class StepRunner:
     """Performs the machine's actions for one run of one flow."""
 
     def __init__(self, context: StepContext, state: FlowState, documents: Sequence[Document]):
-        self.state, self.documents = state, list(documents)
+        # The flow's own list is shared, not copied: neither side changes it in place.
+        self.state = state
+        self.documents = documents if type(documents) is list else list(documents)
         self.client = context.client
         self.waiter = context.waiter
         self.signer = context.signer

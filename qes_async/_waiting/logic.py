@@ -37,7 +37,13 @@ def normalize_targets(targets: Collection[Status | str]) -> frozenset[Status]:
         if not isinstance(target, str):
             raise InvalidInputError("targets", f"{target!r} is not a status")
         result.add(Status(target))
-    return frozenset(result)
+    # Interned: a flow awaits the same few sets over and over, and a parked waiter holds
+    # its set, so equal sets are one object (bounded: there are only so many statuses).
+    frozen = frozenset(result)
+    return _INTERNED.setdefault(frozen, frozen) if len(_INTERNED) < 256 else frozen
+
+
+_INTERNED: dict[frozenset[Status], frozenset[Status]] = {}
 
 
 def check_deadline(deadline: object) -> float:
