@@ -236,7 +236,8 @@ def _many(folder: Path, flows: int) -> Row:
         unit=" MB",
         note=f"{flows} flows parked on consent in {got['parked_s']:.0f} s, then all signed "
         f"({got['total_s']:.0f} s in all); RSS {got['before'] / mb:.0f} MB before, "
-        f"{got['parked'] / mb:.0f} MB parked ({per_flow:.1f} KB a flow, sandbox included)",
+        f"{got['parked'] / mb:.0f} MB parked ({per_flow:.1f} KB a flow, sandbox included); "
+        f"fake clock moved on {got['nudges']} times for lost webhooks",
         informative=True,
     )
 
