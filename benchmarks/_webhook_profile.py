@@ -19,7 +19,7 @@ import time
 
 from aiohttp import web
 
-from ._common import python_env
+from ._common import python_env, rate
 from ._webhook_server import make_app
 
 IN_FLIGHT = 64
@@ -55,15 +55,7 @@ async def _load(url: str, events: int) -> None:
                 await r.read()
 
         async def send(count: int) -> None:
-            left = count
-
-            async def worker() -> None:
-                nonlocal left
-                while left > 0:
-                    left -= 1
-                    await post()
-
-            await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+            await rate(count, post, IN_FLIGHT)
 
         await send(WARM_UP)
         print("ready", flush=True)

@@ -336,8 +336,7 @@ class WebhookReceiver:
         return signature_id
 
     def _limit(self, route: str) -> int:
-        """The largest body the route (a signature id, or ``""``: the token endpoint) takes;
-        the aiohttp handler and :meth:`_dispatch` spell it out, one call fewer each."""
+        """The largest body the route (a signature id, or ``""``: the token endpoint) takes."""
         return self.max_body if route else min(self.max_body, MAX_TOKEN_BODY)
 
     @staticmethod
@@ -361,7 +360,7 @@ class WebhookReceiver:
             if isinstance(checked, WebhookResponse):
                 return checked
             route = checked
-        limit = self.max_body if route else min(self.max_body, MAX_TOKEN_BODY)
+        limit = self._limit(route)
         if len(body) > limit:
             return _too_large(limit)
         if not route:
@@ -371,7 +370,7 @@ class WebhookReceiver:
         if isinstance(event, WebhookResponse):
             return event
         self.dispatcher.publish(event)
-        log.info("webhook for %s: status %s", route, event.status._value_)
+        log.info("webhook for %s: status %s", route, event.status.value)
         return _ACCEPTED
 
     def _refuse_credentials(self, result: AuthResult) -> WebhookResponse:
@@ -466,11 +465,11 @@ class WebhookReceiver:
     async def aiohttp_handler(self, request: web.Request) -> web.Response:
         """An aiohttp handler for both routes (webhooks and, with Bearer, the token):
         :meth:`serve`, reading the body straight from aiohttp's buffer."""
-        hdrs = {name.lower(): value for name, value in request.headers.items()}
+        hdrs = _lower(request.headers)
         route = self._precheck(request.method.upper(), request.path, hdrs, request.raw_path)
         if isinstance(route, WebhookResponse):
             return _to_aiohttp(self._count(_closing(route)))
-        limit = self.max_body if route else min(self.max_body, MAX_TOKEN_BODY)
+        limit = self._limit(route)
         content = request.content
         if content.is_eof():
             # The whole body came with the head, as a webhook's few hundred bytes do: it is

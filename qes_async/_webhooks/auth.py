@@ -103,13 +103,9 @@ class AuthResult:
 _OK = AuthResult(True)  # what every accepted check answers (the receiver reads, never writes)
 
 
-class BasicAuth:
-    """Webhooks carry ``Authorization: Basic`` with this username and password.
-
-    Args:
-        username: the user name you gave Fourthline for webhooks.
-        password: the password you gave Fourthline for webhooks.
-    """
+class _BasicCredentials:
+    """A user name and password checked in HTTP Basic; the expected header is kept in
+    step with the user name."""
 
     def __init__(self, username: str, password: str) -> None:
         _require("username", username)
@@ -127,10 +123,23 @@ class BasicAuth:
         self._username = value
         self._expected = _expected_basic(value, self._password)
 
+    def _basic_matches(self, headers: Mapping[str, str]) -> bool:
+        return _basic_ok(
+            headers.get("authorization"), self._expected, self._username, self._password
+        )
+
+
+class BasicAuth(_BasicCredentials):
+    """Webhooks carry ``Authorization: Basic`` with this username and password.
+
+    Args:
+        username: the user name you gave Fourthline for webhooks.
+        password: the password you gave Fourthline for webhooks.
+    """
+
     def check(self, headers: Mapping[str, str]) -> AuthResult:
         """Check a webhook's (lower-cased) headers."""
-        authorization = headers.get("authorization")
-        if _basic_ok(authorization, self._expected, self._username, self._password):
+        if self._basic_matches(headers):
             return _OK
         return AuthResult(False, f'Basic realm="{REALM}", charset="UTF-8"')
 
@@ -152,7 +161,7 @@ class TokenAnswer:
         return f"TokenAnswer(status={self.status})"  # the body may hold a token
 
 
-class BearerAuth:
+class BearerAuth(_BasicCredentials):
     """Webhooks carry ``Authorization: Bearer`` with a token from our own token endpoint.
 
     Args:
@@ -173,29 +182,16 @@ class BearerAuth:
         max_tokens: int = 1000,
         clock: Clock | None = None,
     ) -> None:
-        _require("username", username)
-        _require("password", password)
+        super().__init__(username, password)
         if not token_lifetime > 0:
             raise InvalidInputError("token_lifetime", "must be > 0 seconds")
         if max_tokens < 1:
             raise InvalidInputError("max_tokens", "must be >= 1")
-        self._password = password
-        self.username = username
         self.token_lifetime = token_lifetime
         self.max_tokens = max_tokens
         self.clock: Clock = clock if clock is not None else SystemClock()
         # SHA-256 of each token -> its expiry; the tokens themselves are never stored.
         self._tokens: OrderedDict[bytes, float] = OrderedDict()
-
-    @property
-    def username(self) -> str:
-        """The user name (assignable; the expected header follows it)."""
-        return self._username
-
-    @username.setter
-    def username(self, value: str) -> None:
-        self._username = value
-        self._expected = _expected_basic(value, self._password)
 
     def issue(self, headers: Mapping[str, str], body: bytes) -> TokenAnswer:
         """Answer a call to the token endpoint (HTTP Basic + client-credentials grant)."""
@@ -208,8 +204,7 @@ class BearerAuth:
         The credentials come only in the ``Authorization`` header (never in the body), so
         they are checked before any body byte is read.
         """
-        authorization = headers.get("authorization")
-        if _basic_ok(authorization, self._expected, self._username, self._password):
+        if self._basic_matches(headers):
             return None
         challenge = {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
         return TokenAnswer(401, {"error": "invalid_client"}, {**_NO_STORE, **challenge})
