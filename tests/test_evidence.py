@@ -29,6 +29,7 @@ from qes_async import (
 )
 from qes_async._cli.main import EXIT_CODES, EXIT_EVIDENCE_MISMATCH, main
 from qes_async._flow import evidence as ev
+from qes_async._flow.machine import Step
 from qes_async._flow.state import FlowState, dump_state, parse_state
 from qes_async.sandbox import sandbox_ca
 
@@ -338,13 +339,13 @@ async def test_each_entry_is_hashed_once_however_often_the_flow_saves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    original = ev.canonical_json
+    original = ev._digest
 
-    def counting(value: Any) -> bytes:
+    def counting(value: bytes) -> str:
         calls.append(1)
         return original(value)
 
-    monkeypatch.setattr(ev, "canonical_json", counting)
+    monkeypatch.setattr(ev, "_digest", counting)
     saves = 0
     async with world(tmp_path) as w:
         flow = w.flow(signer=w.signer(wrong=3))
@@ -551,3 +552,17 @@ async def test_changing_a_result_record_leaves_the_flow_state_alone(tmp_path: Pa
     assert flow.evidence is not None
     assert flow.evidence.verify().ok
     assert not result.evidence.verify().ok
+
+
+def test_an_entry_with_a_float_or_an_object_is_refused_naming_where() -> None:
+    entries: list[dict[str, Any]] = []
+    with pytest.raises(TypeError, match=r"no floats \(\$\.data\.terms\[1\]\.rate\)"):
+        ev.append_entry(
+            entries, "a", time=0, generation=1, data={"terms": ({"n": 1}, {"rate": 1.5})}
+        )
+    with pytest.raises(TypeError, match=r"only JSON values \(\$\.data\.when: object\)"):
+        ev.append_entry(entries, "a", time=0, generation=1, data={"when": object()})
+    assert entries == []  # nothing chained
+    enum_like = ev.append_entry(entries, "a", time=0, generation=1, data={"s": Step.PASSCODE})
+    assert type(enum_like["data"]["s"]) is str
+    assert enum_like["hash"] == ev.entry_hash(enum_like)

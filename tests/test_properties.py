@@ -505,3 +505,41 @@ def test_multipart_reader_on_any_bytes_gives_events_or_value_error(
         refusal = str(exc)
     assert all(isinstance(e, (Headers, PartData, PartEnd, End)) for e in events)
     assert refusal in ("", "multipart part headers too large")
+
+
+# ------------------------------------------------------------ evidence entries, put together
+
+_facts = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@SETTINGS
+@given(
+    data=st.dictionaries(st.text(max_size=8), _facts, max_size=5),
+    kind=st.text(max_size=12),
+    generation=st.integers(min_value=0, max_value=10**12),
+    before=st.integers(min_value=0, max_value=3),
+    time=st.floats(min_value=0, max_value=4e9),
+)
+def test_an_entry_put_together_is_its_canonical_form(
+    data: dict[str, Any], kind: str, generation: int, before: int, time: float
+) -> None:
+    """``chain_entry`` builds the canonical text around the data's encoding instead of
+    encoding the whole entry: the hash and the text are exactly the general form's."""
+    from qes_async._flow import evidence as ev
+
+    entries: list[dict[str, Any]] = []
+    for n in range(before):
+        ev.append_entry(entries, "x", time=0.0, generation=1, data={"n": n})
+    entry, text = ev.chain_entry(entries, kind, time=time, generation=generation, data=data)
+    assert entry["hash"] == ev.entry_hash(entry)
+    assert text == ev.canonical_json(entry).decode("utf-8")
+    assert json.loads(text) == entry
+    assert entry["prev"] == (entries[-2]["hash"] if before else ev.GENESIS)

@@ -39,7 +39,7 @@ from .._signers.signer import Signer
 from . import machine as fm
 from .collaborators import Checkpoint, FlowClient, StepContext
 from .events import EventHub, FlowEvent, FlowEventKind
-from .evidence import Evidence, append_entry
+from .evidence import Evidence, chain_entry
 from .sources import DocumentSource
 from .state import (
     DocumentRecord,
@@ -484,13 +484,14 @@ class SignatureFlow:
         """Append one entry to the evidence record (saved with the next checkpoint)."""
         state = self._state
         assert state is not None
-        append_entry(
+        entry, text = chain_entry(
             state.evidence,
             kind,
             time=self.clock.time(),
             generation=state.generations[-1].number if state.generations else 0,
             data=data,
         )
+        self._encoder.known(entry, text)  # so the next checkpoint need not encode it
 
     async def save(self) -> None:
         """Checkpoint the state (renewing the lease when it runs short).

@@ -138,7 +138,11 @@ def instant(posix: float) -> str:
 def entry_hash(entry: Mapping[str, Any]) -> str:
     """The SHA-256 of an entry's canonical form, without its own ``hash``."""
     body = {key: value for key, value in entry.items() if key != "hash"}
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return _digest(canonical_json(body))
+
+
+def _digest(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def append_entry(
@@ -153,24 +157,96 @@ def append_entry(
 
     ``None`` values in ``data`` are left out, so a fact that is not known takes no room.
     """
+    return chain_entry(entries, kind, time=time, generation=generation, data=data)[0]
+
+
+def chain_entry(
+    entries: MutableSequence[dict[str, Any]],
+    kind: str,
+    *,
+    time: float,
+    generation: int,
+    data: Mapping[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """:func:`append_entry`, also giving the new entry's canonical text (with its hash).
+
+    The data is encoded once: the entry's canonical form is put together around it (keys
+    in sorted order: data, generation, [hash,] kind, prev, seq, time), hashed, and given
+    back so that a checkpoint need not encode the entry again.
+    """
+    seq = len(entries)
+    prev = entries[-1]["hash"] if entries else GENESIS
+    stamp = instant(time)
+    try:
+        facts = _compact(data)
+    except _NotPlain:
+        facts = None
+    if facts is None:  # a float or a value that is not JSON: say which, and where
+        body = {"seq": seq, "kind": kind, "time": stamp, "generation": generation}
+        _refuse_floats({**body, "prev": prev, "data": _compact_any(data)}, "$")  # raises
+        raise AssertionError("the full check allowed what _compact refused")
     entry: dict[str, Any] = {
-        "seq": len(entries),
+        "seq": seq,
         "kind": kind,
-        "time": instant(time),
+        "time": stamp,
         "generation": generation,
-        "prev": entries[-1]["hash"] if entries else GENESIS,
-        "data": _compact(data),
+        "prev": prev,
+        "data": facts,
     }
-    entry["hash"] = entry_hash(entry)
+    if type(kind) is str and type(prev) is str and type(generation) is int:
+        head = f'{{"data":{_CANON(facts)},"generation":{generation}'
+        tail = f'"kind":{_string(kind)},"prev":{_string(prev)},"seq":{seq},"time":"{stamp}"}}'
+        digest = _digest(f"{head},{tail}".encode())
+        text = f'{head},"hash":"{digest}",{tail}'
+    else:  # not what a flow writes: the general form decides (and refuses what it must)
+        digest = entry_hash(entry)
+        text = ""
+    entry["hash"] = digest
     entries.append(entry)
-    return entry
+    return entry, text or canonical_json(entry).decode("utf-8")
+
+
+_CANON = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+_string = json.encoder.encode_basestring  # a JSON string, UTF-8 kept (as _CANON writes it)
+
+
+class _NotPlain(Exception):
+    """A value :func:`_compact` does not take as it is (a float, or not JSON at all)."""
 
 
 def _compact(value: Any) -> Any:
+    """``value`` as plain JSON data: ``None`` values of mappings left out, keys made
+    strings, tuples made lists, str and int subclasses (enums) made plain str and int.
+
+    Raises:
+        _NotPlain: a float or a value that is not JSON, for the full check to name.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {
+            (key if type(key) is str else str(key)): _compact(item)
+            for key, item in value.items()
+            if item is not None
+        }
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        return [_compact(item) for item in value]
+    if isinstance(value, str):
+        return str.__str__(value)  # what the JSON encoder writes for a str subclass
+    if isinstance(value, int):  # bool is not subclassed: an int subclass (an enum)
+        return int(value)
+    raise _NotPlain
+
+
+def _compact_any(value: Any) -> Any:
+    """:func:`_compact` that leaves floats and other values in place (for the check)."""
     if isinstance(value, Mapping):
-        return {str(k): _compact(v) for k, v in value.items() if v is not None}
+        return {str(k): _compact_any(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
-        return [_compact(v) for v in value]
+        return [_compact_any(v) for v in value]
     return value
 
 

@@ -223,22 +223,29 @@ def _generation(g: Generation) -> dict[str, Any]:
     }
 
 
-def _body(state: FlowState, evidence: list[dict[str, Any]]) -> dict[str, Any]:
+def _before(state: FlowState) -> dict[str, Any]:
+    """The state's keys that sort before ``"evidence"``."""
+    return {
+        "client_reference": state.client_reference,
+        "contract": None if state.contract is None else _download(state.contract),
+        "created_at": state.created_at,
+        "documents": [_document(d) for d in state.documents],
+        "downloads": [_download(d) for d in state.downloads],
+        "error": _copy(state.error),
+    }
+
+
+def _after(state: FlowState) -> dict[str, Any]:
+    """The state's keys that sort after ``"evidence"`` (the format among them)."""
     return {
         "flow_id": state.flow_id,
-        "client_reference": state.client_reference,
-        "mobile_number": state.mobile_number,
-        "documents": [_document(d) for d in state.documents],
-        "created_at": state.created_at,
-        "step": state.step.value,
+        "format": FORMAT_VERSION,
         "generations": [_generation(g) for g in state.generations],
-        "downloads": [_download(d) for d in state.downloads],
-        "contract": None if state.contract is None else _download(state.contract),
+        "mobile_number": state.mobile_number,
         "outcome": state.outcome,
-        "error": _copy(state.error),
+        "step": state.step.value,
         "updated_at": state.updated_at,
         "workflow_name": state.workflow_name,
-        "evidence": evidence,
     }
 
 
@@ -254,7 +261,8 @@ def _copy(value: Any) -> Any:
 def fast_dump(state: FlowState) -> dict[str, Any]:
     """What :func:`dump_state` returns, built by hand (no cattrs): a fresh dict that
     shares no mutable part with ``state``."""
-    return {"format": FORMAT_VERSION, **_body(state, [_copy(e) for e in state.evidence])}
+    evidence = [_copy(e) for e in state.evidence]
+    return {**_before(state), "evidence": evidence, **_after(state)}
 
 
 class EncodedState(dict[str, Any]):
@@ -283,7 +291,7 @@ class StateEncoder:
     before ``"evidence"`` and after it are encoded as two objects and joined around it.
     """
 
-    __slots__ = ("_count", "_end", "_last_hash", "_owner", "_start", "_text")
+    __slots__ = ("_count", "_end", "_known", "_last_hash", "_owner", "_start", "_text")
 
     def __init__(self) -> None:
         self._owner: list[dict[str, Any]] | None = None
@@ -291,6 +299,21 @@ class StateEncoder:
         self._last_hash: Any = None
         self._text = ""  # the last checkpoint's text
         self._start = self._end = 0  # where its evidence entries are in it
+        self._known: list[tuple[dict[str, Any], str]] | None = None
+
+    def known(self, entry: dict[str, Any], text: str) -> None:
+        """Take ``entry``'s canonical text (from :func:`~.evidence.chain_entry`) for the
+        next checkpoint, which then need not encode the entry. Canonical text keeps UTF-8
+        where a checkpoint escapes it, so only an ASCII text is taken as it is."""
+        if self._known is None:
+            self._known = []
+        self._known.append((entry, text))
+
+    def _entry(self, entry: dict[str, Any]) -> str:
+        for known, text in self._known or ():
+            if known is entry and text.isascii():
+                return text
+        return _ENCODE(entry)
 
     def encode(self, state: FlowState) -> EncodedState:
         evidence, count = state.evidence, self._count
@@ -301,19 +324,21 @@ class StateEncoder:
         ):
             self._owner, count = evidence, 0
         parts = [self._text[self._start : self._end]] if count else []
-        parts.extend(_ENCODE(entry) for entry in evidence[count:])
+        parts.extend(self._entry(entry) for entry in evidence[count:])
+        self._known = None
         joined = ",".join(parts)
-        # The list is the checkpoint's own; its entries are shared, as they are never
-        # changed once chained (copying them all at every step is what this avoids).
-        data = {"format": FORMAT_VERSION, **_body(state, list(evidence))}
-        before = {key: value for key, value in data.items() if key < "evidence"}
-        after = {key: value for key, value in data.items() if key > "evidence"}
+        before, after = _before(state), _after(state)
         head = f'{_ENCODE(before)[:-1]},"evidence":['
         text = f"{head}{joined}],{_ENCODE(after)[1:]}"
         self._text, self._start, self._end = text, len(head), len(head) + len(joined)
         self._count = len(evidence)
         self._last_hash = evidence[-1].get("hash") if evidence else None
-        return EncodedState(data, text)
+        # The list is the checkpoint's own; its entries are shared, as they are never
+        # changed once chained (copying them all at every step is what this avoids).
+        data = EncodedState(before, text)
+        data["evidence"] = list(evidence)
+        data.update(after)
+        return data
 
 
 def parse_state(data: Mapping[str, Any] | str | bytes) -> FlowState:
