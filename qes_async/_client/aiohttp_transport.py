@@ -20,11 +20,12 @@ from aiohttp import payload
 from yarl import URL
 
 from .._core.errors import InvalidInputError, TLSError
+from .._core.recent import Recent
 from .transport import SmallAnswer, Timeouts, TransportError, TransportRequest
 
 __all__ = ["AiohttpTransport", "client_timeout", "default_ssl_context"]
 
-_URLS_KEPT = 16_384  # parsed request URLs, oldest dropped first
+_URLS_KEPT = 1_024  # parsed request URLs, the least recently used dropped first
 
 
 @functools.cache
@@ -88,7 +89,7 @@ class AiohttpTransport:
         #: True when the caller chose the trust (a private CA), False for the system's.
         self.custom_ssl = ssl is not None
         self.ssl_context: _ssl.SSLContext = ssl if ssl is not None else default_ssl_context()
-        self._urls: dict[str, URL] = {}
+        self._urls: Recent[str, URL] = Recent(_URLS_KEPT)
         self._timeouts: Timeouts | None = None
         self._client_timeouts: tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout] | None = None
 
@@ -111,11 +112,9 @@ class AiohttpTransport:
             self._urls.pop(url, None)
 
     def _url(self, url: str) -> URL:
-        parsed = self._urls.get(url)
+        parsed = self._urls.recent(url)
         if parsed is None:
-            if len(self._urls) >= _URLS_KEPT:
-                del self._urls[next(iter(self._urls))]
-            parsed = self._urls[url] = URL(url, encoded=True)
+            parsed = self._urls.keep(url, URL(url, encoded=True))
         return parsed
 
     def _timeout(self, request: TransportRequest) -> aiohttp.ClientTimeout:
@@ -132,7 +131,7 @@ class AiohttpTransport:
         timeouts = self._client_timeouts
         return (self._session or self.session).request(
             request.method,
-            url if (url := self._urls.get(request.url)) is not None else self._url(request.url),
+            self._url(request.url),
             params=request.params or None,
             # Headers (the bearer token) and body (the client secret, a passcode) are
             # passed in the call, never held in a local of this frame: error trackers

@@ -15,6 +15,7 @@ from yarl import URL
 
 from .._core.errors import DecodeError, InvalidInputError
 from .._core.models import Attempt, SignatureDetails, SignedDocument, StatusReport, Workflow
+from .._core.recent import Recent
 from .._core.redact import Secret, hold
 from .._runtime.clock import Clock, SystemClock
 from .._runtime.logs import configure_from_env
@@ -42,7 +43,7 @@ from .validation import (
 
 __all__ = ["DEFAULT_MAX_DOCUMENT_SIZE", "DEFAULT_MAX_DOWNLOAD_SIZE", "QESClient"]
 
-_STATUS_REQUESTS_KEPT = 16_384  # prepared status reads, oldest dropped first
+_STATUS_REQUESTS_KEPT = 256  # prepared status reads, the least recently used dropped first
 # The operations whose path holds the signature id alone (what _forget drops per signature).
 _SIGNATURE_OPERATIONS = tuple(
     op.name.value for op in OPERATIONS.values() if op.placeholders == frozenset({"id"})
@@ -148,7 +149,7 @@ class QESClient:
         self.base_url = _base_url(base_url, environment)
         check_scheme(self.base_url, allow_insecure_http)
         self.routes = Routes.coerce(routes)
-        self._status_requests: dict[str, proto.Request] = {}
+        self._status_requests: Recent[str, proto.Request] = Recent(_STATUS_REQUESTS_KEPT)
         self.clock: Clock = clock or SystemClock()
         self.max_document_size = max_document_size
         self.max_download_size = max_download_size
@@ -359,16 +360,16 @@ class QESClient:
 
     async def get_signature_status(self, signature_id: str) -> StatusReport:
         """The signature's status (unknown status strings are kept, never an error)."""
-        request = self._status_requests.get(signature_id)
+        request = self._status_requests.recent(signature_id)
         if request is None:
             check_signature_id(signature_id)
-            request = proto.build_request(
-                self.routes, Operation.GET_SIGNATURE_STATUS, signature_id=signature_id
-            )
             # Waiters read the same signature's status again and again: build it once.
-            if len(self._status_requests) >= _STATUS_REQUESTS_KEPT:
-                del self._status_requests[next(iter(self._status_requests))]
-            self._status_requests[signature_id] = request
+            request = self._status_requests.keep(
+                signature_id,
+                proto.build_request(
+                    self.routes, Operation.GET_SIGNATURE_STATUS, signature_id=signature_id
+                ),
+            )
         status, head, body, _ = await self._transport.call(request)
         return proto.status_report(status, head, body, self._transport.scrubber)
 
