@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from flow_helpers import MOBILE, world
 
 from qes_async import (
+    CallbackSigner,
     Document,
     DocumentCheckError,
     FlowEvent,
@@ -138,6 +140,35 @@ async def test_confirmation_expiry_restarts_with_a_new_workflow(tmp_path: Path) 
     first, counts = await _two_generations(tmp_path, passcode_delay=3600 + 60)
     assert first.ended == "deadline_passed"
     assert (counts["approve_documents"], counts["confirm_signature"]) == (1, 0)
+
+
+async def test_a_signer_that_ignores_its_cancellation_cannot_hold_the_flow(
+    tmp_path: Path,
+) -> None:
+    """The consent deadline passes while the signer still waits and will not stop when
+    cancelled: the flow goes on to its next generation all the same."""
+    stuck = asyncio.Event()
+    async with world(tmp_path) as w:
+        asked = 0
+
+        async def consent(request: Any) -> bool:
+            nonlocal asked
+            asked += 1
+            if asked == 1:
+                try:
+                    await w.clock.sleep(2 * 3600 + 60)  # past the deadline
+                    await stuck.wait()
+                except asyncio.CancelledError:
+                    await stuck.wait()  # ...and deaf to being told to stop
+            return True
+
+        async def passcode(request: Any) -> str:
+            return w.sandbox.latest_passcode(request.signature_id)
+
+        result = await w.flow(signer=CallbackSigner(consent=consent, passcode=passcode)).run()
+        stuck.set()
+    assert result.outcome is FlowOutcome.SIGNED
+    assert [g.ended for g in result.generations] == ["deadline_passed", "signed"]
 
 
 async def test_too_many_wrong_passcodes_restart(tmp_path: Path) -> None:

@@ -618,18 +618,24 @@ class StepRunner:
             ),
         )
         with self.trace_wait(what) as wait:
+            # The signer runs in its own task (one that ignores a cancellation cannot hold
+            # the flow past its deadline); the deadline is a timer, not a second task.
             task: asyncio.Future[T] = asyncio.ensure_future(asking)
-            timer: asyncio.Future[None] = asyncio.ensure_future(
-                clock.sleep_until(deadline, passive=True)
-            )
+            woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def wake(_: object = None) -> None:
+                if not woken.done():
+                    woken.set_result(None)
+
+            task.add_done_callback(wake)
+            timer = clock.call_at(deadline, wake)
             try:
-                both: set[asyncio.Future[object]] = {task, timer}  # type: ignore[arg-type]
-                await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+                await woken
             finally:
                 warning.cancel()
-                for pending in (task, timer):
-                    if not pending.done():
-                        pending.cancel()
+                timer.cancel()
+                if not task.done():
+                    task.cancel()
             if task.done() and not task.cancelled() and clock.time() < deadline:
                 wait.outcome("answered")
                 return task.result()
