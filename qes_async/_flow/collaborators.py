@@ -9,8 +9,8 @@ so a fake client in a test, or a wrapper, needs only these methods.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -67,13 +67,14 @@ class FlowClient(Protocol):
     async def get_infocert_contract(self, signature_id: str) -> bytes | None: ...
 
 
-@attrs.frozen
-class Checkpoint:
+class Checkpoint(Protocol):
     """Where the steps record progress: ``save`` writes the state (before any unsafe call
-    is sent), ``note`` appends to the evidence saved with the next checkpoint."""
+    is sent), ``note`` appends to the evidence saved with the next checkpoint. The flow
+    is its own checkpoint (no object and bound methods of its own per run)."""
 
-    save: Callable[[], Awaitable[None]]
-    note: Callable[..., None]
+    async def save(self) -> None: ...
+
+    def note(self, kind: str, **data: Any) -> None: ...
 
 
 @attrs.frozen

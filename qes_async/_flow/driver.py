@@ -37,7 +37,7 @@ from .._runtime.clock import Clock, SystemClock
 from .._runtime.logs import logger as log
 from .._signers.signer import Signer
 from . import machine as fm
-from .collaborators import Checkpoint, FlowClient, StepContext
+from .collaborators import FlowClient, StepContext
 from .events import EventHub, FlowEvent, FlowEventKind
 from .evidence import Evidence, chain_entry
 from .sources import DocumentSource
@@ -544,7 +544,7 @@ class SignatureFlow:
             options=self.options,
             clock=self.clock,
             restart_policy=self.restart_policy,
-            checkpoint=Checkpoint(self.save, self.note),
+            checkpoint=self,
             emit=self.emit,
             trace_step=self._traced_step,
             trace_wait=self._traced_wait,

@@ -66,6 +66,24 @@ class _Restart(Exception):
 class StepRunner:
     """Performs the machine's actions for one run of one flow."""
 
+    # A runner lives as long as its flow waits (hours, for 100,000 flows): no __dict__.
+    __slots__ = (
+        "_attempts_left",
+        "_resyncs",
+        "checkpoint",
+        "client",
+        "clock",
+        "documents",
+        "emit",
+        "opts",
+        "restart_policy",
+        "signer",
+        "state",
+        "trace_step",
+        "trace_wait",
+        "waiter",
+    )
+
     def __init__(self, context: StepContext, state: FlowState, documents: Sequence[Document]):
         # The flow's own list is shared, not copied: neither side changes it in place.
         self.state = state
