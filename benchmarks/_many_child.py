@@ -16,7 +16,8 @@ once, both phases), ``most_released_on_way`` (the most released flows seen on th
 at once), ``nudges`` (how often the fake clock had to be moved on, see
 ``_nudge``), ``signed`` and ``failed`` (how many flows ended signed, and how many did not,
 by error type: the first such error's traceback goes to stderr). Exits 1 unless all N
-signed.
+signed. A consent asked again once all held ones were given (a flow resending a lost
+approval asks first) is given at once.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ async def main(flows: int, folder: Path) -> dict[str, Any]:
         held: deque[asyncio.Future[bool]] = deque()
         loop = asyncio.get_running_loop()
         parked = ended = 0
+        given = False  # all held consents given: one asked again from then on is at once
         moved = asyncio.Event()  # set when a flow parks or ends
 
         async def until(done: Callable[[], bool]) -> None:
@@ -82,6 +84,8 @@ async def main(flows: int, folder: Path) -> dict[str, Any]:
 
         async def consent(request: Any) -> bool:
             nonlocal parked
+            if given:  # asked again (an approval whose answer was lost, then resent)
+                return True
             parked += 1
             moved.set()
             future: asyncio.Future[bool] = loop.create_future()
@@ -130,6 +134,7 @@ async def main(flows: int, folder: Path) -> dict[str, Any]:
                 future.set_result(True)
                 released += 1
                 most = max(most, released - (ended - early))
+        given = True  # no await since held was last seen empty: none can be left in it
         results = await asyncio.gather(*tasks, return_exceptions=True)
         release_s = time.perf_counter() - released_at
         nudger.cancel()
