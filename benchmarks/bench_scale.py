@@ -241,8 +241,10 @@ def _many(folder: Path, flows: int) -> Row:
         0.0,
         False,
         unit=" MB",
-        note=f"{flows} flows parked on consent in {got['parked_s']:.0f} s, then all signed "
-        f"({got['total_s']:.0f} s in all); RSS {got['before'] / mb:.0f} MB before, "
+        note=f"{flows} flows parked on consent in {got['parked_s']:.0f} s, then all signed, "
+        f"consents given in waves (at most {got['ramp']:,} on their way at once) in "
+        f"{got['release_s']:.0f} s ({got['total_s']:.0f} s in all); "
+        f"RSS {got['before'] / mb:.0f} MB before, "
         f"{got['parked'] / mb:.0f} MB parked ({per_flow:.1f} KB a flow, sandbox included); "
         f"fake clock moved on {got['nudges']} times for lost webhooks",
         informative=True,

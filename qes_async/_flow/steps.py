@@ -43,6 +43,7 @@ from .._signers.signer import (
     SignerAnswer,
     SignerRequest,
 )
+from .._waiting.polling import read_status_until
 from . import machine as fm
 from .collaborators import StepContext
 from .events import FlowEventKind
@@ -167,7 +168,7 @@ class StepRunner:
             return
         with self.trace_step("resync"):
             try:
-                report, via = await self.client.get_signature_status(self.sig), "read"
+                report, via = await self._read_status(), "read"
                 if report.status is Status.ERROR or not report.status.is_known:
                     self.checkpoint.note("status_observed", **_status_facts(report, via))
                     report, via = await self._wait_for(fm.ACTIONABLE), self._waiter_via
@@ -180,6 +181,30 @@ class StepRunner:
                 await self._restart_needed(restart.reason)
             except UnreachableStatusError as exc:
                 await self._unreachable(exc)
+
+    async def _read_status(self) -> StatusReport:
+        """The status, read again after transient failures (a read timed out waiting for a
+        connection, got no answer, 5xx: a GET is safe to repeat) until the step's deadline:
+        the signer's window when the step has one that ends sooner, else ``wait_timeout``.
+        At that deadline the flow ends as an expired step does: a new workflow for a
+        passed window (as a signer who did not answer), failed with
+        :class:`WaitTimeoutError` otherwise (as a wait that timed out)."""
+        deadline = self.clock.time() + self.opts.wait_timeout
+        window = fm.WINDOW_OF_STEP.get(self.state.step)
+        closes = self.gen.deadlines.get(window, deadline) if window is not None else deadline
+        try:
+            return await read_status_until(
+                self.client,
+                self.sig,
+                fm.ACTIONABLE,
+                clock=self.clock,
+                deadline=min(closes, deadline),
+            )
+        except WaitTimeoutError as exc:
+            if closes < deadline:
+                raise _Restart(fm.RestartReason.DEADLINE_PASSED) from None
+            await self._fail(exc)
+            raise  # _fail raises; for the type checker
 
     async def _settle(self, report: StatusReport) -> StatusReport:
         # An approval or confirmation may have been sent: give its outcome time to show

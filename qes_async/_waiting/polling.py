@@ -13,12 +13,13 @@ from .._core.errors import (
     RateLimitedError,
     RequestNotSentError,
     ServerError,
+    WaitTimeoutError,
 )
 from .._core.models import Status, StatusReport
 from .._runtime.clock import Clock, SystemClock
 from .logic import Backoff, WaitTracker, check_deadline, normalize_targets
 
-__all__ = ["TRANSIENT_ERRORS", "PollingWaiter", "StatusSource"]
+__all__ = ["TRANSIENT_ERRORS", "PollingWaiter", "StatusSource", "read_status_until"]
 
 log = logging.getLogger("qes_async.waiters")
 
@@ -55,6 +56,46 @@ async def read_status(client: StatusSource, signature_id: str) -> tuple[StatusRe
             type(exc).__name__,
         )
         return None, float(retry_after)
+
+
+# The jitter of read_status_until's backoff: only spreads retries apart, nothing to replay.
+_RETRY_RNG = random.Random()
+
+
+async def read_status_until(
+    client: StatusSource,
+    signature_id: str,
+    targets: Collection[Status | str],
+    *,
+    clock: Clock,
+    deadline: float,
+) -> StatusReport:
+    """One status read that survives transient failures: a failed read (timed out, no
+    answer, not sent, 5xx, rate limited) is tried again after a jittered backoff (1 s
+    doubling to 60 s, or the ``Retry-After``) on ``clock``, the last try at ``deadline``.
+
+    A GET changes nothing, so repeating one whose outcome is unknown is safe; the client
+    does not always retry it itself (an attempt that ran out its whole time bound leaves
+    its retry policy no time for another).
+
+    Whatever the status, the first report read is returned: ``targets`` (the statuses
+    the caller hopes for) only name what was awaited in the timeout's message.
+
+    Raises:
+        WaitTimeoutError: every read failed until ``deadline`` (``last`` is None).
+        QESError: a read failed for a reason that is not transient (as :func:`read_status`).
+    """
+    backoff: Backoff | None = None
+    while True:
+        report, hold = await read_status(client, signature_id)
+        if report is not None:
+            return report
+        now = clock.time()
+        backoff = backoff or Backoff(1.0, 60.0, 2.0, 0.2, _RETRY_RNG)
+        when = max(min(now + backoff.next_delay(), deadline), now + hold)
+        if now >= deadline or when > deadline:
+            raise WaitTimeoutError(signature_id, sorted(Status(t).value for t in targets))
+        await clock.sleep(when - now)
 
 
 class PollingWaiter:
