@@ -287,6 +287,9 @@ class WebhookReceiver:
                 self._failed_before.add(kind)
             log.log(level, "webhook handling failed unexpectedly", exc_info=True)
             response = _problem(400, "bad_request", "the webhook could not be processed")
+        if response is _ACCEPTED and _telemetry.hook is None:
+            self.accepted += 1  # all that _count does for it then
+            return response
         return self._count(response)
 
     def _count(self, response: WebhookResponse) -> WebhookResponse:
@@ -498,6 +501,8 @@ class WebhookReceiver:
         answer = await self._serve(
             request.method.upper(), request.path, headers, request.raw_path, request.content
         )
+        if answer is _ACCEPTED:  # what _to_aiohttp makes of it
+            return web.Response(status=204)
         return _to_aiohttp(answer)
 
     def aiohttp_routes(self) -> list[web.RouteDef]:

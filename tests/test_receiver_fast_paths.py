@@ -328,3 +328,22 @@ def test_the_walk_is_skipped_while_nothing_can_expire_and_done_when_the_clock_go
     for sid in ids[:10]:
         dispatcher.publish(WebhookEvent(sid, Status.PENDING))
     assert walks - before == 10
+
+
+async def test_over_aiohttp_an_accepted_webhook_is_a_bare_204_and_a_refusal_closes() -> None:
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    receiver = make()
+    async with TestServer(receiver.aiohttp_app()) as server, aiohttp.ClientSession() as session:
+        url = server.make_url(PATH)
+        for _ in range(2):
+            async with session.post(url, data=BODY, headers=GOOD) as response:
+                assert response.status == 204
+                assert await response.read() == b""
+                assert response.headers.get("Connection", "keep-alive") != "close"
+        refused = {**GOOD, "Authorization": "Basic eDp5"}
+        async with session.post(url, data=BODY, headers=refused) as response:
+            assert response.status == 401
+            assert response.headers.get("Connection") == "close"
+    assert (receiver.accepted, receiver.refusals) == (2, {"unauthorized": 1})
