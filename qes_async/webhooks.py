@@ -38,6 +38,8 @@ from typing import Any
 
 import attrs
 from aiohttp import web
+from aiohttp.streams import StreamReader
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._client.validation import is_valid_id
 from ._core.errors import InvalidInputError
@@ -191,7 +193,7 @@ class WebhookReceiver:
             raw_path: the path as sent, still percent-encoded; when given, the signature
                 id must read the same in it.
         """
-        return self._answer(_lower(headers), body, None, method.upper(), path, raw_path)
+        return self._answer(_headers(headers), body, None, method.upper(), path, raw_path)
 
     async def serve(
         self,
@@ -205,16 +207,40 @@ class WebhookReceiver:
         """Answer one HTTP request, reading its body from ``body`` only once the method,
         path and credentials passed, at most the route's size limit of it and within
         :attr:`body_timeout` seconds in all (else 413 or 408). For any framework's adapter.
+
+        ``body`` may be aiohttp's ``request.content``: a body that came whole with the
+        request's head is taken from its buffer, with no timer armed for it.
         """
-        hdrs = _lower(headers)
-        route = self._precheck(method.upper(), path, hdrs, raw_path)
+        return await self._serve(method.upper(), path, _headers(headers), raw_path, body)
+
+    async def _serve(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        raw_path: str | None,
+        body: AsyncIterable[bytes],
+    ) -> WebhookResponse:
+        """:meth:`serve` and :meth:`aiohttp_handler` alike, on an upper-cased method and the
+        headers :func:`_headers` keeps: precheck, the bounded read, the answer."""
+        route = self._precheck(method, path, headers, raw_path)
         if isinstance(route, WebhookResponse):
             return self._count(_closing(route))
-        read = await self._read(self._limit(route), body)
+        limit = self._limit(route)
+        read: bytes | WebhookResponse
+        if not isinstance(body, StreamReader):
+            read = await self._read(limit, body)
+        elif body.is_eof():
+            # The whole body came with the head, as a webhook's few hundred bytes do: it is
+            # in memory already, so nothing waits and no timer is armed for it.
+            whole = body.read_nowait()
+            read = whole if len(whole) <= limit else _too_large(limit)
+        else:
+            read = await self._read(limit, body.iter_any())
         if isinstance(read, WebhookResponse):
             return self._count(_closing(read))
         # Checked above already: authentication and the rest are not done twice.
-        return self._answer(hdrs, read, route)
+        return self._answer(headers, read, route)
 
     async def _read(self, limit: int, chunks: AsyncIterable[bytes]) -> bytes | WebhookResponse:
         body = bytearray()
@@ -247,8 +273,9 @@ class WebhookReceiver:
         path: str = "",
         raw_path: str | None = None,
     ) -> WebhookResponse:
-        """Answer, counted; ``route`` is what :meth:`_precheck` found (None: check the
-        request first, from ``method``, ``path`` and ``raw_path``)."""
+        """Answer, counted; ``route`` is what :meth:`_precheck` found, for a body read
+        within the route's limit (None: check the request and the body's size first, from
+        ``method``, ``path`` and ``raw_path``)."""
         try:
             response = self._dispatch(headers, body, route, method, path, raw_path)
         except Exception as exc:  # a bug must not become a 500 loop of retries
@@ -260,6 +287,9 @@ class WebhookReceiver:
                 self._failed_before.add(kind)
             log.log(level, "webhook handling failed unexpectedly", exc_info=True)
             response = _problem(400, "bad_request", "the webhook could not be processed")
+        if response is _ACCEPTED and _telemetry.hook is None:
+            self.accepted += 1  # all that _count does for it then
+            return response
         return self._count(response)
 
     def _count(self, response: WebhookResponse) -> WebhookResponse:
@@ -297,7 +327,7 @@ class WebhookReceiver:
         None means: read the body (bounded) and pass it to :meth:`handle`. A refusal here
         is not counted in :attr:`refusals` (:meth:`serve` and :meth:`handle` count).
         """
-        route = self._precheck(method.upper(), path, _lower(headers), raw_path)
+        route = self._precheck(method.upper(), path, _headers(headers), raw_path)
         return route if isinstance(route, WebhookResponse) else None
 
     def _precheck(
@@ -355,14 +385,14 @@ class WebhookReceiver:
         path: str,
         raw_path: str | None,
     ) -> WebhookResponse:
-        if route is None:
+        if route is None:  # from handle: the request and its body's size are unchecked
             checked = self._precheck(method, path, headers, raw_path)
             if isinstance(checked, WebhookResponse):
                 return checked
             route = checked
-        limit = self._limit(route)
-        if len(body) > limit:
-            return _too_large(limit)
+            limit = self._limit(route)
+            if len(body) > limit:
+                return _too_large(limit)
         if not route:
             assert isinstance(self.auth, BearerAuth)  # only then is there a token route
             return _from_token_answer(self.auth.grant(headers, body))
@@ -370,7 +400,8 @@ class WebhookReceiver:
         if isinstance(event, WebhookResponse):
             return event
         self.dispatcher.publish(event)
-        log.info("webhook for %s: status %s", route, event.status.value)
+        if log.isEnabledFor(logging.INFO):  # else the status' value is not even looked up
+            log.info("webhook for %s: status %s", route, event.status.value)
         return _ACCEPTED
 
     def _refuse_credentials(self, result: AuthResult) -> WebhookResponse:
@@ -437,12 +468,13 @@ class WebhookReceiver:
                     "statusCode must be an integer, a numeric string or null",
                 )
         errors = data.get("errors")
+        # Positional (signature_id, status, status_code, errors, received_at): cheaper.
         return WebhookEvent(
-            signature_id=signature_id,
-            status=member,
-            status_code=code,
-            errors=() if errors is None else _errors(errors),
-            received_at=self.clock.time(),
+            signature_id,
+            member,
+            code,
+            () if errors is None else _errors(errors),
+            self.clock.time(),
         )
 
     def _new_status(self, status: object) -> Status | None:
@@ -465,22 +497,13 @@ class WebhookReceiver:
     async def aiohttp_handler(self, request: web.Request) -> web.Response:
         """An aiohttp handler for both routes (webhooks and, with Bearer, the token):
         :meth:`serve`, reading the body straight from aiohttp's buffer."""
-        hdrs = _lower(request.headers)
-        route = self._precheck(request.method.upper(), request.path, hdrs, request.raw_path)
-        if isinstance(route, WebhookResponse):
-            return _to_aiohttp(self._count(_closing(route)))
-        limit = self._limit(route)
-        content = request.content
-        if content.is_eof():
-            # The whole body came with the head, as a webhook's few hundred bytes do: it is
-            # in memory already, so nothing waits and no timer is armed for it.
-            body = content.read_nowait()
-            read: bytes | WebhookResponse = body if len(body) <= limit else _too_large(limit)
-        else:
-            read = await self._read(limit, content.iter_any())
-        if isinstance(read, WebhookResponse):
-            return _to_aiohttp(self._count(_closing(read)))
-        return _to_aiohttp(self._answer(hdrs, read, route))
+        headers = _headers(request.headers)
+        answer = await self._serve(
+            request.method.upper(), request.path, headers, request.raw_path, request.content
+        )
+        if answer is _ACCEPTED:  # what _to_aiohttp makes of it
+            return web.Response(status=204)
+        return _to_aiohttp(answer)
 
     def aiohttp_routes(self) -> list[web.RouteDef]:
         """Routes to add to an aiohttp application (``app.add_routes(...)``)."""
@@ -499,8 +522,28 @@ class WebhookReceiver:
         return f"WebhookReceiver(prefix={self.prefix!r}, auth={self.auth!r})"
 
 
+#: The only request headers the receiver reads (the credentials, the body's size and type).
+_READ_HEADERS = ("authorization", "content-length", "content-type")
+
+
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in headers.items()}
+
+
+def _headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers by lower-cased name, the last of each name winning: what the
+    receiver reads of them (:data:`_READ_HEADERS`, all it ever looks up).
+
+    aiohttp's case-insensitive multidict is asked for those few names only; any other
+    mapping has every name lowered (:func:`_lower`)."""
+    if type(headers) is CIMultiDictProxy or type(headers) is CIMultiDict:
+        kept: dict[str, str] = {}
+        for name in _READ_HEADERS:
+            values = headers.getall(name, None)
+            if values is not None:
+                kept[name] = str(values[-1])
+        return kept
+    return _lower(headers)
 
 
 def _not_allowed() -> WebhookResponse:

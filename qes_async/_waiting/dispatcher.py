@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import OrderedDict, deque
 from types import TracebackType
 
@@ -149,6 +150,13 @@ class WebhookDispatcher:
         self.pending_ttl = pending_ttl
         self._subscribers: dict[str, list[Subscription]] = {}
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        # While the clock never went back as events were kept (_in_order), _pending's order
+        # is its entries' times' order and _floor a time none of them is older than: while
+        # that is young enough, _expire would drop nothing and is not called. Out of order,
+        # _expire runs on every event until _pending is empty again.
+        self._in_order = True
+        self._newest = -math.inf  # the time of the last entry kept
+        self._floor = -math.inf
         self.published = 0
         self.dropped = 0
 
@@ -195,11 +203,25 @@ class WebhookDispatcher:
 
     def _keep(self, event: WebhookEvent) -> None:
         now = self.clock.time()
-        pending = self._pending.pop(event.signature_id, None) or _Pending()
+        if not now >= self._newest:  # the clock went back (or is not a number)
+            self._in_order = False
+        self._newest = now
+        signature_id = event.signature_id
+        pending = self._pending.get(signature_id)
+        if pending is None:
+            pending = self._pending[signature_id] = _Pending()
+        else:
+            self._pending.move_to_end(signature_id)  # the last updated goes last
         pending.events.append((now, event))
         pending.updated = now
-        self._pending[event.signature_id] = pending
-        self._expire(now)
+        # In order, no entry is older than _floor: when that is within the age limit, and
+        # there are not too many, _expire would stop at its first entry and drop nothing.
+        if (
+            not self._in_order
+            or len(self._pending) > self.max_pending
+            or not now - self._floor <= self.pending_ttl
+        ):
+            self._expire(now)
 
     def _expire(self, now: float) -> None:
         # Entries are ordered by last update, so expiry and overflow both trim the front.
@@ -207,10 +229,12 @@ class WebhookDispatcher:
             signature_id, oldest = next(iter(self._pending.items()))
             too_many = len(self._pending) > self.max_pending
             if not too_many and now - oldest.updated <= self.pending_ttl:
-                break
+                self._floor = oldest.updated  # in order, the oldest of all
+                return
             del self._pending[signature_id]
             self.dropped += len(oldest.events)
             log.debug("dropped %d unclaimed webhook event(s)", len(oldest.events))
+        self._in_order, self._newest, self._floor = True, -math.inf, -math.inf
 
     @property
     def pending_count(self) -> int:
