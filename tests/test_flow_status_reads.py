@@ -152,3 +152,69 @@ async def test_read_status_until_lets_an_error_that_is_not_transient_through() -
     with pytest.raises(NotFoundError):
         await read_status_until(reads, "sig", ["signed"], clock=clock, deadline=clock.time() + 60)
     assert reads.calls == 1
+
+
+def _signer_losing_the_confirmation(w: World, reads_back_after: float) -> CallbackSigner:
+    """A signer whose passcode's confirmation reaches the service (which signs) but whose
+    answer is lost, after which no status read gets an answer for ``reads_back_after``
+    seconds: past the 1 h confirmation window."""
+
+    async def consent(request: Any) -> bool:
+        return True
+
+    async def passcode(request: Any) -> str:
+        w.sandbox.inject_fault("drop_after", route="confirm_signature", times=1)
+        w.sandbox.inject_fault("drop_before", route="get_signature_status", times=None)
+        w.clock.call_at(w.clock.time() + reads_back_after, w.sandbox.faults.clear)
+        return w.sandbox.latest_passcode(request.signature_id)
+
+    return CallbackSigner(consent=consent, passcode=passcode)
+
+
+async def test_a_confirmation_in_flight_is_never_followed_by_a_new_workflow(
+    tmp_path: Path,
+) -> None:
+    """The confirmation may have signed the workflow: when its window closes while no
+    status read answers, the flow must not start a new workflow (the client would sign
+    twice). It keeps reading, and takes the signature it finds."""
+    async with world(tmp_path) as w:
+        flow = w.flow(signer=_signer_losing_the_confirmation(w, 3600.0 + 900.0))
+        result = await flow.run()
+        assert result.outcome is FlowOutcome.SIGNED
+        assert w.created() == 1
+        signed = [s for s in w.sandbox.service.signatures.values() if s.status == "signed"]
+        assert [s.signature_id for s in signed] == [result.signature_id]
+        assert w.counts(result.signature_id)["confirm_signature"] == 1
+
+
+async def test_a_confirmation_in_flight_leaves_the_flow_resumable_when_reads_never_answer(
+    tmp_path: Path,
+) -> None:
+    """Past the wait timeout with the status still unreadable, the flow neither restarts
+    nor ends failed (a signed document would be dropped): it stops resumable, and a later
+    run reads the status first and finishes."""
+    from qes_async import Document, MemoryFlowStore, SignatureFlow, make_pdf
+
+    async with world(tmp_path) as w:
+        store = MemoryFlowStore()
+        documents = [Document.from_bytes("loan.pdf", make_pdf("Loan"))]
+        flow = w.flow(
+            documents=documents,
+            signer=_signer_losing_the_confirmation(w, 5 * 3600.0),
+            wait_timeout=2 * 3600.0,
+            store=store,
+            flow_id="f-1",
+        )
+        with pytest.raises(OutcomeUnknownError) as caught:
+            await flow.run()
+        assert "resume the flow" in str(caught.value).lower()
+        state = flow.state
+        assert state is not None
+        assert state.outcome is None
+        assert state.generations[-1].in_flight == "confirm"
+        assert w.created() == 1
+        w.clock.advance(4 * 3600.0)
+        resumed = await SignatureFlow.resume("f-1", documents=documents, **w.resume_kw(store))
+        result = await resumed.run()
+        assert result.outcome is FlowOutcome.SIGNED
+        assert w.created() == 1

@@ -188,9 +188,16 @@ class StepRunner:
         the signer's window when the step has one that ends sooner, else ``wait_timeout``.
         At that deadline the flow ends as an expired step does: a new workflow for a
         passed window (as a signer who did not answer), failed with
-        :class:`WaitTimeoutError` otherwise (as a wait that timed out)."""
+        :class:`WaitTimeoutError` otherwise (as a wait that timed out).
+
+        Except while a confirmation is in flight: it may have signed the workflow, which
+        only the status can tell, so neither a new workflow (the client would sign twice)
+        nor a failure (the signed documents would be dropped) may follow. The reads go on
+        until ``wait_timeout``; then the flow stops resumable, its in-flight marker kept,
+        and the next run reads the status first."""
         deadline = self.clock.time() + self.opts.wait_timeout
-        window = fm.WINDOW_OF_STEP.get(self.state.step)
+        signing = self.gen.in_flight == fm.Action.CONFIRM.value
+        window = None if signing else fm.WINDOW_OF_STEP.get(self.state.step)
         closes = self.gen.deadlines.get(window, deadline) if window is not None else deadline
         try:
             return await read_status_until(
@@ -203,6 +210,15 @@ class StepRunner:
         except WaitTimeoutError as exc:
             if closes < deadline:
                 raise _Restart(fm.RestartReason.DEADLINE_PASSED) from None
+            if signing:
+                await self.checkpoint.save()
+                raise OutcomeUnknownError(
+                    f"signature {self.sig}: a confirmation was sent and no status read "
+                    f"answered for {self.opts.wait_timeout:g} s; it may have signed.",
+                    operation="get_signature_status",
+                    advice="Resume the flow later: it reads the status before anything else "
+                    "and never confirms or starts a new workflow before it knows.",
+                ) from exc
             await self._fail(exc)
             raise  # _fail raises; for the type checker
 
