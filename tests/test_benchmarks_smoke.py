@@ -29,6 +29,7 @@ ROWS = (
     "3 scale: memory per waiting flow",
     "4 streaming: RSS growth",
     "4 download vs raw aiohttp + fsync",
+    "4 raw aiohttp + sha256 + fsync (vs raw)",
     "5 receiver vs bare, per server CPU-s",
     "5 webhook receiver vs bare, wall clock",
     "6 import qes_async vs aiohttp",
