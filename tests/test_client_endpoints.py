@@ -26,6 +26,7 @@ from qes_async import (
     Workflow,
     make_pdf,
 )
+from qes_async._client.documents import CHUNK_SIZE
 
 SIG = "sig-1"
 DETAILS = {
@@ -143,6 +144,52 @@ async def test_upload_documents_sends_the_exact_multipart_shape(
     assert seen[1][1] == first
     assert seen[2][1] == second
     assert fake_api.calls == [("POST", f"/v1/signatures/{SIG}/documents")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "chunked"),
+    [
+        ("small in memory", False),  # one chunk's bytes: sent with their length
+        ("large in memory", True),  # more than a chunk: streamed, as before
+        ("small file", True),  # a file may change after its size was read: streamed
+        ("small in memory and a file", True),
+    ],
+)
+async def test_an_upload_declares_its_length_only_for_small_in_memory_documents(
+    fake_api: FakeAPI, tmp_path: Path, kind: str, chunked: bool
+) -> None:
+    small, large = make_pdf("one"), make_pdf("two", padding=CHUNK_SIZE)
+    (tmp_path / "f.pdf").write_bytes(small)
+    docs = {
+        "small in memory": [Document.from_bytes("a.pdf", small)],
+        "large in memory": [Document.from_bytes("a.pdf", large)],
+        "small file": [Document.from_path(tmp_path / "f.pdf")],
+        "small in memory and a file": [
+            Document.from_bytes("a.pdf", small),
+            Document.from_path(tmp_path / "f.pdf"),
+        ],
+    }[kind]
+    seen: list[bytes] = []
+    framing: list[tuple[str | None, int | None]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        auth_ok(request)
+        framing.append((request.headers.get("Transfer-Encoding"), request.content_length))
+        with quiet_multipart():
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                assert isinstance(part, aiohttp.BodyPartReader)
+                seen.append(await part.read())
+        return web.Response(status=204)
+
+    fake_api.add("POST", "/v1/signatures/{id}/documents", handler)
+    async with fake_api.client() as client:
+        await client.upload_documents(SIG, docs)
+    encoding, length = framing[0]
+    assert (encoding == "chunked") is chunked
+    assert (length is None) is chunked
+    expected = {"small in memory": [small], "large in memory": [large], "small file": [small]}
+    assert seen[1:] == expected.get(kind, [small, small])
 
 
 async def test_upload_mobile_number(fake_api: FakeAPI) -> None:

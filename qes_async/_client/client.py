@@ -21,7 +21,7 @@ from .._runtime.clock import Clock, SystemClock
 from .._runtime.logs import configure_from_env
 from . import protocol as proto
 from .auth import TokenCache
-from .documents import Document
+from .documents import Document, small_bytes
 from .download import TAIL, consume_signed_document, pdf_defect
 from .operations import OPERATIONS, Operation
 from .retry import RetryPolicy
@@ -262,9 +262,7 @@ class QESClient:
             "documents": [{"fileName": d.file_name, "displayName": d.display_name} for d in docs]
         }
         parts = [BodyPart("metadata", "application/json", data=json.dumps(metadata).encode())]
-        parts += [
-            BodyPart("file", "application/pdf", filename=d.file_name, source=d.chunks) for d in docs
-        ]
+        parts += [_file_part(d) for d in docs]
         request = proto.build_request(
             self.routes,
             Operation.UPLOAD_DOCUMENTS,
@@ -456,6 +454,16 @@ class QESClient:
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def _file_part(doc: Document) -> BodyPart:
+    """A document's part of the upload: a small in-memory one as bytes of known length
+    (the body goes with Content-Length), any other streamed in chunks (a file is read off
+    the event loop, a chunk at a time)."""
+    data = small_bytes(doc)
+    if data is not None:
+        return BodyPart("file", "application/pdf", filename=doc.file_name, data=data)
+    return BodyPart("file", "application/pdf", filename=doc.file_name, source=doc.chunks)
 
 
 def _is_loopback(host: str) -> bool:

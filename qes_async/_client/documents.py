@@ -114,6 +114,15 @@ class Document:
         )
 
 
+def small_bytes(document: Document) -> bytes | None:
+    """The bytes of an in-memory document that fits in one chunk, else None (a file, or
+    more than one chunk). An upload sends these as they are, with their length, where a
+    stream of one chunk would go with chunked transfer encoding: the same bytes in the
+    same memory, in fewer writes."""
+    data = document._data
+    return data if data is not None and len(data) <= CHUNK_SIZE else None
+
+
 def _read_head(path: Path, count: int) -> bytes:
     with path.open("rb") as handle:
         return handle.read(count)
