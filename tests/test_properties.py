@@ -400,6 +400,11 @@ def test_parse_state_on_state_shaped_junk_never_raises_anything_else(
 
 
 texts = st.text(max_size=20)
+_json_facts = st.recursive(  # what an evidence entry holds (no float; UTF-8 encodable)
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
 floats = st.floats(allow_nan=False, allow_infinity=False)
 states = st.builds(
     FlowState,
@@ -430,6 +435,101 @@ states = st.builds(
 @given(state=states)
 def test_every_dumped_state_parses_back_equal_through_json(state: FlowState) -> None:
     assert parse_state(json.dumps(dump_state(state))) == state
+
+
+# Every field of every record, with odd values: any code point (lone surrogates too),
+# ints where floats are stored, None in every optional field, empty and full lists, and
+# now and then a float JSON refuses (NaN, infinity), which both paths must refuse.
+odd_texts = st.text(st.characters(blacklist_categories=()), max_size=12)
+numbers = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70)
+numbers = numbers | st.sampled_from([float("nan"), float("inf"), -0.0, 1e300, 5e-324])
+maybe_texts = st.none() | odd_texts
+maybe_numbers = st.none() | numbers
+odd_downloads = st.builds(
+    DownloadRecord, odd_texts, odd_texts, odd_texts, st.integers(0), odd_texts, maybe_texts,
+    maybe_texts,
+)  # fmt: skip
+full_states = st.builds(
+    FlowState,
+    flow_id=odd_texts,
+    client_reference=odd_texts,
+    mobile_number=odd_texts,
+    documents=st.lists(
+        st.builds(DocumentRecord, odd_texts, odd_texts, st.integers(0), maybe_texts, maybe_texts),
+        max_size=3,
+    ),
+    created_at=numbers,
+    step=st.sampled_from(list(Step)),
+    generations=st.lists(
+        st.builds(
+            Generation,
+            number=st.integers(),
+            started_at=numbers,
+            reason=maybe_texts,
+            signature_id=maybe_texts,
+            in_flight=maybe_texts,
+            in_flight_at=maybe_numbers,
+            documents_uploaded=st.booleans(),
+            document_ids=st.lists(odd_texts, max_size=3),
+            approvals_sent=st.integers(),
+            confirmations_sent=st.integers(),
+            unconfirmed_creates=st.integers(),
+            deadlines=st.dictionaries(odd_texts, numbers, max_size=3),
+            last_status=maybe_texts,
+            last_status_code=st.none() | st.integers(),
+            ended=maybe_texts,
+            ended_at=maybe_numbers,
+        ),
+        max_size=3,
+    ),
+    downloads=st.lists(odd_downloads, max_size=2),
+    contract=st.none() | odd_downloads,
+    outcome=maybe_texts,
+    error=st.none() | st.dictionaries(odd_texts, json_values, max_size=3),
+    updated_at=numbers,
+    workflow_name=odd_texts,
+)
+_REFERENCE = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+@SETTINGS
+@given(
+    state=full_states,
+    notes=st.lists(
+        st.lists(
+            st.tuples(texts, st.dictionaries(texts, _json_facts, max_size=3), st.booleans()),
+            max_size=3,
+        ),
+        max_size=4,
+    ),
+)
+def test_a_checkpoints_text_written_from_the_records_is_the_reference_text(
+    state: FlowState, notes: list[list[tuple[str, dict[str, Any], bool]]]
+) -> None:
+    """The text-only checkpoint (what the SDK's stores get) is, character for character,
+    ``json.dumps`` of :func:`dump_state` (cattrs), at every checkpoint of a flow whose
+    evidence grows between them, entries' known texts given or not."""
+    from qes_async._flow.evidence import chain_entry
+    from qes_async._flow.state import StateEncoder
+
+    texts, datas = StateEncoder(), StateEncoder()
+    for n, batch in enumerate([[], *notes]):
+        for kind, data, known in batch:
+            entry, text = chain_entry(state.evidence, kind, time=n, generation=n, data=data)
+            if known:
+                texts.known(entry, text)
+                datas.known(entry, text)
+        state.updated_at = float(n)
+        reference = _text_or_refusal(_REFERENCE, dump_state(state))
+        assert _text_or_refusal(texts.text, state) == reference
+        assert _text_or_refusal(lambda s: datas.encode(s).text, state) == reference
+
+
+def _text_or_refusal(encode: Any, value: Any) -> str:
+    try:
+        return str(encode(value))
+    except ValueError as exc:  # a float JSON cannot hold: refused alike
+        return f"refused: {exc}"
 
 
 # ----------------------------------------------------------------------------- multipart

@@ -528,7 +528,7 @@ class SignatureFlow:
             self._lease = await self._acquire(state.flow_id)
         self._version = await self.store.save(
             state.flow_id,
-            self._encoder.encode(state),
+            self._encoder.checkpoint(state, self.store),
             expected_version=self._version,
             finished=state.finished,
             due_at=state.next_deadline(),
@@ -599,7 +599,9 @@ class SignatureFlow:
             # Before the flow exists anywhere: a flow a worker can find has its documents.
             await source.store(state.flow_id, self._documents)
         try:
-            self._version = await self.store.create(state.flow_id, self._encoder.encode(state))
+            self._version = await self.store.create(
+                state.flow_id, self._encoder.checkpoint(state, self.store)
+            )
         except BaseException as exc:
             self._state = None
             if source is not None and not isinstance(exc, StaleStateError):

@@ -13,7 +13,7 @@ and any unknown field, so a newer writer is never half-read by an older reader.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -34,6 +34,7 @@ __all__ = [
     "Generation",
     "StateEncoder",
     "StateFormatError",
+    "StateText",
     "dump_state",
     "parse_state",
 ]
@@ -280,6 +281,152 @@ class EncodedState(dict[str, Any]):
 _ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 
 
+class StateText(Mapping[str, Any]):
+    """A checkpoint as its JSON text only, for a store that writes the text and never reads
+    the data: one that declares ``_checkpoint_text = True`` in its own class body (a
+    subclass that does not declare it again gets an :class:`EncodedState`, so a subclass
+    overriding ``save`` to read the data keeps a plain dict). Read as a mapping anyway, it
+    decodes its text on first use."""
+
+    __slots__ = ("_data", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._data: dict[str, Any] | None = None
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self.text)
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._decoded()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+    def __repr__(self) -> str:  # never the text: it holds the mobile number
+        return f"StateText({len(self.text)} characters)"
+
+
+def wants_text(store: object) -> bool:
+    """Whether ``store``'s own class declares that it only writes a checkpoint's text."""
+    return type(store).__dict__.get("_checkpoint_text") is True
+
+
+# The checkpoint's text written straight from the records, with no dict or list built only
+# to be encoded: each value is spelled as the reference encoder (``_ENCODE``) spells it,
+# and anything but the plain types a flow stores (None, bool, int, float, str) is handed to
+# that encoder itself. Keys are written in sorted order. tests/test_state_encoding.py holds
+# it to ``_ENCODE(dump_state(state))`` for any state.
+
+_str = json.encoder.encode_basestring_ascii  # what _ENCODE (ensure_ascii) writes for a str
+_float = float.__repr__
+_int = int.__repr__
+
+
+def _v(value: Any) -> str:
+    """One value as ``_ENCODE`` writes it."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is str:
+        return _str(value)
+    if kind is float and value - value == 0.0:  # finite (_ENCODE refuses the others)
+        return _float(value)
+    if kind is int:
+        return _int(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return _ENCODE(value)
+
+
+def _document_text(d: DocumentRecord) -> str:
+    return (
+        f'{{"display_name":{_v(d.display_name)},"file_name":{_v(d.file_name)},'
+        f'"path":{_v(d.path)},"sha256":{_v(d.sha256)},"size":{_v(d.size)}}}'
+    )
+
+
+def _download_text(d: DownloadRecord) -> str:
+    return (
+        f'{{"document_id":{_v(d.document_id)},"path":{_v(d.path)},"sha256":{_v(d.sha256)},'
+        f'"signer":{_v(d.signer)},"size":{_v(d.size)},"validation":{_v(d.validation)},'
+        f'"validation_detail":{_v(d.validation_detail)}}}'
+    )
+
+
+def _ids_text(ids: Any) -> str:
+    if not ids:
+        return "[]"
+    if type(ids) is list and all(type(i) is str for i in ids):
+        return f"[{','.join([_str(i) for i in ids])}]"
+    return _ENCODE(list(ids))
+
+
+def _deadlines_text(deadlines: Any) -> str:
+    if not deadlines:
+        return "{}"
+    if type(deadlines) is dict and all(type(k) is str for k in deadlines):
+        pairs = [f"{_str(k)}:{_v(deadlines[k])}" for k in sorted(deadlines)]
+        return f"{{{','.join(pairs)}}}"
+    return _ENCODE(dict(deadlines))
+
+
+def _generation_text(g: Generation) -> str:
+    return (
+        f'{{"approvals_sent":{_v(g.approvals_sent)},'
+        f'"confirmations_sent":{_v(g.confirmations_sent)},'
+        f'"deadlines":{_deadlines_text(g.deadlines)},'
+        f'"document_ids":{_ids_text(g.document_ids)},'
+        f'"documents_uploaded":{_v(g.documents_uploaded)},'
+        f'"ended":{_v(g.ended)},"ended_at":{_v(g.ended_at)},'
+        f'"in_flight":{_v(g.in_flight)},"in_flight_at":{_v(g.in_flight_at)},'
+        f'"last_status":{_v(g.last_status)},"last_status_code":{_v(g.last_status_code)},'
+        f'"number":{_v(g.number)},"reason":{_v(g.reason)},'
+        f'"signature_id":{_v(g.signature_id)},"started_at":{_v(g.started_at)},'
+        f'"unconfirmed_creates":{_v(g.unconfirmed_creates)}}}'
+    )
+
+
+def _records_text(records: Any, one: Any) -> str:
+    if not records:
+        return "[]"
+    if len(records) == 1:
+        return f"[{one(records[0])}]"
+    return f"[{','.join([one(r) for r in records])}]"
+
+
+def _head_text(state: FlowState) -> str:
+    """The text up to the evidence entries (the keys that sort before ``"evidence"``)."""
+    contract = state.contract
+    error = state.error
+    return (
+        f'{{"client_reference":{_v(state.client_reference)},'
+        f'"contract":{"null" if contract is None else _download_text(contract)},'
+        f'"created_at":{_v(state.created_at)},'
+        f'"documents":{_records_text(state.documents, _document_text)},'
+        f'"downloads":{_records_text(state.downloads, _download_text)},'
+        f'"error":{"null" if error is None else _ENCODE(_copy(error))},"evidence":['
+    )
+
+
+def _tail_text(state: FlowState) -> str:
+    """The text after the evidence entries (the keys that sort after ``"evidence"``)."""
+    return (
+        f'],"flow_id":{_v(state.flow_id)},"format":{FORMAT_VERSION},'
+        f'"generations":{_records_text(state.generations, _generation_text)},'
+        f'"mobile_number":{_v(state.mobile_number)},"outcome":{_v(state.outcome)},'
+        f'"step":{_v(state.step.value)},"updated_at":{_v(state.updated_at)},'
+        f'"workflow_name":{_v(state.workflow_name)}}}'
+    )
+
+
 class StateEncoder:
     """Encodes one flow's successive checkpoints, each evidence entry only once.
 
@@ -315,24 +462,58 @@ class StateEncoder:
                 return text
         return _ENCODE(entry)
 
-    def encode(self, state: FlowState) -> EncodedState:
-        evidence, count = state.evidence, self._count
+    def _evidence(self, evidence: list[dict[str, Any]]) -> str:
+        """The evidence entries' text, the entries of the last checkpoint taken from it."""
+        count = self._count
         if (
             evidence is not self._owner
             or len(evidence) < count
             or (count and evidence[count - 1].get("hash") != self._last_hash)
         ):
             self._owner, count = evidence, 0
-        parts = [self._text[self._start : self._end]] if count else []
-        parts.extend(self._entry(entry) for entry in evidence[count:])
+        earlier = self._text[self._start : self._end] if count else ""
+        if count == len(evidence):
+            joined = earlier
+        elif count == len(evidence) - 1:
+            added = self._entry(evidence[count])
+            joined = f"{earlier},{added}" if count else added
+        else:
+            parts = [earlier] if count else []
+            parts.extend([self._entry(entry) for entry in evidence[count:]])
+            joined = ",".join(parts)
         self._known = None
-        joined = ",".join(parts)
+        return joined
+
+    def _remember(self, evidence: list[dict[str, Any]], text: str, start: int, end: int) -> None:
+        self._text, self._start, self._end = text, start, end
+        self._count = len(evidence)
+        self._last_hash = evidence[-1].get("hash") if evidence else None
+
+    def checkpoint(self, state: FlowState, store: object) -> EncodedState | StateText:
+        """The checkpoint to hand ``store``: its text alone if the store declares that it
+        only writes the text (see :class:`StateText`), else the data with its text."""
+        if wants_text(store):
+            return StateText(self.text(state))
+        return self.encode(state)
+
+    def text(self, state: FlowState) -> str:
+        """The checkpoint's text, written from the records (no data built): the same text
+        as :meth:`encode`'s."""
+        evidence = state.evidence
+        joined = self._evidence(evidence)
+        head = _head_text(state)
+        text = f"{head}{joined}{_tail_text(state)}"
+        self._remember(evidence, text, len(head), len(head) + len(joined))
+        return text
+
+    def encode(self, state: FlowState) -> EncodedState:
+        """The checkpoint's data (a fresh dict, its evidence entries shared) and its text."""
+        evidence = state.evidence
+        joined = self._evidence(evidence)
         before, after = _before(state), _after(state)
         head = f'{_ENCODE(before)[:-1]},"evidence":['
         text = f"{head}{joined}],{_ENCODE(after)[1:]}"
-        self._text, self._start, self._end = text, len(head), len(head) + len(joined)
-        self._count = len(evidence)
-        self._last_hash = evidence[-1].get("hash") if evidence else None
+        self._remember(evidence, text, len(head), len(head) + len(joined))
         # The list is the checkpoint's own; its entries are shared, as they are never
         # changed once chained (copying them all at every step is what this avoids).
         data = EncodedState(before, text)

@@ -20,13 +20,13 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
 from .._core.errors import FlowNotFoundError, StaleStateError
 from .._runtime.clock import Clock, SystemClock
-from .state import EncodedState, StateFormatError
+from .state import EncodedState, StateFormatError, StateText
 
 __all__ = ["FlowStore", "Lease", "MemoryFlowStore", "SQLiteFlowStore", "StoredFlow"]
 
@@ -101,7 +101,7 @@ class FlowStore(Protocol):
 
 
 def _encode(data: Mapping[str, Any]) -> str:
-    if type(data) is EncodedState:  # a flow's checkpoint, encoded once already
+    if type(data) is EncodedState or type(data) is StateText:  # a flow's checkpoint, as text
         return data.text
     if not isinstance(data, Mapping):
         raise TypeError("flow state must be a JSON object")
@@ -155,6 +155,10 @@ class _Row:
 
 class MemoryFlowStore:
     """An in-process store (state copied in and out as JSON text)."""
+
+    # It writes only a checkpoint's text (qes_async._flow.state.StateText); declared here
+    # and not inherited, so that a subclass reading the data gets it as a dict.
+    _checkpoint_text: ClassVar[bool] = True
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
@@ -262,6 +266,8 @@ class SQLiteFlowStore:
         clock: the clock for ``updated_at`` and lease expiry (share the flow's).
         timeout: seconds SQLite waits for another process's lock.
     """
+
+    _checkpoint_text: ClassVar[bool] = True  # see MemoryFlowStore
 
     def __init__(
         self, path: str | Path, *, clock: Clock | None = None, timeout: float = 5.0

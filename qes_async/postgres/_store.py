@@ -15,7 +15,7 @@ their clocks in sync (NTP) well within the lease TTL.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from .._core.errors import FlowNotFoundError, StaleStateError
 from .._flow.machine import Step
@@ -86,6 +86,10 @@ class PostgresFlowStore:
         min_size: the pool's smallest size when it is opened from ``dsn``.
         max_size: the pool's largest size when it is opened from ``dsn``.
     """
+
+    # It writes only a checkpoint's text: see qes_async._flow.state.StateText (declared
+    # per class, not inherited, so that a subclass reading the data gets it as a dict).
+    _checkpoint_text: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -118,6 +118,8 @@ class LeasingStore(PostgresFlowStore):
     the worker's id and remembers it, so the heartbeat renews it while the flow waits for
     a human. Its pool is the worker's: opening or closing it is the worker's business.
     """
+
+    _checkpoint_text: ClassVar[bool] = True  # its saves are PostgresFlowStore's own
 
     def __init__(self, inner: PostgresFlowStore, worker_id: str, ttl: float) -> None:
         super().__init__(pool=inner, prefix=inner.tables.prefix, clock=inner.clock)
