@@ -395,10 +395,6 @@ def _generation_text(g: Generation) -> str:
 
 
 def _records_text(records: Any, one: Any) -> str:
-    if not records:
-        return "[]"
-    if len(records) == 1:
-        return f"[{one(records[0])}]"
     return f"[{','.join([one(r) for r in records])}]"
 
 
@@ -412,7 +408,7 @@ def _head_text(state: FlowState) -> str:
         f'"created_at":{_v(state.created_at)},'
         f'"documents":{_records_text(state.documents, _document_text)},'
         f'"downloads":{_records_text(state.downloads, _download_text)},'
-        f'"error":{"null" if error is None else _ENCODE(_copy(error))},"evidence":['
+        f'"error":{"null" if error is None else _ENCODE(error)},"evidence":['
     )
 
 
@@ -471,18 +467,10 @@ class StateEncoder:
             or (count and evidence[count - 1].get("hash") != self._last_hash)
         ):
             self._owner, count = evidence, 0
-        earlier = self._text[self._start : self._end] if count else ""
-        if count == len(evidence):
-            joined = earlier
-        elif count == len(evidence) - 1:
-            added = self._entry(evidence[count])
-            joined = f"{earlier},{added}" if count else added
-        else:
-            parts = [earlier] if count else []
-            parts.extend([self._entry(entry) for entry in evidence[count:]])
-            joined = ",".join(parts)
+        parts = [self._text[self._start : self._end]] if count else []
+        parts.extend([self._entry(entry) for entry in evidence[count:]])
         self._known = None
-        return joined
+        return ",".join(parts)
 
     def _remember(self, evidence: list[dict[str, Any]], text: str, start: int, end: int) -> None:
         self._text, self._start, self._end = text, start, end
