@@ -62,3 +62,32 @@ async def test_flows_not_given_a_restart_policy_share_one_frozen_default(
     assert own.restart_policy.max_restarts == 1
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         first.restart_policy.max_restarts = 9  # type: ignore[misc]
+
+
+async def test_a_flow_nobody_listens_to_builds_no_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    from qes_async._flow import driver
+
+    built: list[FlowEventKind] = []
+
+    def counting(kind: FlowEventKind, *args: object, **kw: object) -> FlowEvent:
+        built.append(kind)
+        return FlowEvent(kind, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(driver, "FlowEvent", counting)
+    logging.getLogger("qes_async.flow").setLevel(logging.INFO)
+    try:
+        async with world(tmp_path) as w:
+            quiet = await w.flow("quiet").run()
+            assert built == []  # the old code: an event per step, seen by no one
+            seen: list[FlowEvent] = []
+            heard = await w.flow("heard", on_event=seen.append).run()
+    finally:
+        logging.getLogger("qes_async.flow").setLevel(logging.NOTSET)
+    assert quiet.outcome.value == heard.outcome.value == "signed"
+    assert built
+    assert [e.kind for e in seen] == built
+    assert seen[-1].kind is FlowEventKind.FINISHED

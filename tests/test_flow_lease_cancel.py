@@ -47,3 +47,34 @@ async def test_a_cancel_during_the_lease_take_gives_the_lease_back(tmp_path: Pat
         )
         result = await again.run()  # the old code: StaleStateError, another owner
     assert result.outcome.value == "signed"
+
+
+async def test_the_in_memory_store_takes_and_gives_back_the_lease_without_a_task(
+    tmp_path: Path,
+) -> None:
+    # Its acquire and release never suspend, so a task (and a shield) around them is a loop
+    # iteration each for nothing; a subclass that may suspend (above) keeps them.
+    made: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def factory(
+        loop: asyncio.AbstractEventLoop, coro: object, **kw: object
+    ) -> asyncio.Task[object]:
+        made.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop, **kw)  # type: ignore[arg-type]
+
+    store = MemoryFlowStore()
+    async with world(tmp_path) as w:
+        flow = w.flow(store=store)
+        loop.set_task_factory(factory)  # type: ignore[arg-type]
+        try:
+            result = await flow.run()
+        finally:
+            loop.set_task_factory(None)
+    assert result.outcome.value == "signed"
+    assert made, "the factory saw no task at all: it measures nothing"
+    lease_tasks = [name for name in made if name.startswith("MemoryFlowStore.")]
+    assert lease_tasks == []  # the old code: ['MemoryFlowStore.acquire', ...release]
+    assert (await store.load(flow.flow_id)) is not None
+    held = await store.acquire(flow.flow_id, "someone-else", 60.0)  # released: free to take
+    assert held.owner == "someone-else"

@@ -643,3 +643,24 @@ def test_an_entry_put_together_is_its_canonical_form(
     assert text == ev.canonical_json(entry).decode("utf-8")
     assert json.loads(text) == entry
     assert entry["prev"] == (entries[-2]["hash"] if before else ev.GENESIS)
+
+
+@given(
+    posix=st.one_of(
+        st.floats(min_value=-1e10, max_value=3e11, allow_nan=False),
+        st.integers(min_value=0, max_value=2**34).map(lambda n: n / 1000),  # on a millisecond
+        st.integers(min_value=0, max_value=2**40).map(lambda n: n / 1_000_000 + 0.0005),
+    )
+)
+@settings(max_examples=400, deadline=None)
+def test_an_evidence_instant_reads_as_datetime_writes_it(posix: float) -> None:
+    from qes_async._flow import evidence
+
+    try:
+        expected = evidence._slow_instant(posix)
+    except (OverflowError, ValueError, OSError) as exc:
+        with pytest.raises(type(exc)):
+            evidence.instant(posix)
+        return
+    assert evidence.instant(posix) == expected
+    assert evidence.instant(posix) == expected  # again, from the remembered second

@@ -457,6 +457,8 @@ class SignatureFlow:
 
     def emit(self, kind: FlowEventKind, **fields: Any) -> None:
         """Emit one event of the current generation."""
+        if self._trace is None and not self._hub.listening():
+            return  # nobody would see it: no event is built
         state = self._state
         assert state is not None
         gen = state.generations[-1] if state.generations else None
@@ -663,6 +665,10 @@ class SignatureFlow:
         """Take the lease. A store may finish a take it was cancelled in (SQLite runs it on
         a thread, PostgreSQL on the server): then the lease is given back once the take
         lands, or a resume in this process would be locked out for the whole lease_ttl."""
+        if type(self.store) is MemoryFlowStore:
+            # Its take never suspends, so no cancellation can land inside it: no task and
+            # no shield (a loop iteration each) are needed, as for its checkpoints.
+            return await self.store.acquire(flow_id, self._owner, self._lease_ttl)
         take = asyncio.ensure_future(self.store.acquire(flow_id, self._owner, self._lease_ttl))
         try:
             return await asyncio.shield(take)
@@ -683,7 +689,10 @@ class SignatureFlow:
             # Shielded so a cancelled run still frees its flow; if that fails, the lease
             # simply expires.  A cancellation still propagates.
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.store.release(lease))
+                if type(self.store) is MemoryFlowStore:  # never suspends (see _acquire)
+                    await self.store.release(lease)
+                else:
+                    await asyncio.shield(self.store.release(lease))
 
     def __repr__(self) -> str:
         step = self._state.step.value if self._state else "new"

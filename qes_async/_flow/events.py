@@ -66,6 +66,11 @@ class EventHub:
         self._queues: list[asyncio.Queue[FlowEvent | None]] | None = None
         self._tasks: set[asyncio.Future[object]] | None = None
 
+    def listening(self) -> bool:
+        """Whether an emitted event would reach anyone (a callback, an iterator or the
+        debug log): a flow builds no event when none would."""
+        return bool(self._callbacks or self._queues) or log.isEnabledFor(logging.DEBUG)
+
     def emit(self, event: FlowEvent) -> None:
         """Deliver ``event`` now; a failing callback is logged, never fatal."""
         log.debug("flow %s: %s", event.flow_id, event.kind.value)
