@@ -60,3 +60,12 @@ def test_the_client_loads_backoff_and_queue_only_when_needed() -> None:
     assert "queue" not in modules
     # Nor by the waiters: their delays come from backoff when a waiter is built.
     assert "backoff" not in loaded_after("from qes_async import HybridWaiter, PollingWaiter")
+
+
+def test_the_client_loads_the_download_writer_and_email_utils_only_when_needed() -> None:
+    # The streaming writer of signed documents (and its multipart reader) loads with the
+    # first download, email.utils with the first Retry-After given as an HTTP date.
+    modules = loaded_after("from qes_async import QESClient")
+    assert "qes_async._client.download" not in modules
+    assert "qes_async._client.multipart" not in modules
+    assert "email.utils" not in modules

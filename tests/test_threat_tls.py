@@ -20,12 +20,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import connector as aiohttp_connector
 from aiohttp import web
 from conftest import register_secret
 from cryptography import x509
@@ -42,6 +43,7 @@ from qes_async import (
     Status,
     TLSError,
 )
+from qes_async._client import aiohttp_transport
 
 SECRET = "tls-client-secret-XYZ"
 TOKEN = "tls-access-token-0001"
@@ -293,3 +295,113 @@ async def test_a_dropped_connection_after_answers_gives_no_tls_hint(fake_api: An
         with pytest.raises(OutcomeUnknownError) as info:
             await client.get_signature_status("sig-1")  # the token call answered first
     assert "https://" not in str(info.value)
+
+
+# The default context: aiohttp's verified one, reused when it is as strict as
+# ssl.create_default_context(), instead of loading the trust store a second time.
+
+
+@pytest.fixture
+def fresh_default_context() -> Iterator[None]:
+    """``default_ssl_context`` made again by the test, and again after it."""
+    aiohttp_transport.default_ssl_context.cache_clear()
+    yield
+    aiohttp_transport.default_ssl_context.cache_clear()
+
+
+def _count_created(monkeypatch: pytest.MonkeyPatch) -> list[ssl.SSLContext]:
+    """The contexts ``ssl.create_default_context`` makes from now on (still real ones)."""
+    made: list[ssl.SSLContext] = []
+    real = ssl.create_default_context
+
+    def create_default_context(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(ssl, "create_default_context", create_default_context)
+    return made
+
+
+@pytest.mark.usefixtures("fresh_default_context")
+def test_building_a_client_reuses_aiohttps_verified_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made = _count_created(monkeypatch)
+    client = QESClient("cid", SECRET, base_url="https://qes.test")
+    context = client._transport.transport.ssl_context  # type: ignore[attr-defined]
+    assert made == []  # the old code loaded the trust store again, about 25 ms
+    assert context is aiohttp_connector._SSL_CONTEXT_VERIFIED
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+def _unverified() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _no_hostname_check() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    return context
+
+
+def _old_tls() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    return context
+
+
+@pytest.mark.usefixtures("fresh_default_context")
+@pytest.mark.parametrize(
+    "shared",
+    [None, "missing", "not a context", _unverified, _no_hostname_check, _old_tls],
+    ids=["none", "missing", "not-a-context", "unverified", "no-hostname-check", "old-tls"],
+)
+def test_a_missing_or_weak_aiohttp_context_is_not_reused(
+    monkeypatch: pytest.MonkeyPatch, shared: object
+) -> None:
+    if shared == "missing":
+        monkeypatch.delattr(aiohttp_connector, "_SSL_CONTEXT_VERIFIED")
+    else:
+        weak = shared() if callable(shared) else shared
+        monkeypatch.setattr(aiohttp_connector, "_SSL_CONTEXT_VERIFIED", weak)
+    before = getattr(aiohttp_connector, "_SSL_CONTEXT_VERIFIED", None)
+    snapshot = (
+        (before.verify_mode, before.check_hostname, before.minimum_version)
+        if isinstance(before, ssl.SSLContext)
+        else None
+    )
+    made = _count_created(monkeypatch)
+    client = QESClient("cid", SECRET, base_url="https://qes.test")
+    context = client._transport.transport.ssl_context  # type: ignore[attr-defined]
+    assert made == [context]  # a context of our own, from the system trust store
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    if isinstance(before, ssl.SSLContext):  # aiohttp's own is left as it was
+        assert (before.verify_mode, before.check_hostname, before.minimum_version) == snapshot
+
+
+@pytest.mark.usefixtures("fresh_default_context")
+async def test_the_reused_context_verifies_certificates_and_hostnames(
+    https_server: tuple[str, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, ca, served = https_server
+    # aiohttp's context with the test CA in its trust store: the one the client must use.
+    trusting = ssl.create_default_context(cafile=str(ca))
+    monkeypatch.setattr(aiohttp_connector, "_SSL_CONTEXT_VERIFIED", trusting)
+    async with QESClient("cid", SECRET, base_url=url) as client:
+        report = await client.get_signature_status("sig-1")
+    assert report.status == Status.PENDING  # the reused context is the one on the wire
+    # The certificate names 127.0.0.1 only: the same server under another name is refused.
+    other_name = url.replace("127.0.0.1", "localhost")
+    retry = RetryPolicy(attempts=1)
+    async with QESClient("cid", SECRET, base_url=other_name, retry=retry) as client:
+        with pytest.raises(TLSError) as info:
+            await client.get_signature_status("sig-2")
+    assert isinstance(info.value, RequestNotSentError)
+    assert "mismatch" in str(info.value), str(info.value)  # the name, not the CA
+    assert served == ["/v1/oauth2/token", "/v1/signatures/sig-1/status"]

@@ -13,9 +13,10 @@ import asyncio
 import functools
 import ssl as _ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
+from aiohttp import connector as aiohttp_connector
 from aiohttp import payload
 from yarl import URL
 
@@ -28,9 +29,33 @@ __all__ = ["AiohttpTransport", "client_timeout", "default_ssl_context"]
 _URLS_KEPT = 1_024  # parsed request URLs, the least recently used dropped first
 
 
+def _verifying(context: object) -> TypeGuard[_ssl.SSLContext]:
+    """True for an SSL context as strict as ``ssl.create_default_context()``'s.
+
+    It checks certificates against a trust store and hostnames, and accepts nothing older
+    than TLS 1.2 (the default's floor since Python 3.10).
+    """
+    return (
+        isinstance(context, _ssl.SSLContext)
+        and context.verify_mode == _ssl.CERT_REQUIRED
+        and context.check_hostname
+        and context.minimum_version >= _ssl.TLSVersion.TLSv1_2
+    )
+
+
 @functools.cache
 def default_ssl_context() -> _ssl.SSLContext:
-    """The verifying context of the system trust store, made once per process."""
+    """The verifying context of the system trust store, made once per process.
+
+    aiohttp builds the same one at import (``ssl.create_default_context()`` with ALPN
+    ``http/1.1``) for its requests without an ``ssl`` argument: that one is reused, never
+    changed, when it is as strict. Otherwise (another aiohttp, or a context weakened by
+    someone) one of our own is made, at the cost of loading the trust store again (about
+    25 ms).
+    """
+    shared = getattr(aiohttp_connector, "_SSL_CONTEXT_VERIFIED", None)
+    if _verifying(shared):
+        return shared
     return _ssl.create_default_context()
 
 

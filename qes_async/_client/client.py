@@ -22,7 +22,6 @@ from .._runtime.logs import configure_from_env
 from . import protocol as proto
 from .auth import TokenCache
 from .documents import Document, small_bytes
-from .download import TAIL, consume_signed_document, pdf_defect
 from .operations import OPERATIONS, Operation
 from .retry import RetryPolicy
 from .routes import ENVIRONMENTS, Routes
@@ -420,6 +419,9 @@ class QESClient:
             headers={"Accept": "multipart/mixed, application/pdf"},
         )
 
+        # The streaming writer loads with the first download, not with the client.
+        from .download import consume_signed_document
+
         async def consume(resp: TransportResponse) -> SignedDocument:
             return await consume_signed_document(
                 resp, folder, document_id, keep, limit=self.max_download_size
@@ -441,6 +443,8 @@ class QESClient:
         response = await self._transport.send(request)
         if response.status == 204 or not response.body:
             return None
+        from .download import TAIL, pdf_defect
+
         defect = pdf_defect(response.body, response.body[-TAIL:])
         if defect is not None:  # a cut PDF must not be saved as the contract
             raise DecodeError(

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator
-from email.utils import parsedate_to_datetime
 
 import attrs
 
-# backoff loads with the first retry (it is needed only to wait): not at import.
+# backoff loads with the first retry (it is needed only to wait), email.utils with the
+# first Retry-After given as a date: not at import.
 
 __all__ = ["Decision", "Failure", "RetryPolicy", "Verdict", "decide", "parse_retry_after"]
 
@@ -139,6 +139,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
+        from email.utils import parsedate_to_datetime
+
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
