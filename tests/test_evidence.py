@@ -554,6 +554,44 @@ async def test_changing_a_result_record_leaves_the_flow_state_alone(tmp_path: Pa
     assert not result.evidence.verify().ok
 
 
+async def test_a_result_record_is_read_back_from_the_last_checkpoint_not_walked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The result's copy of the record comes from the last checkpoint's text (the C
+    # parser), not from a Python walk of every entry: the old code called _copy_json on
+    # each value of each entry here.
+    walked: list[object] = []
+    real = ev._copy_json
+    monkeypatch.setattr(ev, "_copy_json", lambda value: walked.append(value) or real(value))
+    async with world(tmp_path) as w:
+        flow = w.flow()
+        result = await flow.run()
+    assert walked == []
+    assert flow.state is not None
+    assert list(result.evidence.entries) == flow.state.evidence
+    assert result.evidence.verify().ok
+    assert result.evidence.final_hash == flow.state.evidence[-1]["hash"]
+    shared = {id(e) for e in flow.state.evidence} | {id(e["data"]) for e in flow.state.evidence}
+    assert not any(id(e) in shared or id(e["data"]) in shared for e in result.evidence.entries)
+
+
+def test_the_encoder_gives_no_copy_of_entries_its_last_checkpoint_does_not_hold() -> None:
+    from qes_async._flow.state import StateEncoder
+
+    state = FlowState("flow-1", "client-1", MOBILE, [], 1_700_000_000.0)
+    encoder = StateEncoder()
+    assert encoder.evidence_copy(state.evidence) is None  # no checkpoint yet
+    ev.append_entry(state.evidence, "one", time=1.0, generation=0, data={"n": 1})
+    encoder.text(state)
+    copied = encoder.evidence_copy(state.evidence)
+    assert copied == state.evidence
+    assert copied is not None
+    assert copied[0] is not state.evidence[0]
+    ev.append_entry(state.evidence, "two", time=2.0, generation=0, data={"n": 2})
+    assert encoder.evidence_copy(state.evidence) is None  # added after the checkpoint
+    assert encoder.evidence_copy(list(state.evidence)) is None  # not the flow's own list
+
+
 def test_an_entry_with_a_float_or_an_object_is_refused_naming_where() -> None:
     entries: list[dict[str, Any]] = []
     with pytest.raises(TypeError, match=r"no floats \(\$\.data\.terms\[1\]\.rate\)"):

@@ -664,3 +664,13 @@ def test_an_evidence_instant_reads_as_datetime_writes_it(posix: float) -> None:
         return
     assert evidence.instant(posix) == expected
     assert evidence.instant(posix) == expected  # again, from the remembered second
+
+
+@given(value=st.text())
+@settings(max_examples=300, deadline=None)
+def test_a_path_value_is_quoted_as_urllib_quotes_it(value: str) -> None:
+    from urllib.parse import quote
+
+    from qes_async._client.routes import _quoted
+
+    assert _quoted(value) == quote(value, safe="")

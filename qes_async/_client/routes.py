@@ -7,6 +7,7 @@ reconstruction, so a user who learns the real ones changes them here, not in the
 from __future__ import annotations
 
 import os
+import re
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -124,7 +125,15 @@ class Routes:
         template: str = getattr(self, operation)
         # Not cached: the status read, the one call repeated per signature, keeps its whole
         # request (QESClient._status_requests); every other path is built once or twice.
-        return template.format(**{k: quote(str(v), safe="") for k, v in params.items()})
+        return template.format(**{k: _quoted(str(v)) for k, v in params.items()})
+
+
+# What quote(value, safe="") leaves as it is: a checked id is all unreserved characters.
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quoted(value: str) -> str:
+    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="")
 
 
 def _placeholders(template: str) -> set[str] | None:

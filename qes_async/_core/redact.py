@@ -171,7 +171,7 @@ class Scrubber:
 
     def holds(self, text: str) -> bool:
         """Whether ``text`` contains a remembered value (cheaper than :meth:`text`)."""
-        return any(value in text for value in self._values)
+        return any(map(text.__contains__, self._values))  # no Python frame per value
 
     def body(self, body: bytes) -> bytes:
         """A body without any remembered value (as UTF-8 text)."""

@@ -343,6 +343,16 @@ class Evidence:
         self.final_hash: str = final_hash if final_hash is not None else str(last)
         self._source: bytes | None = None  # the bytes it was read from, if any
 
+    @classmethod
+    def _taking(cls, flow_id: str, entries: list[dict[str, Any]]) -> Evidence:
+        """A record that takes ``entries`` as they are: a copy no one else holds."""
+        record = cls.__new__(cls)
+        record.flow_id = flow_id
+        record.entries = tuple(entries)
+        record.final_hash = str(entries[-1].get("hash")) if entries else GENESIS
+        record._source = None
+        return record
+
     # ------------------------------------------------------------------------ reading
 
     def to_json(self) -> str:

@@ -477,6 +477,20 @@ class StateEncoder:
         self._count = len(evidence)
         self._last_hash = evidence[-1].get("hash") if evidence else None
 
+    def evidence_copy(self, evidence: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """A fresh copy of ``evidence`` read back from the last checkpoint's text (the C
+        parser builds it), or None when that checkpoint does not hold exactly these
+        entries. Its dicts have their keys in sorted order, as a resumed flow's have."""
+        count = self._count
+        if (
+            evidence is not self._owner
+            or len(evidence) != count
+            or (count and evidence[-1].get("hash") != self._last_hash)
+        ):
+            return None
+        entries: list[dict[str, Any]] = json.loads(f"[{self._text[self._start : self._end]}]")
+        return entries
+
     def checkpoint(self, state: FlowState, store: object) -> EncodedState | StateText:
         """The checkpoint to hand ``store``: its text alone if the store declares that it
         only writes the text (see :class:`StateText`), else the data with its text."""
