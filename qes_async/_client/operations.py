@@ -111,4 +111,7 @@ def spec(operation: Operation | str) -> OperationSpec:
     Raises:
         KeyError: an unknown operation name (a programming error, not user input).
     """
-    return OPERATIONS[Operation(operation)]
+    try:  # a member, or its value (a str enum hashes and compares as its value)
+        return OPERATIONS[operation]  # type: ignore[index]
+    except KeyError:
+        return OPERATIONS[Operation(operation)]

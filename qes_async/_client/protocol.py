@@ -138,7 +138,7 @@ def build_request(routes: Routes, operation: Operation | str, **kw: Any) -> Requ
     op = spec(operation)
     return Request(
         method=op.method,
-        operation=op.name.value,
+        operation=op.name._value_,
         path=routes.path(operation, **path_params),
         idempotent=op.replay_safe,
         authenticated=op.authenticated,
@@ -152,7 +152,7 @@ def token_request(routes: Routes, client_id: str, client_secret: str) -> Request
     op = spec(Operation.CREATE_TOKEN)
     return Request(
         method=op.method,
-        operation=op.name.value,
+        operation=op.name._value_,
         path=routes.path(op.name),
         json={
             "grant_type": "client_credentials",

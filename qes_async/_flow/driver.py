@@ -438,7 +438,7 @@ class SignatureFlow:
                 action = fm.next_action(state.step)
                 if self._documents_later and action in _NEEDS_DOCUMENTS:
                     runner.documents = await self._load_documents(state)
-                with self._traced_step(action.value):
+                with self._traced_step(action._value_):
                     await runner.perform(action)
             return self._finish(state)
         except BaseException as exc:

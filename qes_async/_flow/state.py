@@ -418,7 +418,7 @@ def _tail_text(state: FlowState) -> str:
         f'],"flow_id":{_v(state.flow_id)},"format":{FORMAT_VERSION},'
         f'"generations":{_records_text(state.generations, _generation_text)},'
         f'"mobile_number":{_v(state.mobile_number)},"outcome":{_v(state.outcome)},'
-        f'"step":{_v(state.step.value)},"updated_at":{_v(state.updated_at)},'
+        f'"step":{_v(state.step._value_)},"updated_at":{_v(state.updated_at)},'
         f'"workflow_name":{_v(state.workflow_name)}}}'
     )
 

@@ -196,7 +196,7 @@ class StepRunner:
         until ``wait_timeout``; then the flow stops resumable, its in-flight marker kept,
         and the next run reads the status first."""
         deadline = self.clock.time() + self.opts.wait_timeout
-        signing = self.gen.in_flight == fm.Action.CONFIRM.value
+        signing = self.gen.in_flight == fm.Action.CONFIRM._value_
         window = None if signing else fm.WINDOW_OF_STEP.get(self.state.step)
         closes = self.gen.deadlines.get(window, deadline) if window is not None else deadline
         try:
@@ -240,7 +240,7 @@ class StepRunner:
                 self.trace_wait("status", settled[1]) as wait,
             ):
                 report = await self.waiter.wait_for(self.sig, settled[1], deadline=deadline)
-                wait.outcome(report.status.value)
+                wait.outcome(report.status._value_)
         if self.gen.in_flight in fm.SETTLED:
             self.gen.in_flight = self.gen.in_flight_at = None
         return report
@@ -249,15 +249,17 @@ class StepRunner:
         deadline = self.clock.time() + self.opts.wait_timeout
         with self.trace_wait("status", targets) as wait:
             report: StatusReport = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
-            wait.outcome(report.status.value)
+            wait.outcome(report.status._value_)
         return report
 
     async def _observe(self, report: StatusReport, via: str) -> None:
         gen, status = self.gen, report.status
+        # (an enum's ``_value_``: ``.value`` is a descriptor call, and this runs per status)
+        value: str = status._value_
         self.checkpoint.note("status_observed", **_status_facts(report, via))
-        if status.value != gen.last_status:
-            self.emit(FlowEventKind.STATUS_CHANGED, status=status.value)
-        gen.last_status, gen.last_status_code = status.value, report.status_code
+        if value != gen.last_status:
+            self.emit(FlowEventKind.STATUS_CHANGED, status=value)
+        gen.last_status, gen.last_status_code = value, report.status_code
         if status is Status.KYC_REQUIRED:
             raise KYCRequiredError(report)
         if status is Status.INVALID_SIGNATURE:
@@ -712,7 +714,7 @@ class StepRunner:
 def _status_facts(report: StatusReport, via: str) -> dict[str, Any]:
     return {
         "signature_id": report.signature_id,
-        "status": report.status.value,
+        "status": report.status._value_,
         "status_code": report.status_code,
         "via": via,
         "request_id": report.request_id,

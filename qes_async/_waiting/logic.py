@@ -36,7 +36,7 @@ def normalize_targets(targets: Collection[Status | str]) -> frozenset[Status]:
     for target in targets:
         if not isinstance(target, str):
             raise InvalidInputError("targets", f"{target!r} is not a status")
-        result.add(Status(target))
+        result.add(target if type(target) is Status else Status(target))
     # Interned: a flow awaits the same few sets over and over, and a parked waiter holds
     # its set, so equal sets are one object (bounded: there are only so many statuses).
     frozen = frozenset(result)
