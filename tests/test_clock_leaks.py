@@ -63,3 +63,20 @@ async def test_timers_still_fire_in_order_after_a_compaction() -> None:
             timer.cancel()
     clock.advance(1_000)
     assert fired == list(range(0, 300, 3))
+
+
+def test_the_system_clock_reads_time_with_no_frame_of_its_own() -> None:
+    import time
+
+    from qes_async import SystemClock
+
+    clock = SystemClock()
+    assert clock.time is time.time  # the old code: a method wrapping it, a frame per read
+    assert abs(clock.time() - time.time()) < 60
+
+    class Offset(SystemClock):
+        def time(self) -> float:
+            return 42.0
+
+    assert Offset().time() == 42.0  # a subclass's own time() is kept
+    assert repr(clock) == "SystemClock()"

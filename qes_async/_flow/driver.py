@@ -503,9 +503,9 @@ class SignatureFlow:
         has just done, such as the workflow it created, and losing that would make a
         resume do it again.
         """
-        if type(self.store) is MemoryFlowStore and not self._lease_runs_short():
-            # Its save never suspends, so nothing can cut the checkpoint short: no task
-            # and no shield (a loop iteration each) are needed to see it through.
+        if type(self.store) is MemoryFlowStore:
+            # Its save and its lease renewal never suspend, so nothing can cut the
+            # checkpoint short: no task and no shield (a loop iteration each) are needed.
             await self._checkpoint()
             return
         checkpoint = asyncio.ensure_future(self._checkpoint())
@@ -516,17 +516,13 @@ class SignatureFlow:
                 await checkpoint
             raise
 
-    def _lease_runs_short(self) -> bool:
-        assert self._lease is not None
-        return self._lease.expires_at - self.clock.time() < self._lease_ttl / 2
-
     async def _checkpoint(self) -> None:
         state = self._state
         assert state is not None
         assert self._lease is not None
         now = self.clock.time()
         state.updated_at = now
-        if self._lease_runs_short():
+        if self._lease.expires_at - now < self._lease_ttl / 2:  # the lease runs short
             self._lease = await self._acquire(state.flow_id)
         self._version = await self.store.save(
             state.flow_id,

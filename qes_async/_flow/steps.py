@@ -104,7 +104,8 @@ class StepRunner:
 
     @property
     def gen(self) -> Generation:
-        return self.state.generation
+        """The current generation (the state's last: a flow always has one here)."""
+        return self.state.generations[-1]
 
     @property
     def sig(self) -> str:

@@ -62,6 +62,12 @@ def to_datetime(timestamp: float) -> datetime:
 class SystemClock:
     """The real clock: ``time.time()`` and the running event loop's timers."""
 
+    def __init__(self) -> None:
+        if type(self).time is SystemClock.time:
+            # Read at every step of every flow: the C function itself, no frame of ours
+            # (a subclass with a time() of its own keeps it).
+            self.time = time.time  # type: ignore[method-assign]
+
     def time(self) -> float:
         return time.time()
 
