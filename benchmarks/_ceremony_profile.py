@@ -3,7 +3,8 @@
 ``python -m benchmarks._ceremony_profile [FLOWS]`` starts the sandbox in its own process
 (``_sandbox_child``), as benchmark 3's apart rows do, runs FLOWS concurrent flows of each
 side (the SDK's, then the plain-aiohttp driver's) under cProfile on the loop thread's CPU
-clock (``time.thread_time``), after an unprofiled warm-up of 50 flows a side, and prints
+clock (``time.thread_time``), after an unprofiled warm-up of 50 flows a side (FLOWS, if
+fewer), and prints
 per flow: the calls made (Python functions and C built-ins), grouped by package, and the
 profiled own time by package. It also counts the garbage collector's runs and their CPU
 per flow, in an unprofiled round of the same size.
@@ -68,7 +69,7 @@ def _by_package(stats: pstats.Stats) -> tuple[dict[str, int], dict[str, float]]:
 
 async def _side(remote: RemoteSandbox, folder: Path, name: str, flows: int) -> str:
     run = SIDES[name]
-    await run(remote, folder / "warm-up", 50)
+    await run(remote, folder / "warm-up", min(50, flows))
     clock = _GcClock()
     gc.callbacks.append(clock)
     try:

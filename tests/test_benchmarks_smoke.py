@@ -53,3 +53,20 @@ def test_quick_benchmarks_print_every_row_with_a_number() -> None:
         line = next((ln for ln in done.stdout.splitlines() if ln.startswith(name)), None)
         assert line is not None, f"no row {name!r} in:\n{done.stdout}"
         assert re.search(r"\s\d+(\.\d+)?\s?[a-zA-Z/]*\s", line[len(name) :]), line
+
+
+def test_the_ceremony_profile_counts_calls_per_flow_for_both_sides() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks._ceremony_profile", "4"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for side in ("sdk", "plain"):
+        head = next((ln for ln in done.stdout.splitlines() if ln.startswith(f"{side}: ")), "")
+        assert re.search(r"[\d.]+ ms of loop CPU a flow", head), done.stdout
+    counts = re.findall(r"^\s+([\d,]+) calls a flow", done.stdout, flags=re.MULTILINE)
+    assert len(counts) == 2, done.stdout
+    assert all(int(c.replace(",", "")) > 0 for c in counts)
