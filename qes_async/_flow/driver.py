@@ -291,7 +291,7 @@ class SignatureFlow:
         # A resumed flow past its upload reads its documents from the source only when a
         # new workflow needs them (see resume).
         self._documents_later = False
-        self._hub = EventHub([on_event] if on_event else [])
+        self._hub = EventHub((on_event,) if on_event else ())
         self._owner = uuid.uuid4().hex
         self._lease_ttl = lease_ttl
         self._lease: Lease | None = None
@@ -663,6 +663,11 @@ class SignatureFlow:
         """Take the lease. A store may finish a take it was cancelled in (SQLite runs it on
         a thread, PostgreSQL on the server): then the lease is given back once the take
         lands, or a resume in this process would be locked out for the whole lease_ttl."""
+        if type(self.store) is MemoryFlowStore:
+            # Its acquire never suspends, so it cannot be cut short: no task to see it
+            # through (thousands of flows starting at once would hold one each, and the
+            # loop's set of tasks keeps the room they took).
+            return await self.store.acquire(flow_id, self._owner, self._lease_ttl)
         take = asyncio.ensure_future(self.store.acquire(flow_id, self._owner, self._lease_ttl))
         try:
             return await asyncio.shield(take)

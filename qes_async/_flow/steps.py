@@ -401,7 +401,13 @@ class StepRunner:
         ):
             # stop once at pending_verification, so progress shows it
             targets = (*targets, Status.PENDING_VERIFICATION)
-        await self._observe(await self._wait_for(targets), self._waiter_via)
+        # _wait_for's body, inline: a parked flow holds every frame of its stack, and this
+        # is where thousands of flows park (for hours), so one frame fewer.
+        deadline = self.clock.time() + self.opts.wait_timeout
+        with self.trace_wait("status", targets) as wait:
+            report: StatusReport = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
+            wait.outcome(report.status.value)
+        await self._observe(report, self._waiter_via)
 
     async def _upload_documents(self) -> None:
         retried = self.gen.in_flight == Operation.UPLOAD_DOCUMENTS
