@@ -71,7 +71,7 @@ async def test_wait_wakes_on_an_event() -> None:
     clock = FakeClock()
     dispatcher = WebhookDispatcher(clock=clock)
     with dispatcher.subscribe("a") as subscription:
-        task = asyncio.create_task(subscription.wait(clock.time() + 100))
+        task = asyncio.ensure_future(subscription.wait(clock.time() + 100))
         await asyncio.sleep(0)
         assert not task.done()
         dispatcher.publish(event("a"))
@@ -83,13 +83,31 @@ async def test_wait_times_out_on_a_passive_timer_that_never_moves_time() -> None
     clock = FakeClock()
     dispatcher = WebhookDispatcher(clock=clock)
     with dispatcher.subscribe("a") as subscription:
-        task = asyncio.create_task(subscription.wait(clock.time() + 100))
+        task = asyncio.ensure_future(subscription.wait(clock.time() + 100))
         for _ in range(5):
             await asyncio.sleep(0)
         assert not task.done()
         assert clock.time() == FakeClock.DEFAULT_START
         clock.advance(100)
         assert await task is False
+
+
+async def test_a_cancelled_wait_cancels_its_timer_and_holds_no_frame() -> None:
+    clock = FakeClock()
+    dispatcher = WebhookDispatcher(clock=clock)
+    with dispatcher.subscribe("a") as subscription:
+        waiting = subscription.wait(clock.time() + 100)
+        # A future, not a coroutine: a parked waiter holds no frame for its sleep.
+        assert isinstance(waiting, asyncio.Future)
+        task = asyncio.ensure_future(waiting)
+        await asyncio.sleep(0)
+        task.cancel()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert all(timer.cancelled for _, _, timer in clock._timers)
+        clock.advance(100)  # the timer never fires into a later wait
+        dispatcher.publish(event("a"))
+        assert await subscription.wait(clock.time() + 100) is True
 
 
 async def test_events_after_unsubscribing_are_kept_as_pending() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import os
 import tempfile
 import uuid
@@ -121,6 +122,8 @@ class RestartPolicy:
         """Whether one more generation is allowed for ``reason``."""
         return reason in self.on and fm.should_restart(generations, self.max_restarts)
 
+
+_PATH = type(Path())  # the concrete Path of this platform
 
 _DEFAULT_RESTART = RestartPolicy()  # frozen: one shared by every flow not given one
 
@@ -276,7 +279,10 @@ class SignatureFlow:
         self.waiter = waiter
         self.restart_policy = restart_policy or _DEFAULT_RESTART
         self.options = _Options(
-            Path(download_dir),
+            # The caller's Path as it is (immutable): equal folders need no copy per flow.
+            download_dir
+            if isinstance(download_dir, Path) and type(download_dir) is _PATH
+            else Path(download_dir),
             tuple(trust_roots),
             expected_signer_name,
             require_valid_signature,
@@ -438,8 +444,13 @@ class SignatureFlow:
                 action = fm.next_action(state.step)
                 if self._documents_later and action in _NEEDS_DOCUMENTS:
                     runner.documents = await self._load_documents(state)
-                with self._traced_step(action.value):
+                if self._trace is None:
+                    # No with block while untraced: a suspended one holds its __exit__,
+                    # for as long as the step waits (hours, in every parked flow).
                     await runner.perform(action)
+                else:
+                    with self._traced_step(action.value):
+                        await runner.perform(action)
             return self._finish(state)
         except BaseException as exc:
             if self._trace is not None:
@@ -592,7 +603,7 @@ class SignatureFlow:
                 }
                 for r in records
             ],
-            sdk=f"qes-async {__version__}",
+            sdk=_sdk(__version__),
         )
         source = self.document_source
         if source is not None:
@@ -704,6 +715,12 @@ def _result_of(state: FlowState) -> FlowResult:
         generations=tuple(state.generations),
         evidence=Evidence(state.flow_id, state.evidence),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _sdk(version: str) -> str:
+    """The evidence's name of this SDK: one string for every flow."""
+    return f"qes-async {version}"
 
 
 @attrs.frozen

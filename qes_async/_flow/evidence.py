@@ -29,6 +29,7 @@ import datetime
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping, MutableSequence
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,19 @@ def instant(posix: float) -> str:
     """A POSIX instant as RFC 3339 UTC with milliseconds (``2026-12-02T20:20:46.123Z``)."""
     if not math.isfinite(posix):
         raise ValueError("an evidence time must be finite")
+    global _last_instant
+    last = _last_instant  # one tuple, read at once (another thread may replace it)
+    if last[0] == posix:
+        # The entries written in one moment (a step's, or many flows' on one clock) share
+        # one string: each parked flow holds its entries' times.
+        return last[1]
     moment = datetime.datetime.fromtimestamp(posix, tz=datetime.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    _last_instant = (posix, text)
+    return text
+
+
+_last_instant: tuple[float, str] = (math.nan, "")  # the last instant written, and its text
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
@@ -235,7 +247,9 @@ def _compact(value: Any) -> Any:
     if kind is list or kind is tuple or isinstance(value, (list, tuple)):
         return [_compact(item) for item in value]
     if isinstance(value, str):
-        return str.__str__(value)  # what the JSON encoder writes for a str subclass
+        # What the JSON encoder writes for a str subclass (an enum such as an operation's
+        # name), interned: every flow's entries name the same few, one string for all.
+        return sys.intern(str.__str__(value))
     if isinstance(value, int):  # bool is not subclassed: an int subclass (an enum)
         return int(value)
     raise _NotPlain

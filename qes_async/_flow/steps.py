@@ -35,6 +35,7 @@ from .._core.errors import (
 from .._core.models import SignatureDetails, Status, StatusReport, Workflow
 from .._core.redact import Secret, mask_phone
 from .._runtime.logs import logger as log
+from .._runtime.telemetry import OFF
 from .._signers.signer import (
     AnswerKind,
     ConsentRequest,
@@ -404,9 +405,14 @@ class StepRunner:
         # _wait_for's body, inline: a parked flow holds every frame of its stack, and this
         # is where thousands of flows park (for hours), so one frame fewer.
         deadline = self.clock.time() + self.opts.wait_timeout
-        with self.trace_wait("status", targets) as wait:
-            report: StatusReport = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
-            wait.outcome(report.status.value)
+        scope = self.trace_wait("status", targets)
+        report: StatusReport
+        if scope is OFF:  # no with block: a suspended one holds its __exit__ all along
+            report = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
+        else:
+            with scope as wait:
+                report = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
+                wait.outcome(report.status.value)
         await self._observe(report, self._waiter_via)
 
     async def _upload_documents(self) -> None:

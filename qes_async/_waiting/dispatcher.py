@@ -14,6 +14,7 @@ service sent a webhook" and "the flow started waiting".
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 from collections import OrderedDict, deque
@@ -21,11 +22,13 @@ from types import TracebackType
 
 from .._core.errors import InvalidInputError
 from .._core.models import WebhookEvent
-from .._runtime.clock import Clock, SystemClock
+from .._runtime.clock import Clock, SystemClock, TimerHandle
 
 __all__ = ["Subscription", "WebhookDispatcher"]
 
 log = logging.getLogger("qes_async.webhooks")
+
+_NO_CONTEXT = contextvars.Context()  # for callbacks that read no context variable
 
 # A mailbox keeps the latest few events: they only ever prompt a status re-read, so older
 # ones carry nothing a newer one does not.
@@ -39,7 +42,7 @@ class Subscription:
     :meth:`close`) unsubscribes.
     """
 
-    __slots__ = ("_closed", "_dispatcher", "_events", "_future", "signature_id")
+    __slots__ = ("_closed", "_dispatcher", "_events", "_future", "_timer", "signature_id")
 
     def __init__(self, dispatcher: WebhookDispatcher, signature_id: str) -> None:
         self.signature_id = signature_id
@@ -48,6 +51,7 @@ class Subscription:
         # time a waiting flow's mailbox is empty (one per waiting flow, 100,000 of them).
         self._events: deque[WebhookEvent] | None = None
         self._future: asyncio.Future[bool] | None = None
+        self._timer: TimerHandle | None = None
         self._closed = False
 
     def deliver(self, event: WebhookEvent) -> None:
@@ -76,20 +80,28 @@ class Subscription:
         events, self._events = self._events, None  # an empty mailbox holds no deque
         return list(events) if events else []
 
-    async def wait(self, until: float) -> bool:
-        """Sleep until an event arrives (True) or the clock reaches ``until`` (False).
+    def wait(self, until: float) -> asyncio.Future[bool]:
+        """A future (await it) done when an event arrives (True) or the clock reaches
+        ``until`` (False); cancelling it ends the wait.
 
-        The timer is passive: it never moves a fake clock.
+        The timer is passive: it never moves a fake clock. A future and not a coroutine:
+        a waiting flow would hold the coroutine's frame for the whole wait.
         """
-        if self._events:
-            return True
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._events:
+            future.set_result(True)
+            return future
         self._future = future
-        timer = self._dispatcher.clock.call_at(until, self._time_up)
-        try:
-            return await future
-        finally:
+        self._timer = self._dispatcher.clock.call_at(until, self._time_up)
+        # No context copied for it: the callback only cancels the timer.
+        future.add_done_callback(self._waited, context=_NO_CONTEXT)
+        return future
+
+    def _waited(self, future: asyncio.Future[bool]) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
             timer.cancel()
+        if self._future is future:
             self._future = None
 
     def close(self) -> None:
