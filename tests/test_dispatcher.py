@@ -92,22 +92,22 @@ async def test_wait_times_out_on_a_passive_timer_that_never_moves_time() -> None
         assert await task is False
 
 
-async def test_a_cancelled_wait_cancels_its_timer_and_holds_no_frame() -> None:
+async def test_a_wait_is_a_future_whose_timer_ends_with_the_next_wait_or_close() -> None:
     clock = FakeClock()
     dispatcher = WebhookDispatcher(clock=clock)
     with dispatcher.subscribe("a") as subscription:
         waiting = subscription.wait(clock.time() + 100)
         # A future, not a coroutine: a parked waiter holds no frame for its sleep.
         assert isinstance(waiting, asyncio.Future)
-        task = asyncio.ensure_future(waiting)
-        await asyncio.sleep(0)
-        task.cancel()
-        for _ in range(3):
-            await asyncio.sleep(0)
-        assert all(timer.cancelled for _, _, timer in clock._timers)
-        clock.advance(100)  # the timer never fires into a later wait
         dispatcher.publish(event("a"))
-        assert await subscription.wait(clock.time() + 100) is True
+        assert await waiting is True
+        subscription.drain()
+        later = subscription.wait(clock.time() + 1_000)
+        assert [t.cancelled for _, _, t in clock._timers] == [True, False]  # the first's
+        clock.advance(100)  # the first timer never fires into the later wait
+        assert not later.done()
+        later.cancel()  # as when the waiting task is cancelled
+    assert all(timer.cancelled for _, _, timer in clock._timers)  # closing ended it
 
 
 async def test_events_after_unsubscribing_are_kept_as_pending() -> None:

@@ -556,9 +556,6 @@ class SignatureFlow:
             clock=self.clock,
             restart_policy=self.restart_policy,
             checkpoint=self,
-            emit=self.emit,
-            trace_step=self._traced_step,
-            trace_wait=self._traced_wait,
         )
 
     def allows_restart(self, reason: fm.RestartReason) -> bool:

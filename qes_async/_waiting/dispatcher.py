@@ -14,7 +14,6 @@ service sent a webhook" and "the flow started waiting".
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import math
 from collections import OrderedDict, deque
@@ -27,8 +26,6 @@ from .._runtime.clock import Clock, SystemClock, TimerHandle
 __all__ = ["Subscription", "WebhookDispatcher"]
 
 log = logging.getLogger("qes_async.webhooks")
-
-_NO_CONTEXT = contextvars.Context()  # for callbacks that read no context variable
 
 # A mailbox keeps the latest few events: they only ever prompt a status re-read, so older
 # ones carry nothing a newer one does not.
@@ -82,30 +79,32 @@ class Subscription:
 
     def wait(self, until: float) -> asyncio.Future[bool]:
         """A future (await it) done when an event arrives (True) or the clock reaches
-        ``until`` (False); cancelling it ends the wait.
+        ``until`` (False).
 
-        The timer is passive: it never moves a fake clock. A future and not a coroutine:
-        a waiting flow would hold the coroutine's frame for the whole wait.
+        The timer is passive: it never moves a fake clock. It is cancelled by the next
+        wait or by :meth:`close`, whichever comes first: a timer left over from a wait that
+        ended can only find that wait's future done. A future and not a coroutine, with no
+        callback of its own: a waiting flow would hold the coroutine's frame (or the room
+        for a second callback) for the whole wait.
         """
+        self._stop_timer()
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if self._events:
             future.set_result(True)
             return future
         self._future = future
         self._timer = self._dispatcher.clock.call_at(until, self._time_up)
-        # No context copied for it: the callback only cancels the timer.
-        future.add_done_callback(self._waited, context=_NO_CONTEXT)
         return future
 
-    def _waited(self, future: asyncio.Future[bool]) -> None:
+    def _stop_timer(self) -> None:
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-        if self._future is future:
-            self._future = None
 
     def close(self) -> None:
         """Unsubscribe; further events for the signature no longer reach this mailbox."""
+        self._stop_timer()
+        self._future = None
         if not self._closed:
             self._closed = True
             self._dispatcher._unsubscribe(self)
