@@ -123,3 +123,27 @@ async def test_events_after_unsubscribing_are_kept_as_pending() -> None:
 def test_repr_is_short() -> None:
     dispatcher = WebhookDispatcher(clock=FakeClock())
     assert repr(dispatcher) == "WebhookDispatcher(waiting_signatures=0, pending=0)"
+
+
+def test_one_or_several_mailboxes_of_a_signature_all_get_its_events() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    first = dispatcher.subscribe("a")
+    # One mailbox is kept as it is (no list per waiting flow), several in a list.
+    assert dispatcher._subscribers["a"] is first
+    second, third = dispatcher.subscribe("a"), dispatcher.subscribe("a")
+    assert dispatcher.subscriber_count == 3
+    dispatcher.publish(event("a"))
+    assert [s.has_events for s in (first, second, third)] == [True, True, True]
+    second.close()
+    third.close()
+    assert dispatcher._subscribers["a"] is first
+    first.drain()
+    second.drain()
+    dispatcher.publish(event("a"))
+    assert first.has_events
+    assert not second.has_events
+    first.close()
+    first.close()  # closing twice is harmless
+    assert dispatcher.subscriber_count == 0
+    dispatcher.publish(event("a"))  # nobody waits: kept for the first who comes
+    assert dispatcher.pending_count == 1

@@ -304,7 +304,7 @@ class SignatureFlow:
         self._version = 0
         self._state: FlowState | None = None
         self._resumed = False
-        self._new = _NewFlow(
+        self._new: _NewFlow | None = _NewFlow(
             flow_id or str(uuid.uuid4()),
             client_reference,
             mobile_number,
@@ -344,6 +344,7 @@ class SignatureFlow:
         flow = cls(client, signer=signer, store=store, flow_id=flow_id, **options)
         flow._state = parse_state(stored.data)
         flow._version = stored.version
+        flow._new = None  # the stored state says all it did
         given = list(documents)
         state = flow._state
         if not state.finished:
@@ -388,14 +389,17 @@ class SignatureFlow:
     @property
     def flow_id(self) -> str:
         """The id the flow is stored under."""
-        return self._state.flow_id if self._state else self._new.flow_id
+        if self._state is not None:
+            return self._state.flow_id
+        assert self._new is not None  # dropped only once the state is set
+        return self._new.flow_id
 
     @property
     def signature_id(self) -> str | None:
         """The signature id of the current generation (None before the workflow exists)."""
         if self._state is not None and self._state.generations:
             return self._state.generations[-1].signature_id
-        return self._new.signature_id
+        return None if self._new is None else self._new.signature_id
 
     @property
     def state(self) -> FlowState | None:
@@ -567,6 +571,7 @@ class SignatureFlow:
 
     async def _start(self) -> None:
         new, now = self._new, self.clock.time()
+        assert new is not None
         if not self._documents:
             raise FlowError("a new flow needs documents=", advice="Pass the PDFs to sign.")
         # Bad input is refused before anything is stored or sent: a flow never leaves a
@@ -617,6 +622,7 @@ class SignatureFlow:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(source.discard(state.flow_id))
             raise
+        self._new = None  # stored: the state says all it did (a waiting flow holds less)
 
     async def _load_documents(self, state: FlowState) -> list[Document]:
         """The documents of a resumed flow, from its source, before a new workflow is

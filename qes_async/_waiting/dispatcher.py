@@ -159,7 +159,9 @@ class WebhookDispatcher:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_pending = max_pending
         self.pending_ttl = pending_ttl
-        self._subscribers: dict[str, list[Subscription]] = {}
+        # A signature's one mailbox as it is (the usual case: one list fewer per waiting
+        # flow), a list once it has several.
+        self._subscribers: dict[str, Subscription | list[Subscription]] = {}
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         # While the clock never went back as events were kept (_in_order), _pending's order
         # is its entries' times' order and _floor a time none of them is older than: while
@@ -178,16 +180,24 @@ class WebhookDispatcher:
         """
         self.published += 1
         subscribers = self._subscribers.get(event.signature_id)
-        if subscribers:
+        if subscribers is None:
+            self._keep(event)
+        elif isinstance(subscribers, Subscription):
+            subscribers.deliver(event)
+        else:
             for subscription in subscribers:
                 subscription.deliver(event)
-            return
-        self._keep(event)
 
     def subscribe(self, signature_id: str) -> Subscription:
         """Open a mailbox for ``signature_id``; events kept for it are moved in at once."""
         subscription = Subscription(self, signature_id)
-        self._subscribers.setdefault(signature_id, []).append(subscription)
+        current = self._subscribers.get(signature_id)
+        if current is None:
+            self._subscribers[signature_id] = subscription
+        elif isinstance(current, Subscription):
+            self._subscribers[signature_id] = [current, subscription]
+        else:
+            current.append(subscription)
         pending = self._pending.pop(signature_id, None)
         if pending is not None:
             oldest = self.clock.time() - self.pending_ttl
@@ -197,13 +207,17 @@ class WebhookDispatcher:
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:
-        subscribers = self._subscribers.get(subscription.signature_id)
+        signature_id = subscription.signature_id
+        subscribers = self._subscribers.get(signature_id)
         if subscribers is None:
             return
-        # A signature has one waiter or a handful, so this list removal is short.
-        subscribers.remove(subscription)
-        if not subscribers:
-            del self._subscribers[subscription.signature_id]
+        if subscribers is subscription:
+            del self._subscribers[signature_id]
+        elif isinstance(subscribers, list) and subscription in subscribers:
+            # A signature has one waiter or a handful, so this list removal is short.
+            subscribers.remove(subscription)
+            if len(subscribers) == 1:
+                self._subscribers[signature_id] = subscribers[0]
 
     def _forget(self, signature_id: str) -> None:
         """Drop the events kept for a signature whose flow has ended (nobody will claim
@@ -255,7 +269,7 @@ class WebhookDispatcher:
     @property
     def subscriber_count(self) -> int:
         """How many mailboxes are open."""
-        return sum(len(s) for s in self._subscribers.values())
+        return sum(1 if isinstance(s, Subscription) else len(s) for s in self._subscribers.values())
 
     def __repr__(self) -> str:
         return (
