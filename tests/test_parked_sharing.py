@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from benchmarks._world import world
-from qes_async import FlowOutcome, Status
+from qes_async import FlowOutcome, SignatureFlow, Status
 from qes_async._client.protocol import JSON_HEADERS, Request, status_report
 from qes_async._waiting.logic import normalize_targets
 
@@ -88,3 +88,18 @@ async def test_a_parked_flow_holds_few_frames_and_no_store_task(tmp_path: Path) 
             await asyncio.sleep(0.01)
             w.clock.advance(10.0)
         assert run.result().outcome is FlowOutcome.SIGNED
+
+
+def test_flows_with_the_same_options_share_them_and_the_callers_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "signed"
+    one, two, other = (
+        SignatureFlow(object(), signer=object(), download_dir=folder, language=language)  # type: ignore[arg-type]
+        for language in ("en", "en", "de")
+    )
+    assert one.options is two.options
+    assert one.options.download_dir is folder
+    assert other.options is not one.options
+    assert other.options.language == "de"
+    assert SignatureFlow(object(), signer=object(), download_dir="x").options.download_dir == Path(
+        "x"
+    )  # type: ignore[arg-type]

@@ -124,6 +124,7 @@ class RestartPolicy:
 
 
 _PATH = type(Path())  # the concrete Path of this platform
+_OPTIONS: dict[_Options, _Options] = {}  # see _shared_options
 
 _DEFAULT_RESTART = RestartPolicy()  # frozen: one shared by every flow not given one
 
@@ -278,7 +279,7 @@ class SignatureFlow:
             waiter = PollingWaiter(client, clock=self.clock)
         self.waiter = waiter
         self.restart_policy = restart_policy or _DEFAULT_RESTART
-        self.options = _Options(
+        self.options = _shared_options(
             # The caller's Path as it is (immutable): equal folders need no copy per flow.
             download_dir
             if isinstance(download_dir, Path) and type(download_dir) is _PATH
@@ -733,6 +734,15 @@ class _NewFlow:
     mobile_number: str = attrs.field(repr=False)
     signature_id: str | None
     workflow_name: str
+
+
+def _shared_options(*fields: Any) -> _Options:
+    """The options, one object for all the flows that have the same (frozen, so shared
+    safely; bounded, since an application has only so many kinds of flow)."""
+    options = _Options(*fields)
+    if len(_OPTIONS) < 256:
+        return _OPTIONS.setdefault(options, options)
+    return _OPTIONS.get(options, options)
 
 
 @attrs.frozen
