@@ -90,16 +90,20 @@ async def test_a_parked_flow_holds_few_frames_and_no_store_task(tmp_path: Path) 
         assert run.result().outcome is FlowOutcome.SIGNED
 
 
+def _flow(folder: str | Path, language: str | None = None) -> SignatureFlow:
+    return SignatureFlow(object(), signer=object(), download_dir=folder, language=language)  # type: ignore[arg-type]
+
+
 def test_flows_with_the_same_options_share_them_and_the_callers_folder(tmp_path: Path) -> None:
+    for n in range(300):  # a folder per flow first: only the oldest kinds make room
+        _flow(tmp_path / str(n))
     folder = tmp_path / "signed"
-    one, two, other = (
-        SignatureFlow(object(), signer=object(), download_dir=folder, language=language)  # type: ignore[arg-type]
-        for language in ("en", "en", "de")
-    )
+    one, two, other = _flow(folder, "en"), _flow(folder, "en"), _flow(folder, "de")
     assert one.options is two.options
     assert one.options.download_dir is folder
     assert other.options is not one.options
     assert other.options.language == "de"
-    assert SignatureFlow(object(), signer=object(), download_dir="x").options.download_dir == Path(
-        "x"
-    )  # type: ignore[arg-type]
+    for n in range(300):  # the kind in use stays while others come and go
+        _flow(tmp_path / f"more-{n}")
+        assert _flow(folder, "en").options is one.options
+    assert _flow("x").options.download_dir == Path("x")

@@ -32,6 +32,7 @@ from .._client.validation import (
     check_workflow_name,
 )
 from .._core.errors import DocumentCheckError, FlowError, InvalidInputError, StaleStateError
+from .._core.recent import Recent
 from .._core.redact import mask_phone
 from .._runtime import telemetry as _telemetry
 from .._runtime.clock import Clock, SystemClock
@@ -124,7 +125,7 @@ class RestartPolicy:
 
 
 _PATH = type(Path())  # the concrete Path of this platform
-_OPTIONS: dict[_Options, _Options] = {}  # see _shared_options
+_OPTIONS: Recent[_Options, _Options] = Recent(256)  # see _shared_options
 
 _DEFAULT_RESTART = RestartPolicy()  # frozen: one shared by every flow not given one
 
@@ -738,11 +739,10 @@ class _NewFlow:
 
 def _shared_options(*fields: Any) -> _Options:
     """The options, one object for all the flows that have the same (frozen, so shared
-    safely; bounded, since an application has only so many kinds of flow)."""
+    safely): the 256 kinds used most recently are kept (a download folder per flow only
+    makes the oldest go)."""
     options = _Options(*fields)
-    if len(_OPTIONS) < 256:
-        return _OPTIONS.setdefault(options, options)
-    return _OPTIONS.get(options, options)
+    return _OPTIONS.recent(options) or _OPTIONS.keep(options, options)
 
 
 @attrs.frozen
