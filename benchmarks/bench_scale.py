@@ -30,7 +30,7 @@ import tracemalloc
 from pathlib import Path
 from statistics import median
 
-from qes_async import FlowOutcome, FlowResult
+from qes_async import FlowOutcome, FlowResult, WebhookDispatcher
 
 from ._common import ROOT, Row, helper_process, python_env
 from ._raw_ceremony import run_flows
@@ -110,12 +110,25 @@ async def _memory(folder: Path, flows: int) -> tuple[float, float]:
         for batch in (1, 2):
             tasks += [asyncio.ensure_future(w.flow("client").run()) for _ in range(flows)]
             await _until(lambda n=batch * flows: dispatcher.subscriber_count == n)
+            # Subscribed is not parked yet: each waiter reads the status first, then again
+            # after each webhook. Counted only once every waiter sleeps on its mailbox.
+            await _until(lambda n=batch * flows: _parked(dispatcher) == n)
             await _quiet(w)  # the last webhook deliveries and status reads are answered
             gc.collect()
             sizes.append(_client_bytes(tracemalloc.take_snapshot()))
         tracemalloc.stop()
         await _finish(w, tasks)  # release them all; they must still complete
         return (sizes[1] - sizes[0]) / flows, (sizes[2] - sizes[1]) / flows
+
+
+def _parked(dispatcher: WebhookDispatcher) -> int:
+    """How many mailboxes have their waiter asleep on them (no status read under way)."""
+    count = 0
+    for mailboxes in dispatcher._subscribers.values():
+        for mailbox in mailboxes if isinstance(mailboxes, list) else (mailboxes,):
+            future = mailbox._future
+            count += future is not None and not future.done()
+    return count
 
 
 async def _quiet(w: World, calm: float = 0.5) -> None:

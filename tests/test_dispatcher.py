@@ -71,7 +71,7 @@ async def test_wait_wakes_on_an_event() -> None:
     clock = FakeClock()
     dispatcher = WebhookDispatcher(clock=clock)
     with dispatcher.subscribe("a") as subscription:
-        task = asyncio.create_task(subscription.wait(clock.time() + 100))
+        task = asyncio.ensure_future(subscription.wait(clock.time() + 100))
         await asyncio.sleep(0)
         assert not task.done()
         dispatcher.publish(event("a"))
@@ -83,13 +83,31 @@ async def test_wait_times_out_on_a_passive_timer_that_never_moves_time() -> None
     clock = FakeClock()
     dispatcher = WebhookDispatcher(clock=clock)
     with dispatcher.subscribe("a") as subscription:
-        task = asyncio.create_task(subscription.wait(clock.time() + 100))
+        task = asyncio.ensure_future(subscription.wait(clock.time() + 100))
         for _ in range(5):
             await asyncio.sleep(0)
         assert not task.done()
         assert clock.time() == FakeClock.DEFAULT_START
         clock.advance(100)
         assert await task is False
+
+
+async def test_a_wait_is_a_future_whose_timer_ends_with_the_next_wait_or_close() -> None:
+    clock = FakeClock()
+    dispatcher = WebhookDispatcher(clock=clock)
+    with dispatcher.subscribe("a") as subscription:
+        waiting = subscription.wait(clock.time() + 100)
+        # A future, not a coroutine: a parked waiter holds no frame for its sleep.
+        assert isinstance(waiting, asyncio.Future)
+        dispatcher.publish(event("a"))
+        assert await waiting is True
+        subscription.drain()
+        later = subscription.wait(clock.time() + 1_000)
+        assert [t.cancelled for _, _, t in clock._timers] == [True, False]  # the first's
+        clock.advance(100)  # the first timer never fires into the later wait
+        assert not later.done()
+        later.cancel()  # as when the waiting task is cancelled
+    assert all(timer.cancelled for _, _, timer in clock._timers)  # closing ended it
 
 
 async def test_events_after_unsubscribing_are_kept_as_pending() -> None:
@@ -105,3 +123,27 @@ async def test_events_after_unsubscribing_are_kept_as_pending() -> None:
 def test_repr_is_short() -> None:
     dispatcher = WebhookDispatcher(clock=FakeClock())
     assert repr(dispatcher) == "WebhookDispatcher(waiting_signatures=0, pending=0)"
+
+
+def test_one_or_several_mailboxes_of_a_signature_all_get_its_events() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    first = dispatcher.subscribe("a")
+    # One mailbox is kept as it is (no list per waiting flow), several in a list.
+    assert dispatcher._subscribers["a"] is first
+    second, third = dispatcher.subscribe("a"), dispatcher.subscribe("a")
+    assert dispatcher.subscriber_count == 3
+    dispatcher.publish(event("a"))
+    assert [s.has_events for s in (first, second, third)] == [True, True, True]
+    second.close()
+    third.close()
+    assert dispatcher._subscribers["a"] is first
+    first.drain()
+    second.drain()
+    dispatcher.publish(event("a"))
+    assert first.has_events
+    assert not second.has_events
+    first.close()
+    first.close()  # closing twice is harmless
+    assert dispatcher.subscriber_count == 0
+    dispatcher.publish(event("a"))  # nobody waits: kept for the first who comes
+    assert dispatcher.pending_count == 1

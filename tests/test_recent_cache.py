@@ -50,7 +50,7 @@ async def test_the_client_keeps_a_bounded_working_set_of_status_reads() -> None:
 
 
 def test_the_transport_keeps_a_bounded_working_set_of_parsed_urls() -> None:
-    assert aiohttp_transport._URLS_KEPT <= 1_024
+    assert aiohttp_transport._URLS_KEPT <= 256  # about 0.7 KB each
     transport = AiohttpTransport()
     hot = transport._url(f"{BASE}/v1/signatures/hot/status")
     for n in range(aiohttp_transport._URLS_KEPT + 50):

@@ -26,7 +26,10 @@ from .transport import SmallAnswer, Timeouts, TransportError, TransportRequest
 
 __all__ = ["AiohttpTransport", "client_timeout", "default_ssl_context"]
 
-_URLS_KEPT = 1_024  # parsed request URLs, the least recently used dropped first
+# Parsed request URLs, the least recently used dropped first. As many as the client keeps
+# prepared status reads (the URLs read again and again): each costs about 0.7 KB, and a
+# larger cap only held one per waiting flow, which reads its status once in a long while.
+_URLS_KEPT = 256
 
 
 def _verifying(context: object) -> TypeGuard[_ssl.SSLContext]:

@@ -368,7 +368,7 @@ class QESClient:
                 ),
             )
         status, head, body, _ = await self._transport.call(request)
-        return proto.status_report(status, head, body, self._transport.scrubber)
+        return proto.status_report(status, head, body, self._transport.scrubber, signature_id)
 
     def _forget(self, signature_id: str, document_ids: Iterable[str] = ()) -> None:
         """Drop what is cached for one signature: its prepared status read and the parsed

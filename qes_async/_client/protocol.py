@@ -286,13 +286,18 @@ def parse_status(response: Response) -> StatusReport:
 
 
 def status_report(
-    status: int, headers: Mapping[str, str], body: bytes, scrubber: Scrubber | None
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    scrubber: Scrubber | None,
+    signature_id: str | None = None,
 ) -> StatusReport:
     """:func:`parse_status` of an answer's parts, with no :class:`Response` made for it.
 
     The status read is the hottest call (every waiter makes it), so the common shape (text
     id and status, an integer or null code, no errors) is built directly; anything else
-    goes through the converter, which decides what is acceptable.
+    goes through the converter, which decides what is acceptable. ``signature_id``, the
+    one asked about, is the report's own when the answer names it.
     """
     data = _plain_json(body)
     response = None
@@ -313,6 +318,10 @@ def status_report(
             rid = headers.get("x-request-id")
             if rid is not None:
                 rid = request_id_of(headers, scrubber)
+            if sid == signature_id:
+                # The caller's string, not the one just decoded: a waiting flow holds its
+                # last report, and would otherwise hold a second copy of its signature id.
+                sid = signature_id
             return StatusReport(sid, known or Status(state), code, (), rid)
     return _structured(
         data,

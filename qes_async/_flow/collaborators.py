@@ -9,7 +9,7 @@ so a fake client in a test, or a wrapper, needs only these methods.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .._signers.signer import Signer
     from .._waiting.waiters import StatusWaiter
     from .driver import RestartPolicy, _Options
+    from .events import FlowEventKind
 
 __all__ = ["Checkpoint", "FlowClient", "StepContext"]
 
@@ -69,12 +70,20 @@ class FlowClient(Protocol):
 
 class Checkpoint(Protocol):
     """Where the steps record progress: ``save`` writes the state (before any unsafe call
-    is sent), ``note`` appends to the evidence saved with the next checkpoint. The flow
-    is its own checkpoint (no object and bound methods of its own per run)."""
+    is sent), ``note`` appends to the evidence saved with the next checkpoint, ``emit``
+    sends one event of the current generation, and the two scopes are the spans of a step
+    and of a wait while the run is traced. The flow is its own checkpoint (no object and
+    no bound methods of its own per run: a parked flow would hold them all along)."""
 
     async def save(self) -> None: ...
 
     def note(self, kind: str, **data: Any) -> None: ...
+
+    def emit(self, kind: FlowEventKind, **fields: Any) -> None: ...
+
+    def _traced_step(self, name: str) -> Scope: ...
+
+    def _traced_wait(self, what: str, targets: Sequence[object] = ()) -> Scope: ...
 
 
 @attrs.frozen
@@ -88,6 +97,3 @@ class StepContext:
     clock: Clock
     restart_policy: RestartPolicy
     checkpoint: Checkpoint
-    emit: Callable[..., None]  # (FlowEventKind, **fields): one event of this generation
-    trace_step: Callable[[str], Scope]
-    trace_wait: Callable[..., Scope]  # (what, targets=()): the span of one wait

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import os
 import tempfile
 import uuid
@@ -31,6 +32,7 @@ from .._client.validation import (
     check_workflow_name,
 )
 from .._core.errors import DocumentCheckError, FlowError, InvalidInputError, StaleStateError
+from .._core.recent import Recent
 from .._core.redact import mask_phone
 from .._runtime import telemetry as _telemetry
 from .._runtime.clock import Clock, SystemClock
@@ -121,6 +123,9 @@ class RestartPolicy:
         """Whether one more generation is allowed for ``reason``."""
         return reason in self.on and fm.should_restart(generations, self.max_restarts)
 
+
+_PATH = type(Path())  # the concrete Path of this platform
+_OPTIONS: Recent[_Options, _Options] = Recent(256)  # see _shared_options
 
 _DEFAULT_RESTART = RestartPolicy()  # frozen: one shared by every flow not given one
 
@@ -275,8 +280,11 @@ class SignatureFlow:
             waiter = PollingWaiter(client, clock=self.clock)
         self.waiter = waiter
         self.restart_policy = restart_policy or _DEFAULT_RESTART
-        self.options = _Options(
-            Path(download_dir),
+        self.options = _shared_options(
+            # The caller's Path as it is (immutable): equal folders need no copy per flow.
+            download_dir
+            if isinstance(download_dir, Path) and type(download_dir) is _PATH
+            else Path(download_dir),
             tuple(trust_roots),
             expected_signer_name,
             require_valid_signature,
@@ -291,14 +299,14 @@ class SignatureFlow:
         # A resumed flow past its upload reads its documents from the source only when a
         # new workflow needs them (see resume).
         self._documents_later = False
-        self._hub = EventHub([on_event] if on_event else [])
+        self._hub = EventHub((on_event,) if on_event else ())
         self._owner = uuid.uuid4().hex
         self._lease_ttl = lease_ttl
         self._lease: Lease | None = None
         self._version = 0
         self._state: FlowState | None = None
         self._resumed = False
-        self._new = _NewFlow(
+        self._new: _NewFlow | None = _NewFlow(
             flow_id or str(uuid.uuid4()),
             client_reference,
             mobile_number,
@@ -338,6 +346,7 @@ class SignatureFlow:
         flow = cls(client, signer=signer, store=store, flow_id=flow_id, **options)
         flow._state = parse_state(stored.data)
         flow._version = stored.version
+        flow._new = None  # the stored state says all it did
         given = list(documents)
         state = flow._state
         if not state.finished:
@@ -382,14 +391,17 @@ class SignatureFlow:
     @property
     def flow_id(self) -> str:
         """The id the flow is stored under."""
-        return self._state.flow_id if self._state else self._new.flow_id
+        if self._state is not None:
+            return self._state.flow_id
+        assert self._new is not None  # dropped only once the state is set
+        return self._new.flow_id
 
     @property
     def signature_id(self) -> str | None:
         """The signature id of the current generation (None before the workflow exists)."""
         if self._state is not None and self._state.generations:
             return self._state.generations[-1].signature_id
-        return self._new.signature_id
+        return None if self._new is None else self._new.signature_id
 
     @property
     def state(self) -> FlowState | None:
@@ -438,8 +450,13 @@ class SignatureFlow:
                 action = fm.next_action(state.step)
                 if self._documents_later and action in _NEEDS_DOCUMENTS:
                     runner.documents = await self._load_documents(state)
-                with self._traced_step(action._value_):
+                if self._trace is None:
+                    # No with block while untraced: a suspended one holds its __exit__,
+                    # for as long as the step waits (hours, in every parked flow).
                     await runner.perform(action)
+                else:
+                    with self._traced_step(action._value_):
+                        await runner.perform(action)
             return self._finish(state)
         except BaseException as exc:
             if self._trace is not None:
@@ -543,9 +560,6 @@ class SignatureFlow:
             clock=self.clock,
             restart_policy=self.restart_policy,
             checkpoint=self,
-            emit=self.emit,
-            trace_step=self._traced_step,
-            trace_wait=self._traced_wait,
         )
 
     def allows_restart(self, reason: fm.RestartReason) -> bool:
@@ -557,6 +571,7 @@ class SignatureFlow:
 
     async def _start(self) -> None:
         new, now = self._new, self.clock.time()
+        assert new is not None
         if not self._documents:
             raise FlowError("a new flow needs documents=", advice="Pass the PDFs to sign.")
         # Bad input is refused before anything is stored or sent: a flow never leaves a
@@ -590,7 +605,7 @@ class SignatureFlow:
                 }
                 for r in records
             ],
-            sdk=f"qes-async {__version__}",
+            sdk=_sdk(__version__),
         )
         source = self.document_source
         if source is not None:
@@ -607,6 +622,7 @@ class SignatureFlow:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(source.discard(state.flow_id))
             raise
+        self._new = None  # stored: the state says all it did (a waiting flow holds less)
 
     async def _load_documents(self, state: FlowState) -> list[Document]:
         """The documents of a resumed flow, from its source, before a new workflow is
@@ -665,7 +681,8 @@ class SignatureFlow:
         lands, or a resume in this process would be locked out for the whole lease_ttl."""
         if type(self.store) is MemoryFlowStore:
             # Its take never suspends, so no cancellation can land inside it: no task and
-            # no shield (a loop iteration each) are needed, as for its checkpoints.
+            # no shield (a loop iteration each) are needed, as for its checkpoints, and
+            # thousands of flows starting at once hold no task each.
             return await self.store.acquire(flow_id, self._owner, self._lease_ttl)
         take = asyncio.ensure_future(self.store.acquire(flow_id, self._owner, self._lease_ttl))
         try:
@@ -714,6 +731,12 @@ def _result_of(state: FlowState, copied: list[dict[str, Any]] | None = None) -> 
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _sdk(version: str) -> str:
+    """The evidence's name of this SDK: one string for every flow."""
+    return f"qes-async {version}"
+
+
 @attrs.frozen
 class _NewFlow:
     flow_id: str
@@ -721,6 +744,14 @@ class _NewFlow:
     mobile_number: str = attrs.field(repr=False)
     signature_id: str | None
     workflow_name: str
+
+
+def _shared_options(*fields: Any) -> _Options:
+    """The options, one object for all the flows that have the same (frozen, so shared
+    safely): the 256 kinds used most recently are kept (a download folder per flow only
+    makes the oldest go)."""
+    options = _Options(*fields)
+    return _OPTIONS.recent(options) or _OPTIONS.keep(options, options)
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ import asyncio
 import enum
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import attrs
 
@@ -60,8 +60,9 @@ class EventHub:
 
     __slots__ = ("_callbacks", "_queues", "_tasks")
 
-    def __init__(self, callbacks: list[EventCallback]) -> None:
-        self._callbacks = callbacks
+    def __init__(self, callbacks: Sequence[EventCallback] = ()) -> None:
+        # A tuple: one empty one shared by the flows with no callback (most of them).
+        self._callbacks = tuple(callbacks)
         # Made at the first iterator and the first async callback: most flows have neither.
         self._queues: list[asyncio.Queue[FlowEvent | None]] | None = None
         self._tasks: set[asyncio.Future[object]] | None = None

@@ -29,6 +29,7 @@ import datetime
 import hashlib
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Mapping, MutableSequence
 from pathlib import Path
@@ -133,10 +134,16 @@ def instant(posix: float) -> str:
 
     The same text as ``datetime.fromtimestamp(posix, utc).isoformat(timespec=
     "milliseconds")`` (microseconds rounded half to even, then cut to milliseconds), with
-    the whole second's text remembered: a flow's entries fall in few seconds.
+    the whole second's text remembered: a flow's entries fall in few seconds. Entries
+    written at one instant (a step's, or many flows' on one clock) share one string: each
+    parked flow holds its entries' times.
     """
     if not math.isfinite(posix):
         raise ValueError("an evidence time must be finite")
+    global _last, _last_instant
+    last = _last_instant  # one tuple, read at once (another thread may replace it)
+    if last[0] == posix:
+        return last[1]
     fraction, whole = math.modf(posix)  # as datetime splits it
     micros = round(fraction * 1e6)
     second = int(whole)
@@ -144,18 +151,20 @@ def instant(posix: float) -> str:
         second, micros = second + 1, micros - 1_000_000
     elif micros < 0:
         second, micros = second - 1, micros + 1_000_000
-    global _last
     last_second, text = _last  # one tuple: threads never see one's second, another's text
     if second != last_second:
         if not 0 <= second < _YEAR_10000:  # datetime's own range checks and errors
             return _slow_instant(posix)
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _last = (second, text)
-    return f"{text}.{micros // 1000:03d}Z"
+    written = f"{text}.{micros // 1000:03d}Z"
+    _last_instant = (posix, written)
+    return written
 
 
 _YEAR_10000 = 253_402_300_800  # the first second datetime cannot hold
-_last: tuple[int, str] = (-1, "")
+_last: tuple[int, str] = (-1, "")  # the last whole second written, and its text
+_last_instant: tuple[float, str] = (math.nan, "")  # the last instant written, and its text
 
 
 def _slow_instant(posix: float) -> str:
@@ -263,7 +272,9 @@ def _compact(value: Any) -> Any:
     if kind is list or kind is tuple or isinstance(value, (list, tuple)):
         return [_compact(item) for item in value]
     if isinstance(value, str):
-        return str.__str__(value)  # what the JSON encoder writes for a str subclass
+        # What the JSON encoder writes for a str subclass (an enum such as an operation's
+        # name), interned: every flow's entries name the same few, one string for all.
+        return sys.intern(str.__str__(value))
     if isinstance(value, int):  # bool is not subclassed: an int subclass (an enum)
         return int(value)
     raise _NotPlain

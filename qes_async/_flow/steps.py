@@ -35,6 +35,7 @@ from .._core.errors import (
 from .._core.models import SignatureDetails, Status, StatusReport, Workflow
 from .._core.redact import Secret, mask_phone
 from .._runtime.logs import logger as log
+from .._runtime.telemetry import OFF
 from .._signers.signer import (
     AnswerKind,
     ConsentRequest,
@@ -75,13 +76,10 @@ class StepRunner:
         "client",
         "clock",
         "documents",
-        "emit",
         "opts",
         "restart_policy",
         "signer",
         "state",
-        "trace_step",
-        "trace_wait",
         "waiter",
     )
 
@@ -96,9 +94,6 @@ class StepRunner:
         self.clock = context.clock
         self.restart_policy = context.restart_policy
         self.checkpoint = context.checkpoint
-        self.emit = context.emit
-        self.trace_step = context.trace_step
-        self.trace_wait = context.trace_wait
         self._attempts_left: int | None = None
         self._resyncs = 0
 
@@ -167,7 +162,7 @@ class StepRunner:
         """Re-read the remote status and move the machine to what it asks for."""
         if self.state.step in (fm.Step.CREATE, fm.Step.RESTART) or self.state.finished:
             return
-        with self.trace_step("resync"):
+        with self.checkpoint._traced_step("resync"):
             try:
                 report, via = await self._read_status(), "read"
                 if report.status is Status.ERROR or not report.status.is_known:
@@ -238,7 +233,7 @@ class StepRunner:
         if settled is not None and report.status is settled[0] and deadline > now:
             with (
                 contextlib.suppress(WaitTimeoutError),
-                self.trace_wait("status", settled[1]) as wait,
+                self.checkpoint._traced_wait("status", settled[1]) as wait,
             ):
                 report = await self.waiter.wait_for(self.sig, settled[1], deadline=deadline)
                 wait.outcome(report.status._value_)
@@ -248,7 +243,7 @@ class StepRunner:
 
     async def _wait_for(self, targets: Sequence[Status]) -> StatusReport:
         deadline = self.clock.time() + self.opts.wait_timeout
-        with self.trace_wait("status", targets) as wait:
+        with self.checkpoint._traced_wait("status", targets) as wait:
             report: StatusReport = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
             wait.outcome(report.status._value_)
         return report
@@ -259,7 +254,7 @@ class StepRunner:
         value: str = status._value_
         self.checkpoint.note("status_observed", **_status_facts(report, via))
         if value != gen.last_status:
-            self.emit(FlowEventKind.STATUS_CHANGED, status=value)
+            self.checkpoint.emit(FlowEventKind.STATUS_CHANGED, status=value)
         gen.last_status, gen.last_status_code = value, report.status_code
         if status is Status.KYC_REQUIRED:
             raise KYCRequiredError(report)
@@ -303,7 +298,7 @@ class StepRunner:
         )
         state.step = fm.on_event(state.step, fm.Event.GIVE_UP)
         await self.checkpoint.save()
-        self.emit(FlowEventKind.FINISHED, outcome=state.outcome)
+        self.checkpoint.emit(FlowEventKind.FINISHED, outcome=state.outcome)
         raise exc
 
     def _end_generation(self, why: str) -> None:
@@ -336,7 +331,7 @@ class StepRunner:
         self.checkpoint.note("generation_started", number=self.gen.number, reason=previous.ended)
         self.state.step = fm.on_event(self.state.step, fm.Event.RESTARTED)
         await self.checkpoint.save()
-        self.emit(FlowEventKind.RESTARTED, reason=previous.ended)
+        self.checkpoint.emit(FlowEventKind.RESTARTED, reason=previous.ended)
 
     async def _event(self, event: fm.Event) -> None:
         self.state.step = fm.on_event(self.state.step, event)
@@ -383,7 +378,7 @@ class StepRunner:
             self.state.flow_id,
             why,
         )
-        self.emit(FlowEventKind.CREATE_UNCONFIRMED, reason=why)
+        self.checkpoint.emit(FlowEventKind.CREATE_UNCONFIRMED, reason=why)
 
     async def _created(self, workflow: Workflow) -> None:
         self.gen.signature_id, self.gen.in_flight = workflow.workflow_id, None
@@ -404,7 +399,18 @@ class StepRunner:
         ):
             # stop once at pending_verification, so progress shows it
             targets = (*targets, Status.PENDING_VERIFICATION)
-        await self._observe(await self._wait_for(targets), self._waiter_via)
+        # _wait_for's body, inline: a parked flow holds every frame of its stack, and this
+        # is where thousands of flows park (for hours), so one frame fewer.
+        deadline = self.clock.time() + self.opts.wait_timeout
+        scope = self.checkpoint._traced_wait("status", targets)
+        report: StatusReport
+        if scope is OFF:  # no with block: a suspended one holds its __exit__ all along
+            report = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
+        else:
+            with scope as wait:
+                report = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
+                wait.outcome(report.status._value_)
+        await self._observe(report, self._waiter_via)
 
     async def _upload_documents(self) -> None:
         retried = self.gen.in_flight == Operation.UPLOAD_DOCUMENTS
@@ -482,7 +488,7 @@ class StepRunner:
             self._end_generation("declined")
             self.checkpoint.note("finished", outcome="declined")
             await self._event(fm.Event.DECLINED)
-            self.emit(FlowEventKind.FINISHED, outcome="declined")
+            self.checkpoint.emit(FlowEventKind.FINISHED, outcome="declined")
             return
         await self._unsafe("approve", request, self._send_approval(details))
         await self._event(fm.Event.APPROVED)
@@ -582,7 +588,7 @@ class StepRunner:
                     sha256=digest,
                     size=len(contract),
                 )
-                self.emit(
+                self.checkpoint.emit(
                     FlowEventKind.DOCUMENT_DOWNLOADED,
                     document_id="infocert-contract",
                     path=str(path),
@@ -593,7 +599,7 @@ class StepRunner:
         self._end_generation("signed")
         self.checkpoint.note("finished", outcome="signed")
         await self._event(fm.Event.DOWNLOADED)
-        self.emit(FlowEventKind.FINISHED, outcome="signed")
+        self.checkpoint.emit(FlowEventKind.FINISHED, outcome="signed")
 
     async def _download_one(self, document_id: str, folder: Path) -> None:
         # Names this flow recorded stay; an unrecorded copy of this document is replaced.
@@ -624,7 +630,7 @@ class StepRunner:
             validation=check.as_evidence(),
         )
         await self.checkpoint.save()
-        self.emit(
+        self.checkpoint.emit(
             FlowEventKind.DOCUMENT_DOWNLOADED,
             document_id=document_id,
             path=record.path,
@@ -671,15 +677,15 @@ class StepRunner:
     async def _ask(self, asking: Awaitable[T], request: SignerRequest, what: str) -> T:
         """The signer's answer, or a restart when the deadline passes first."""
         clock, deadline = self.clock, request.deadline
-        self.emit(FlowEventKind.WAITING_FOR_SIGNER, waiting_for=what, deadline=deadline)
+        self.checkpoint.emit(FlowEventKind.WAITING_FOR_SIGNER, waiting_for=what, deadline=deadline)
         warn_at = max(clock.time(), deadline - self.opts.deadline_warning)
         warning = clock.call_at(
             warn_at,
-            lambda: self.emit(
+            lambda: self.checkpoint.emit(
                 FlowEventKind.DEADLINE_APPROACHING, waiting_for=what, deadline=deadline
             ),
         )
-        with self.trace_wait(what) as wait:
+        with self.checkpoint._traced_wait(what) as wait:
             # The signer runs in its own task (one that ignores a cancellation cannot hold
             # the flow past its deadline); the deadline is a timer, not a second task.
             task: asyncio.Future[T] = asyncio.ensure_future(asking)

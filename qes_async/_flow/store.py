@@ -160,6 +160,9 @@ class MemoryFlowStore:
     # and not inherited, so that a subclass reading the data gets it as a dict.
     _checkpoint_text: ClassVar[bool] = True
 
+    # A flow given no store makes one of its own, held as long as the flow (no __dict__).
+    __slots__ = ("_clock", "_rows")
+
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
         self._rows: dict[str, _Row] = {}

@@ -21,7 +21,7 @@ from types import TracebackType
 
 from .._core.errors import InvalidInputError
 from .._core.models import WebhookEvent
-from .._runtime.clock import Clock, SystemClock
+from .._runtime.clock import Clock, SystemClock, TimerHandle
 
 __all__ = ["Subscription", "WebhookDispatcher"]
 
@@ -39,7 +39,7 @@ class Subscription:
     :meth:`close`) unsubscribes.
     """
 
-    __slots__ = ("_closed", "_dispatcher", "_events", "_future", "signature_id")
+    __slots__ = ("_closed", "_dispatcher", "_events", "_future", "_timer", "signature_id")
 
     def __init__(self, dispatcher: WebhookDispatcher, signature_id: str) -> None:
         self.signature_id = signature_id
@@ -48,6 +48,7 @@ class Subscription:
         # time a waiting flow's mailbox is empty (one per waiting flow, 100,000 of them).
         self._events: deque[WebhookEvent] | None = None
         self._future: asyncio.Future[bool] | None = None
+        self._timer: TimerHandle | None = None
         self._closed = False
 
     def deliver(self, event: WebhookEvent) -> None:
@@ -76,24 +77,34 @@ class Subscription:
         events, self._events = self._events, None  # an empty mailbox holds no deque
         return list(events) if events else []
 
-    async def wait(self, until: float) -> bool:
-        """Sleep until an event arrives (True) or the clock reaches ``until`` (False).
+    def wait(self, until: float) -> asyncio.Future[bool]:
+        """A future (await it) done when an event arrives (True) or the clock reaches
+        ``until`` (False).
 
-        The timer is passive: it never moves a fake clock.
+        The timer is passive: it never moves a fake clock. It is cancelled by the next
+        wait or by :meth:`close`, whichever comes first: a timer left over from a wait that
+        ended can only find that wait's future done. A future and not a coroutine, with no
+        callback of its own: a waiting flow would hold the coroutine's frame (or the room
+        for a second callback) for the whole wait.
         """
-        if self._events:
-            return True
+        self._stop_timer()
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._events:
+            future.set_result(True)
+            return future
         self._future = future
-        timer = self._dispatcher.clock.call_at(until, self._time_up)
-        try:
-            return await future
-        finally:
+        self._timer = self._dispatcher.clock.call_at(until, self._time_up)
+        return future
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
             timer.cancel()
-            self._future = None
 
     def close(self) -> None:
         """Unsubscribe; further events for the signature no longer reach this mailbox."""
+        self._stop_timer()
+        self._future = None
         if not self._closed:
             self._closed = True
             self._dispatcher._unsubscribe(self)
@@ -148,7 +159,9 @@ class WebhookDispatcher:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_pending = max_pending
         self.pending_ttl = pending_ttl
-        self._subscribers: dict[str, list[Subscription]] = {}
+        # A signature's one mailbox as it is (the usual case: one list fewer per waiting
+        # flow), a list once it has several.
+        self._subscribers: dict[str, Subscription | list[Subscription]] = {}
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         # While the clock never went back as events were kept (_in_order), _pending's order
         # is its entries' times' order and _floor a time none of them is older than: while
@@ -167,16 +180,24 @@ class WebhookDispatcher:
         """
         self.published += 1
         subscribers = self._subscribers.get(event.signature_id)
-        if subscribers:
+        if subscribers is None:
+            self._keep(event)
+        elif isinstance(subscribers, Subscription):
+            subscribers.deliver(event)
+        else:
             for subscription in subscribers:
                 subscription.deliver(event)
-            return
-        self._keep(event)
 
     def subscribe(self, signature_id: str) -> Subscription:
         """Open a mailbox for ``signature_id``; events kept for it are moved in at once."""
         subscription = Subscription(self, signature_id)
-        self._subscribers.setdefault(signature_id, []).append(subscription)
+        current = self._subscribers.get(signature_id)
+        if current is None:
+            self._subscribers[signature_id] = subscription
+        elif isinstance(current, Subscription):
+            self._subscribers[signature_id] = [current, subscription]
+        else:
+            current.append(subscription)
         pending = self._pending.pop(signature_id, None)
         if pending is not None:
             oldest = self.clock.time() - self.pending_ttl
@@ -186,13 +207,17 @@ class WebhookDispatcher:
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:
-        subscribers = self._subscribers.get(subscription.signature_id)
+        signature_id = subscription.signature_id
+        subscribers = self._subscribers.get(signature_id)
         if subscribers is None:
             return
-        # A signature has one waiter or a handful, so this list removal is short.
-        subscribers.remove(subscription)
-        if not subscribers:
-            del self._subscribers[subscription.signature_id]
+        if subscribers is subscription:
+            del self._subscribers[signature_id]
+        elif isinstance(subscribers, list) and subscription in subscribers:
+            # A signature has one waiter or a handful, so this list removal is short.
+            subscribers.remove(subscription)
+            if len(subscribers) == 1:
+                self._subscribers[signature_id] = subscribers[0]
 
     def _forget(self, signature_id: str) -> None:
         """Drop the events kept for a signature whose flow has ended (nobody will claim
@@ -244,7 +269,7 @@ class WebhookDispatcher:
     @property
     def subscriber_count(self) -> int:
         """How many mailboxes are open."""
-        return sum(len(s) for s in self._subscribers.values())
+        return sum(1 if isinstance(s, Subscription) else len(s) for s in self._subscribers.values())
 
     def __repr__(self) -> str:
         return (

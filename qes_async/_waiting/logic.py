@@ -74,6 +74,17 @@ class WaitTracker:
             contract says the service may recover from ``error`` to the previous status.
     """
 
+    # One per waiting flow, held for the whole wait: no __dict__.
+    __slots__ = (
+        "_best_rank",
+        "deadline",
+        "error_grace",
+        "error_since",
+        "last",
+        "signature_id",
+        "targets",
+    )
+
     def __init__(
         self,
         signature_id: str,

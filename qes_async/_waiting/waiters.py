@@ -110,7 +110,9 @@ class WebhookWaiter:
         # One frame for the whole wait (a parked flow holds every frame of its stack), and
         # the retry schedule only once a read failed.
         retry: Backoff | None = None
-        with self.dispatcher.subscribe(signature_id) as subscription:
+        # try/finally, not with: a with block suspended here would hold its __exit__.
+        subscription = self.dispatcher.subscribe(signature_id)
+        try:
             while True:
                 subscription.drain()  # this read answers every event received so far
                 report, hold = await read_status(self._client, signature_id)
@@ -125,6 +127,8 @@ class WebhookWaiter:
                 if now >= tracker.deadline:
                     raise tracker.timeout()
                 await self._sleep(tracker, subscription, now, retry_at)
+        finally:
+            subscription.close()
 
     def _sleep(
         self,
