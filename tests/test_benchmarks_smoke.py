@@ -40,33 +40,28 @@ ROWS = (
 )
 
 
-def test_quick_benchmarks_print_every_row_with_a_number() -> None:
+def _bench(*args: str, timeout: float) -> str:
+    """``python -m ARGS`` from the checkout; its output, once it exited cleanly."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
+        [sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_quick_benchmarks_print_every_row_with_a_number() -> None:
+    stdout = _bench("benchmarks", "--quick", timeout=600)
     for name in ROWS:
-        line = next((ln for ln in done.stdout.splitlines() if ln.startswith(name)), None)
-        assert line is not None, f"no row {name!r} in:\n{done.stdout}"
+        line = next((ln for ln in stdout.splitlines() if ln.startswith(name)), None)
+        assert line is not None, f"no row {name!r} in:\n{stdout}"
         assert re.search(r"\s\d+(\.\d+)?\s?[a-zA-Z/]*\s", line[len(name) :]), line
 
 
 def test_the_ceremony_profile_counts_calls_per_flow_for_both_sides() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks._ceremony_profile", "4"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    stdout = _bench("benchmarks._ceremony_profile", "4", timeout=300)
     for side in ("sdk", "plain"):
-        head = next((ln for ln in done.stdout.splitlines() if ln.startswith(f"{side}: ")), "")
-        assert re.search(r"[\d.]+ ms of loop CPU a flow", head), done.stdout
-    counts = re.findall(r"^\s+([\d,]+) calls a flow", done.stdout, flags=re.MULTILINE)
-    assert len(counts) == 2, done.stdout
+        head = next((ln for ln in stdout.splitlines() if ln.startswith(f"{side}: ")), "")
+        assert re.search(r"[\d.]+ ms of loop CPU a flow", head), stdout
+    counts = re.findall(r"^\s+([\d,]+) calls a flow", stdout, flags=re.MULTILINE)
+    assert len(counts) == 2, stdout
     assert all(int(c.replace(",", "")) > 0 for c in counts)

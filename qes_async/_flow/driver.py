@@ -282,9 +282,7 @@ class SignatureFlow:
         self.restart_policy = restart_policy or _DEFAULT_RESTART
         self.options = _shared_options(
             # The caller's Path as it is (immutable): equal folders need no copy per flow.
-            download_dir
-            if isinstance(download_dir, Path) and type(download_dir) is _PATH
-            else Path(download_dir),
+            download_dir if type(download_dir) is _PATH else Path(download_dir),
             tuple(trust_roots),
             expected_signer_name,
             require_valid_signature,
@@ -520,9 +518,8 @@ class SignatureFlow:
         has just done, such as the workflow it created, and losing that would make a
         resume do it again.
         """
-        if type(self.store) is MemoryFlowStore:
-            # Its save and its lease renewal never suspend, so nothing can cut the
-            # checkpoint short: no task and no shield (a loop iteration each) are needed.
+        if self._store_never_suspends():
+            # Nothing can cut the checkpoint short: no task and no shield are needed.
             await self._checkpoint()
             return
         checkpoint = asyncio.ensure_future(self._checkpoint())
@@ -532,6 +529,13 @@ class SignatureFlow:
             with contextlib.suppress(Exception):
                 await checkpoint
             raise
+
+    def _store_never_suspends(self) -> bool:
+        """Whether the store is the in-memory one, whose save, acquire and release never
+        suspend: they need no task and no shield to be seen through (a loop iteration
+        each, and thousands of flows starting at once would hold a task each). Its exact
+        class only: a subclass may suspend."""
+        return type(self.store) is MemoryFlowStore
 
     async def _checkpoint(self) -> None:
         state = self._state
@@ -679,10 +683,7 @@ class SignatureFlow:
         """Take the lease. A store may finish a take it was cancelled in (SQLite runs it on
         a thread, PostgreSQL on the server): then the lease is given back once the take
         lands, or a resume in this process would be locked out for the whole lease_ttl."""
-        if type(self.store) is MemoryFlowStore:
-            # Its take never suspends, so no cancellation can land inside it: no task and
-            # no shield (a loop iteration each) are needed, as for its checkpoints, and
-            # thousands of flows starting at once hold no task each.
+        if self._store_never_suspends():  # no cancellation can land inside the take
             return await self.store.acquire(flow_id, self._owner, self._lease_ttl)
         take = asyncio.ensure_future(self.store.acquire(flow_id, self._owner, self._lease_ttl))
         try:
@@ -704,7 +705,7 @@ class SignatureFlow:
             # Shielded so a cancelled run still frees its flow; if that fails, the lease
             # simply expires.  A cancellation still propagates.
             with contextlib.suppress(Exception):
-                if type(self.store) is MemoryFlowStore:  # never suspends (see _acquire)
+                if self._store_never_suspends():
                     await self.store.release(lease)
                 else:
                     await asyncio.shield(self.store.release(lease))

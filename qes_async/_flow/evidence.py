@@ -347,10 +347,15 @@ class Evidence:
     def __init__(
         self, flow_id: str, entries: Iterable[Mapping[str, Any]], *, final_hash: str | None = None
     ) -> None:
-        self.flow_id = flow_id
         # A copy: changing the record never changes the flow state it was taken from.
-        self.entries: tuple[dict[str, Any], ...] = tuple(_copy_json(dict(e)) for e in entries)
-        last = self.entries[-1].get("hash") if self.entries else GENESIS
+        self._fill(flow_id, tuple(_copy_json(dict(e)) for e in entries), final_hash)
+
+    def _fill(
+        self, flow_id: str, entries: tuple[dict[str, Any], ...], final_hash: str | None
+    ) -> None:
+        self.flow_id = flow_id
+        self.entries: tuple[dict[str, Any], ...] = entries
+        last = entries[-1].get("hash") if entries else GENESIS
         self.final_hash: str = final_hash if final_hash is not None else str(last)
         self._source: bytes | None = None  # the bytes it was read from, if any
 
@@ -358,10 +363,7 @@ class Evidence:
     def _taking(cls, flow_id: str, entries: list[dict[str, Any]]) -> Evidence:
         """A record that takes ``entries`` as they are: a copy no one else holds."""
         record = cls.__new__(cls)
-        record.flow_id = flow_id
-        record.entries = tuple(entries)
-        record.final_hash = str(entries[-1].get("hash")) if entries else GENESIS
-        record._source = None
+        record._fill(flow_id, tuple(entries), None)
         return record
 
     # ------------------------------------------------------------------------ reading

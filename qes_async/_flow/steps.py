@@ -35,7 +35,7 @@ from .._core.errors import (
 from .._core.models import SignatureDetails, Status, StatusReport, Workflow
 from .._core.redact import Secret, mask_phone
 from .._runtime.logs import logger as log
-from .._runtime.telemetry import OFF
+from .._runtime.telemetry import OFF, Scope
 from .._signers.signer import (
     AnswerKind,
     ConsentRequest,
@@ -241,10 +241,20 @@ class StepRunner:
             self.gen.in_flight = self.gen.in_flight_at = None
         return report
 
-    async def _wait_for(self, targets: Sequence[Status]) -> StatusReport:
+    def _wait_for(self, targets: Sequence[Status]) -> Awaitable[StatusReport]:
+        """The waiter's wait itself while untraced (no frame of ours: a parked flow holds
+        every frame of its stack, for hours), else the wait inside its span."""
         deadline = self.clock.time() + self.opts.wait_timeout
-        with self.checkpoint._traced_wait("status", targets) as wait:
-            report: StatusReport = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
+        scope = self.checkpoint._traced_wait("status", targets)
+        if scope is OFF:  # and no with block: a suspended one holds its __exit__ all along
+            return self.waiter.wait_for(self.sig, targets, deadline=deadline)
+        return self._traced_wait_for(scope, targets, deadline)
+
+    async def _traced_wait_for(
+        self, scope: Scope, targets: Sequence[Status], deadline: float
+    ) -> StatusReport:
+        with scope as wait:
+            report = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
             wait.outcome(report.status._value_)
         return report
 
@@ -399,18 +409,7 @@ class StepRunner:
         ):
             # stop once at pending_verification, so progress shows it
             targets = (*targets, Status.PENDING_VERIFICATION)
-        # _wait_for's body, inline: a parked flow holds every frame of its stack, and this
-        # is where thousands of flows park (for hours), so one frame fewer.
-        deadline = self.clock.time() + self.opts.wait_timeout
-        scope = self.checkpoint._traced_wait("status", targets)
-        report: StatusReport
-        if scope is OFF:  # no with block: a suspended one holds its __exit__ all along
-            report = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
-        else:
-            with scope as wait:
-                report = await self.waiter.wait_for(self.sig, targets, deadline=deadline)
-                wait.outcome(report.status._value_)
-        await self._observe(report, self._waiter_via)
+        await self._observe(await self._wait_for(targets), self._waiter_via)
 
     async def _upload_documents(self) -> None:
         retried = self.gen.in_flight == Operation.UPLOAD_DOCUMENTS
