@@ -14,9 +14,10 @@ Prints one line of JSON: ``before`` (the RSS before the flows, after one warm-up
 given to the last flow ended), ``total_s``, ``ramp`` (the most flows on their way at
 once, both phases), ``most_released_on_way`` (the most released flows seen on their way
 at once), ``nudges`` (how often the fake clock had to be moved on, see
-``_nudge``), ``signed`` and ``failed`` (how many flows ended signed, and how many did not,
-by error type: the first such error's traceback goes to stderr). Exits 1 unless all N
-signed. A consent asked again once all held ones were given (a flow resending a lost
+``_world.nudged``), ``failed_deliveries`` (webhook deliveries the sandbox saw fail),
+``signed`` and ``failed`` (how many flows ended signed, and how many did not, by error
+type: the first such error's traceback goes to stderr). Exits 1 unless all N signed.
+A consent asked again once all held ones were given (a flow resending a lost
 approval asks first) is given at once.
 """
 
@@ -36,9 +37,8 @@ from typing import Any
 from qes_async import CallbackSigner, FlowOutcome
 
 from ._common import quiet_logs
-from ._world import World, world
+from ._world import nudged, world
 
-NUDGE = 10.0  # fake seconds
 RAMP = 2_000  # flows started and not yet parked on consent, at most
 
 
@@ -49,26 +49,8 @@ def _status(field: str) -> int:
     return 0
 
 
-nudges = 0  # times the fake clock was moved on because nothing reached the sandbox
-
-
-async def _nudge(w: World) -> None:
-    """Move the fake clock on by ``NUDGE`` seconds whenever no request has reached the
-    sandbox for a second of real time: what the real clock would do for a flow whose
-    webhook was lost under the load (its waiter's fallback read is due on the clock)."""
-    global nudges
-    seen = -1
-    while True:
-        await asyncio.sleep(1.0)
-        now = len(w.sandbox.request_log)
-        if now == seen:
-            w.clock.advance(NUDGE)
-            nudges += 1
-        seen = now
-
-
 async def main(flows: int, folder: Path) -> dict[str, Any]:
-    async with world(folder, webhooks=True) as w:
+    async with world(folder, webhooks=True) as w, nudged(w) as nudges:
         w.sandbox.add_client("client")
         # The consents held, in parked order: each a future its signer awaits.
         held: deque[asyncio.Future[bool]] = deque()
@@ -111,7 +93,6 @@ async def main(flows: int, folder: Path) -> dict[str, Any]:
         assert (await w.flow("client").run()).outcome is FlowOutcome.SIGNED  # warm up
         before = _status("VmRSS:")
         started = time.perf_counter()
-        nudger = asyncio.ensure_future(_nudge(w))
         tasks = []
         for n in range(flows):
             # Start them as fast as they park, at most RAMP on their way at once: started
@@ -137,7 +118,6 @@ async def main(flows: int, folder: Path) -> dict[str, Any]:
         given = True  # no await since held was last seen empty: none can be left in it
         results = await asyncio.gather(*tasks, return_exceptions=True)
         release_s = time.perf_counter() - released_at
-        nudger.cancel()
         failed: Counter[str] = Counter()
         for result in results:
             if isinstance(result, BaseException):
@@ -156,7 +136,8 @@ async def main(flows: int, folder: Path) -> dict[str, Any]:
             "total_s": time.perf_counter() - started,
             "ramp": RAMP,
             "most_released_on_way": most,
-            "nudges": nudges,
+            "nudges": nudges.times,
+            "failed_deliveries": nudges.failed_deliveries,
             "signed": flows - sum(failed.values()),
             "failed": dict(failed),
         }

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from qes_async.sandbox import SandboxServer
 from qes_async.webhooks import BasicAuth, WebhookReceiver
 
 MOBILE = "+31612345678"
+NUDGE = 10.0  # fake seconds the clock moves on when nothing reaches the sandbox
 HOOK_USER, HOOK_PASSWORD = "fourthline", "bench-hook-password"
 PDF = make_pdf("Loan agreement")
 
@@ -113,3 +115,46 @@ async def world(folder: Path, *, webhooks: bool, **sandbox_kw: Any) -> AsyncIter
     finally:
         if runner is not None:
             await runner.cleanup()
+
+
+@dataclass
+class Nudges:
+    """How often :func:`nudged` moved the fake clock on, and how many webhook deliveries
+    the sandbox recorded as failed (no answer in time, or no 2xx) since it began."""
+
+    world: World = field(repr=False)
+    first: int  # deliveries recorded before
+    times: int = 0
+
+    @property
+    def failed_deliveries(self) -> int:
+        return sum(
+            not (d.http_status is not None and 200 <= d.http_status < 300)
+            for d in self.world.sandbox.webhook_deliveries[self.first :]
+        )
+
+
+@asynccontextmanager
+async def nudged(w: World, every: float = 1.0) -> AsyncIterator[Nudges]:
+    """Move the fake clock on by ``NUDGE`` seconds whenever no request has reached the
+    sandbox for ``every`` second of real time: what the real clock would do for a flow
+    whose webhook was lost under the load (the sandbox retries a failed delivery after a
+    backoff on its clock, and the flow's waiter reads the status again on the same clock).
+    Without it, a run on a fake clock that loses one webhook waits for ever."""
+    got = Nudges(w, len(w.sandbox.webhook_deliveries))
+
+    async def nudge() -> None:
+        seen = -1
+        while True:
+            await asyncio.sleep(every)
+            now = len(w.sandbox.request_log)
+            if now == seen:
+                w.clock.advance(NUDGE)
+                got.times += 1
+            seen = now
+
+    task = asyncio.ensure_future(nudge())
+    try:
+        yield got
+    finally:
+        task.cancel()

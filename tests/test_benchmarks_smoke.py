@@ -65,3 +65,16 @@ def test_the_ceremony_profile_counts_calls_per_flow_for_both_sides() -> None:
     counts = re.findall(r"^\s+([\d,]+) calls a flow", stdout, flags=re.MULTILINE)
     assert len(counts) == 2, stdout
     assert all(int(c.replace(",", "")) > 0 for c in counts)
+
+
+def test_the_ceremony_bound_strips_what_it_says_and_prints_each_part() -> None:
+    stdout = _bench("benchmarks._ceremony_bound", "3", "1", timeout=300)
+    # 15 of each in a one-document ceremony: 0 would mean a patch missed its method
+    skipped = re.search(r"skipped ([\d.]+) evidence entries and ([\d.]+) checkpoints", stdout)
+    assert skipped is not None, stdout
+    assert float(skipped[1]) > 5, stdout
+    assert float(skipped[2]) > 5, stdout
+    for side in ("sdk", "sdk, no evidence", "sdk, no evidence, no checkpoints", "plain"):
+        assert re.search(rf"^  {re.escape(side)}\s+[\d.]+ ms", stdout, flags=re.MULTILINE), stdout
+    for part in ("evidence entries", "checkpoints", "the rest of the SDK"):
+        assert re.search(rf"^  {part}\s+[-+][\d.]+ ms", stdout, flags=re.MULTILINE), stdout
