@@ -223,6 +223,56 @@ async def test_connection_refused_is_retried_for_unsafe_calls_then_not_sent() ->
     assert "safe to try again" in str(info.value)
 
 
+async def test_an_unsafe_call_cut_short_waiting_for_a_pooled_connection_was_not_sent(
+    fake_api: FakeAPI,
+) -> None:
+    """The call's total time bound ran out while it still waited for one of the pool's
+    connections: nothing of it left this machine, so it is "not sent" (retried, even for
+    an unsafe call), never "outcome unknown"."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({})
+
+    fake_api.add("GET", "/slow", slow)
+    fake_api.add("GET", STATUS_PATH, lambda r: ok_status())
+    fake_api.add("POST", "/v1/workflows", lambda r: web.json_response({"workflowId": SIG}))
+    # one connection at most, none kept idle: the one the holder takes is the only one
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1, force_close=True))
+    try:
+        async with fake_api.client(session=session, timeouts=Timeouts(total=0.2)) as client:
+            await client.get_signature_status(SIG)  # takes a token
+            holder = asyncio.ensure_future(session.get(fake_api.server.make_url("/slow")))
+            while ("GET", "/slow") not in fake_api.calls:  # it holds the one connection
+                await asyncio.sleep(0.01)
+            with pytest.raises(RequestNotSentError) as info:
+                await client.create_workflow("ref")
+            release.set()
+            (await holder).release()
+        assert ("POST", "/v1/workflows") not in fake_api.calls
+        assert len(fake_api.sleeps) == 3  # retried as a call that was not sent
+        assert "safe to try again" in str(info.value)
+    finally:
+        await session.close()
+
+
+async def test_an_unsafe_call_cut_short_once_sent_stays_outcome_unknown(fake_api: FakeAPI) -> None:
+    """The same time bound running out while the service works on the call (it was sent):
+    the outcome is unknown and the call is never sent again."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)  # longer than the total timeout below
+        return web.json_response({"workflowId": SIG})
+
+    fake_api.add("POST", "/v1/workflows", slow)
+    async with fake_api.client(timeouts=Timeouts(total=0.2)) as client:
+        with pytest.raises(OutcomeUnknownError):
+            await client.create_workflow("ref")
+    assert fake_api.calls.count(("POST", "/v1/workflows")) == 1
+    assert fake_api.sleeps == []
+
+
 # ---------------------------------------------------------------------------- rate limits
 
 

@@ -313,11 +313,37 @@ def _transport_error(exc: Exception) -> Exception:
     kind = type(exc).__name__
     if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
         return TransportError(str(exc) or kind, sent=False, kind=kind)
+    if type(exc) is asyncio.TimeoutError and _cut_in_connector(exc):
+        # The call's total time ran out before it had a connection (waiting for one of
+        # the pool's, resolving, connecting): nothing of it was sent.
+        return TransportError(str(exc) or kind, sent=False, kind=kind)
     if isinstance(exc, _NO_ANSWER):
         # An answer that is no HTTP at all (a TLS server's bytes read as HTTP).
         not_http = isinstance(exc, (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError))
         return TransportError(str(exc) or kind, sent=True, kind=kind, not_http=not_http)
     return exc
+
+
+#: aiohttp's modules that work before a call has its connection.
+_CONNECTING = frozenset({"aiohttp.connector", "aiohttp.resolver"})
+
+
+def _cut_in_connector(exc: BaseException) -> bool:
+    """Whether aiohttp's total timer cut the call short inside its connector: the timer
+    cancels the call, and its TimeoutError carries that cancellation, whose traceback ends
+    where the call was. Its innermost aiohttp frame in the connector or resolver means
+    the call had no connection yet (the request is written only after ``connect``)."""
+    cause = exc.__cause__
+    if not isinstance(cause, asyncio.CancelledError):
+        return False
+    innermost = None
+    tb = cause.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.startswith("aiohttp."):
+            innermost = module
+        tb = tb.tb_next
+    return innermost in _CONNECTING
 
 
 def _send_failure(operation: str, exc: Exception) -> Exception:
