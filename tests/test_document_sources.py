@@ -215,3 +215,40 @@ async def test_a_file_source_has_its_copies_on_disk_before_it_returns(
     assert len(synced) >= 4
     (loaded,) = await source.load("f-1")
     assert await loaded.sha256() == (await Document.from_bytes("loan.pdf", PDF).sha256())
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+async def test_a_second_start_with_a_flow_id_in_use_leaves_the_first_flows_documents(
+    tmp_path: Path, kind: str
+) -> None:
+    """A start refused because its flow id is taken (StaleStateError) must not have stored
+    its documents over the first flow's: that flow, resumed and restarted, would find
+    documents it never had and could never finish."""
+    from qes_async import StaleStateError
+
+    async with world(tmp_path) as w, SQLiteFlowStore(tmp_path / "f.db", clock=w.clock) as db:
+        source: DocumentSource = (
+            FileDocumentSource(tmp_path / "docs") if kind == "file" else MemoryDocumentSource()
+        )
+        flow_id = await _start_and_stop(w, db, source)
+        other = w.flow(
+            store=db,
+            flow_id=flow_id,
+            documents=[Document.from_bytes("other.pdf", make_pdf("Another loan"))],
+            document_source=source,
+        )
+        with pytest.raises(StaleStateError):
+            await other.run()
+        # The first flow's signer lets the consent window pass: a new workflow, whose
+        # upload reads the documents back from the source.
+        signer = w.signer(consent_delay=3 * 3600)
+        resumed = await SignatureFlow.resume(
+            flow_id, **w.resume_kw(db, signer=signer, document_source=source)
+        )
+        result = await resumed.run()
+        signatures = w.sandbox.service.signatures
+        uploaded = [
+            [d.file_name for d in signatures[g.signature_id].documents] for g in result.generations
+        ]
+    assert result.outcome is FlowOutcome.SIGNED
+    assert uploaded == [["loan.pdf"], ["loan.pdf"]]  # its own document, both times

@@ -31,7 +31,13 @@ from .._client.validation import (
     check_mobile_number,
     check_workflow_name,
 )
-from .._core.errors import DocumentCheckError, FlowError, InvalidInputError, StaleStateError
+from .._core.errors import (
+    DocumentCheckError,
+    FlowError,
+    FlowNotFoundError,
+    InvalidInputError,
+    StaleStateError,
+)
 from .._core.recent import Recent
 from .._core.redact import mask_phone
 from .._runtime import telemetry as _telemetry
@@ -613,6 +619,9 @@ class SignatureFlow:
         )
         source = self.document_source
         if source is not None:
+            # Never over a stored flow's documents: a start whose id is taken would leave
+            # that flow with documents it never had (its restarts could not finish).
+            await self._refuse_a_taken_id(state.flow_id)
             # Before the flow exists anywhere: a flow a worker can find has its documents.
             await source.store(state.flow_id, self._documents)
         try:
@@ -627,6 +636,18 @@ class SignatureFlow:
                     await asyncio.shield(source.discard(state.flow_id))
             raise
         self._new = None  # stored: the state says all it did (a waiting flow holds less)
+
+    async def _refuse_a_taken_id(self, flow_id: str) -> None:
+        """StaleStateError, as the store's create would raise it, if ``flow_id`` is stored."""
+        try:
+            await self.store.load(flow_id)
+        except FlowNotFoundError:
+            return
+        raise StaleStateError(
+            f"flow {flow_id}: a flow with this id exists already",
+            advice="Resume it with SignatureFlow.resume(flow_id, ...), or start the new "
+            "flow under another flow_id.",
+        )
 
     async def _load_documents(self, state: FlowState) -> list[Document]:
         """The documents of a resumed flow, from its source, before a new workflow is
