@@ -31,16 +31,25 @@ from conftest import ACCESS_TOKEN, CLIENT_SECRET, FakeAPI, register_secret
 from qes_async import (
     AuthenticationError,
     BadRequestError,
+    CallbackSigner,
+    ConsentRequest,
     Document,
     FakeClock,
+    FlowOutcome,
     InvalidPasscodeError,
+    PasscodeRequest,
+    PollingWaiter,
     QESClient,
     QESError,
     RetryPolicy,
     SignatureFlow,
+    SignerAnswer,
+    SignerInbox,
+    asgi,
     make_pdf,
 )
-from qes_async._core.redact import Secret
+from qes_async._core.redact import Secret, reveal
+from qes_async._runtime import telemetry
 from qes_async.sandbox import SandboxServer
 
 SIG = "sig-1"
@@ -419,3 +428,149 @@ async def test_a_request_id_that_echoes_a_secret_is_cut(
     for text in shown:
         assert ACCESS_TOKEN not in text, text
     assert report.request_id == "id-***"
+
+
+# ---------------------------------------------- a passcode submitted from the signer's page
+
+
+class _StoppingClock(FakeClock):
+    """A clock that fails once told to: the failure lands where the passcode is held."""
+
+    stopped = False
+
+    def time(self) -> float:
+        if self.stopped:
+            raise RuntimeError("the clock failed")
+        return super().time()
+
+
+def _passcode_question(flow_id: str = "flow-1") -> PasscodeRequest:
+    return PasscodeRequest(flow_id, SIG, 1, deadline=FakeClock.DEFAULT_START + 3600)
+
+
+async def _asked(inbox: SignerInbox, flow_id: str) -> None:
+    for _ in range(200):
+        if inbox.pending(flow_id) is not None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the flow never asked")
+
+
+async def test_no_frame_of_a_failing_inbox_submission_holds_the_passcode() -> None:
+    passcode = "61842957"
+    register_secret(passcode)
+    clock = _StoppingClock()
+    inbox = SignerInbox(clock=clock, answer_timeout=1.0)
+    asking = asyncio.ensure_future(inbox.passcode(_passcode_question()))
+    await _asked(inbox, "flow-1")
+    clock.stopped = True
+    with pytest.raises(RuntimeError) as info:
+        await inbox.submit_passcode("flow-1", passcode)
+    clock.stopped = False
+    asking.cancel()
+    assert {"submit_passcode", "_submit"} <= {f for f, _, _ in _sdk_frame_locals(info.value)}
+    assert _leaks(info.value, passcode) == []
+
+
+async def test_the_future_handing_a_passcode_to_the_flow_never_shows_it() -> None:
+    passcode = "50718263"
+    register_secret(passcode)
+    inbox = SignerInbox(clock=FakeClock(), answer_timeout=5.0)
+    question = _passcode_question()
+    asking = asyncio.ensure_future(inbox.passcode(question))
+    await _asked(inbox, "flow-1")
+    submitting = asyncio.ensure_future(inbox.submit_passcode("flow-1", passcode))
+    assert await asking == passcode  # the flow gets the text itself
+    slot = inbox._answered["flow-1"]  # waiting for the flow's verdict
+    assert passcode not in repr(slot.value)
+    submitting.cancel()  # the page's client went away while the flow used the passcode
+    with pytest.raises(asyncio.CancelledError) as info:
+        await submitting
+    assert "_submit" in {f for f, _, _ in _sdk_frame_locals(info.value)}
+    assert _leaks(info.value, passcode) == []
+
+
+async def test_no_frame_of_the_asgi_passcode_helper_holds_the_passcode() -> None:
+    passcode = "39260714"
+    register_secret(passcode)
+    received: list[object] = []
+
+    class BrokenInbox:
+        async def submit_passcode(self, flow_id: str, code: object) -> SignerAnswer:
+            received.append(code)
+            raise RuntimeError("the inbox failed")
+
+    with pytest.raises(RuntimeError) as info:
+        await asgi.submit_passcode(BrokenInbox(), "flow-1", f"  {passcode} ")  # type: ignore[arg-type]
+    assert any(f == "submit_passcode" for f, _, _ in _sdk_frame_locals(info.value))
+    assert _leaks(info.value, passcode) == []
+    assert [reveal(code) for code in received] == [passcode]  # type: ignore[arg-type]
+
+
+async def test_no_frame_of_a_flow_failing_after_the_signer_answered_holds_the_passcode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signer answers in its own task; a failure right after (here the wait's span)
+    finds that finished task in the flow's frame, and its repr shows its result."""
+    clock = FakeClock()
+    async with SandboxServer(clock=clock, seed=5) as sandbox:
+        register_secret(sandbox.client_secret, MOBILE)
+        sandbox.add_client("c-1")
+        async with QESClient(
+            sandbox.client_id, sandbox.client_secret, base_url=sandbox.url, clock=clock
+        ) as client:
+            inbox = SignerInbox(clock=clock, answer_timeout=1.0)
+            flow = SignatureFlow(
+                client,
+                mobile_number=MOBILE,
+                client_reference="c-1",
+                documents=[Document.from_bytes("a.pdf", make_pdf())],
+                signer=inbox,
+                download_dir=tmp_path,
+                clock=clock,
+            )
+            running = asyncio.ensure_future(flow.run())
+            while not isinstance(inbox.pending(flow.flow_id), ConsentRequest):
+                await asyncio.sleep(0.001)
+            assert (await inbox.submit_consent(flow.flow_id, True)).accepted
+            while not isinstance(question := inbox.pending(flow.flow_id), PasscodeRequest):
+                await asyncio.sleep(0.001)
+            passcode = sandbox.latest_passcode(question.signature_id)
+            register_secret(passcode)
+
+            def failing(self: object, value: str) -> None:
+                if value == "answered":
+                    raise RuntimeError("the span failed")
+
+            monkeypatch.setattr(telemetry._Off, "outcome", failing)
+            submitting = asyncio.ensure_future(inbox.submit_passcode(flow.flow_id, passcode))
+            with pytest.raises(RuntimeError) as info:
+                await running
+            submitting.cancel()
+    assert "_ask" in {f for f, _, _ in _sdk_frame_locals(info.value)}
+    assert _leaks(info.value, passcode) == []
+
+
+async def test_a_signer_that_hands_back_a_secret_signs(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with SandboxServer(clock=clock, seed=5) as sandbox:
+        register_secret(sandbox.client_secret, MOBILE)
+        sandbox.add_client("c-1")
+        async with QESClient(
+            sandbox.client_id, sandbox.client_secret, base_url=sandbox.url, clock=clock
+        ) as client:
+            signer = CallbackSigner(
+                consent=lambda request: True,
+                passcode=lambda request: Secret(sandbox.latest_passcode(request.signature_id)),
+            )
+            result = await SignatureFlow(
+                client,
+                mobile_number=MOBILE,
+                client_reference="c-1",
+                documents=[Document.from_bytes("a.pdf", make_pdf())],
+                signer=signer,
+                waiter=PollingWaiter(client, clock=clock),
+                download_dir=tmp_path,
+                clock=clock,
+            ).run()
+    assert result.outcome is FlowOutcome.SIGNED
