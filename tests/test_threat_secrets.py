@@ -21,12 +21,13 @@ import asyncio
 import pickle
 import stat
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import pytest
 from aiohttp import web
 from conftest import ACCESS_TOKEN, CLIENT_SECRET, FakeAPI, register_secret
+from frame_locals import leaks as _leaks
+from frame_locals import sdk_frame_locals as _sdk_frame_locals
+from frame_locals import shown as _shown
 
 from qes_async import (
     AuthenticationError,
@@ -211,55 +212,6 @@ class _NoSigner:
 
 
 # ------------------------------------------------------------------ locals of the frames
-
-
-def _shown(value: Any, depth: int = 0) -> list[str]:
-    """What an error tracker shows of a local: strings as they are, containers walked,
-    every other object by its ``repr`` (as Sentry's serializer does)."""
-    if isinstance(value, (bytes, bytearray)):
-        return [bytes(value).decode("latin-1")]
-    if isinstance(value, str):
-        return [value]
-    if depth < 6 and isinstance(value, dict):
-        return [t for k, v in value.items() for t in (*_shown(k, depth + 1), *_shown(v, depth + 1))]
-    if depth < 6 and isinstance(value, (list, tuple, set, frozenset)):
-        return [t for item in value for t in _shown(item, depth + 1)]
-    try:
-        return [repr(value)]
-    except Exception:  # a broken repr shows nothing
-        return []
-
-
-def _sdk_frame_locals(exc: BaseException) -> list[tuple[str, str, str]]:
-    """(function, local name, shown text) for every qes_async frame of ``exc``'s traceback
-    and of every exception chained to it."""
-    seen: list[tuple[str, str, str]] = []
-    pending: list[BaseException] = [exc]
-    visited: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if id(current) in visited:
-            continue
-        visited.add(id(current))
-        tb: TracebackType | None = current.__traceback__
-        while tb is not None:
-            frame = tb.tb_frame
-            if str(frame.f_globals.get("__name__", "")).startswith("qes_async"):
-                for name, value in frame.f_locals.items():
-                    for text in _shown(value):
-                        seen.append((frame.f_code.co_name, name, text))
-            tb = tb.tb_next
-        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
-    return seen
-
-
-def _leaks(exc: BaseException, *secrets: str) -> list[tuple[str, str]]:
-    return [
-        (function, name)
-        for function, name, text in _sdk_frame_locals(exc)
-        for secret in secrets
-        if secret in text
-    ]
 
 
 async def _drop(request: web.Request) -> web.StreamResponse:
