@@ -526,3 +526,26 @@ async def test_a_signer_that_hands_back_a_secret_signs(tmp_path: Path) -> None:
                 clock=clock,
             ).run()
     assert result.outcome is FlowOutcome.SIGNED
+
+
+async def test_no_frame_of_the_cli_waiting_for_a_new_passcode_file_holds_the_last_try(
+    tmp_path: Path,
+) -> None:
+    import argparse
+
+    from qes_async._cli.main import CLIError, _AnswersSigner
+
+    passcode = "84061937"
+    register_secret(passcode)
+    code_file = tmp_path / "code.txt"
+    code_file.write_text(passcode + "\n")
+    signer = _AnswersSigner(
+        argparse.Namespace(consent="yes", passcode_from=str(code_file), selfie=None)
+    )
+    assert reveal(await signer.passcode(_passcode_question())) == passcode
+    # Refused: the file still holds that try when the deadline passes.
+    past = PasscodeRequest("flow-1", SIG, 1, deadline=0.0)
+    with pytest.raises(CLIError) as info:
+        await signer.passcode(past)
+    assert "_from_file" in {f for f, _, _ in _sdk_frame_locals(info.value)}
+    assert _leaks(info.value, passcode) == []
