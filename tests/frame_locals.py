@@ -29,9 +29,11 @@ def shown(value: Any, depth: int = 0) -> list[str]:
         return []
 
 
-def sdk_frame_locals(exc: BaseException) -> list[tuple[str, str, str]]:
-    """(function, local name, shown text) for every qes_async frame of ``exc``'s traceback
-    and of every exception chained to it."""
+def sdk_frame_locals(
+    exc: BaseException, modules: tuple[str, ...] = ("qes_async",)
+) -> list[tuple[str, str, str]]:
+    """(function, local name, shown text) for every qes_async frame (or of ``modules``) of
+    ``exc``'s traceback and of every exception chained to it."""
     seen: list[tuple[str, str, str]] = []
     pending: list[BaseException] = [exc]
     visited: set[int] = set()
@@ -43,7 +45,7 @@ def sdk_frame_locals(exc: BaseException) -> list[tuple[str, str, str]]:
         tb: TracebackType | None = current.__traceback__
         while tb is not None:
             frame = tb.tb_frame
-            if str(frame.f_globals.get("__name__", "")).startswith("qes_async"):
+            if str(frame.f_globals.get("__name__", "")).startswith(modules):
                 for name, value in frame.f_locals.items():
                     for text in shown(value):
                         seen.append((frame.f_code.co_name, name, text))
@@ -52,11 +54,13 @@ def sdk_frame_locals(exc: BaseException) -> list[tuple[str, str, str]]:
     return seen
 
 
-def leaks(exc: BaseException, *secrets: str) -> list[tuple[str, str]]:
+def leaks(
+    exc: BaseException, *secrets: str, modules: tuple[str, ...] = ("qes_async",)
+) -> list[tuple[str, str]]:
     """(function, local name) of every SDK frame local that shows one of ``secrets``."""
     return [
         (function, name)
-        for function, name, text in sdk_frame_locals(exc)
+        for function, name, text in sdk_frame_locals(exc, modules)
         for secret in secrets
         if secret in text
     ]
