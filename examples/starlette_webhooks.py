@@ -56,8 +56,10 @@ def signer_routes(inbox: SignerInbox) -> list[BaseRoute]:
         return JSONResponse(answer, status_code=answer_status(answer))
 
     async def passcode(request: Request) -> JSONResponse:
-        body = await _small_json(request)
-        answer = await submit_passcode(inbox, request.path_params["flow_id"], body.get("passcode"))
+        # Straight from the body into submit_passcode, which holds it masked: no local here
+        # keeps the passcode (error trackers record the locals of a traceback's frames).
+        flow_id = request.path_params["flow_id"]
+        answer = await submit_passcode(inbox, flow_id, (await _small_json(request)).get("passcode"))
         return JSONResponse(answer, status_code=answer_status(answer))
 
     return [

@@ -26,6 +26,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ._core.redact import Secret, reveal
 from ._signers.signer import (
     AnswerKind,
     ConsentRequest,
@@ -271,12 +272,22 @@ async def submit_passcode(inbox: SignerInbox, flow_id: str, passcode: object) ->
     :data:`MAX_PASSCODE_LENGTH`) or unprintable passcode is ``"invalid"`` and not
     submitted. The passcode itself is never in the answer.
     """
-    code = passcode.strip() if isinstance(passcode, str) else ""
-    if not code or len(code) > MAX_PASSCODE_LENGTH or not code.isprintable():
+    # Held masked from the first line (frame locals reach error trackers).
+    code = _held_passcode(passcode)
+    del passcode
+    if code is None:
         return _invalid(
             f"send the passcode from the SMS (1 to {MAX_PASSCODE_LENGTH} printable characters)"
         )
     return _answer(await inbox.submit_passcode(flow_id, code))
+
+
+def _held_passcode(passcode: object) -> Secret | None:
+    """A submitted passcode without surrounding blanks, as a Secret; None when invalid."""
+    text = reveal(passcode).strip() if isinstance(passcode, (str, Secret)) else ""
+    if not text or len(text) > MAX_PASSCODE_LENGTH or not text.isprintable():
+        return None
+    return Secret(text)
 
 
 _STATUS = {

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import register_secret
+from frame_locals import leaks, sdk_frame_locals
 from test_examples import load
 
 from qes_async import (
@@ -91,3 +93,24 @@ async def test_consent_and_passcode_endpoints_sign_a_document(tmp_path: Path) ->
     assert [d.validation for d in result.documents] == ["valid"]
     assert unknown.status_code == 404
     assert unknown.json()["result"] == "no_such_flow"
+
+
+async def test_no_frame_of_the_passcode_endpoint_holds_the_passcode() -> None:
+    """The endpoint parses the JSON body: neither that body nor the passcode waits in its
+    frame (or the SDK's) while the inbox takes the passcode."""
+    passcode = "27493018"
+    register_secret(passcode)
+
+    class BrokenInbox(SignerInbox):
+        async def submit_passcode(self, flow_id: str, passcode: object) -> Any:
+            raise RuntimeError("the inbox failed")
+
+    receiver = WebhookReceiver(WebhookDispatcher(), BasicAuth("fourthline", "starlette-pw-2"))
+    app = load("starlette_webhooks").create_app(receiver, BrokenInbox())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        with pytest.raises(RuntimeError) as info:
+            await http.post("/flows/f-1/passcode", json={"passcode": passcode})
+    modules = ("qes_async", "example_starlette_webhooks")
+    assert "passcode" in {f for f, _, _ in sdk_frame_locals(info.value, modules)}
+    assert leaks(info.value, passcode, modules=modules) == []

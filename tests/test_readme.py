@@ -169,3 +169,34 @@ def test_readme_shows_the_sandbox_banner_as_printed() -> None:
     url = out.getvalue().splitlines()[0].rsplit(" ", 1)[-1]
     printed = out.getvalue().replace(url, f"http://127.0.0.1:{port}").splitlines()
     assert shown.group(2).splitlines() == printed[: printed.index("Press Ctrl+C to stop.") + 1]
+
+
+async def test_the_fastapi_passcode_endpoint_leaves_no_passcode_in_the_frames() -> None:
+    """The README's FastAPI endpoint takes the passcode out of the parsed body, so its frame
+    does not show it while the inbox takes it (FastAPI's own frames keep the raw body)."""
+    import types
+
+    import httpx
+    from conftest import register_secret
+    from frame_locals import leaks, sdk_frame_locals
+
+    from qes_async import SignerInbox
+
+    passcode = "91827364"
+    register_secret(passcode)
+    _, code = _block('@app.post("/flows/{flow_id}/passcode")')
+    module = types.ModuleType("readme_fastapi")
+    exec(compile(code.replace("asyncio.run(main())", ""), "README.md", "exec"), module.__dict__)
+
+    class BrokenInbox(SignerInbox):
+        async def submit_passcode(self, flow_id: str, passcode: object) -> object:
+            raise RuntimeError("the inbox failed")
+
+    module.inbox = BrokenInbox()  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=module.app)  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+        with pytest.raises(RuntimeError) as info:
+            await http.post("/flows/f-1/passcode", json={"passcode": passcode})
+    modules = ("qes_async", "readme_fastapi")
+    assert "passcode" in {f for f, _, _ in sdk_frame_locals(info.value, modules)}
+    assert leaks(info.value, passcode, modules=modules) == []

@@ -21,26 +21,36 @@ import asyncio
 import pickle
 import stat
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import pytest
 from aiohttp import web
 from conftest import ACCESS_TOKEN, CLIENT_SECRET, FakeAPI, register_secret
+from frame_locals import leaks as _leaks
+from frame_locals import sdk_frame_locals as _sdk_frame_locals
+from frame_locals import shown as _shown
 
 from qes_async import (
     AuthenticationError,
     BadRequestError,
+    CallbackSigner,
+    ConsentRequest,
     Document,
     FakeClock,
+    FlowOutcome,
     InvalidPasscodeError,
+    PasscodeRequest,
+    PollingWaiter,
     QESClient,
     QESError,
     RetryPolicy,
     SignatureFlow,
+    SignerAnswer,
+    SignerInbox,
+    asgi,
     make_pdf,
 )
-from qes_async._core.redact import Secret
+from qes_async._core.redact import Secret, reveal
+from qes_async._runtime import telemetry
 from qes_async.sandbox import SandboxServer
 
 SIG = "sig-1"
@@ -202,55 +212,6 @@ class _NoSigner:
 
 
 # ------------------------------------------------------------------ locals of the frames
-
-
-def _shown(value: Any, depth: int = 0) -> list[str]:
-    """What an error tracker shows of a local: strings as they are, containers walked,
-    every other object by its ``repr`` (as Sentry's serializer does)."""
-    if isinstance(value, (bytes, bytearray)):
-        return [bytes(value).decode("latin-1")]
-    if isinstance(value, str):
-        return [value]
-    if depth < 6 and isinstance(value, dict):
-        return [t for k, v in value.items() for t in (*_shown(k, depth + 1), *_shown(v, depth + 1))]
-    if depth < 6 and isinstance(value, (list, tuple, set, frozenset)):
-        return [t for item in value for t in _shown(item, depth + 1)]
-    try:
-        return [repr(value)]
-    except Exception:  # a broken repr shows nothing
-        return []
-
-
-def _sdk_frame_locals(exc: BaseException) -> list[tuple[str, str, str]]:
-    """(function, local name, shown text) for every qes_async frame of ``exc``'s traceback
-    and of every exception chained to it."""
-    seen: list[tuple[str, str, str]] = []
-    pending: list[BaseException] = [exc]
-    visited: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if id(current) in visited:
-            continue
-        visited.add(id(current))
-        tb: TracebackType | None = current.__traceback__
-        while tb is not None:
-            frame = tb.tb_frame
-            if str(frame.f_globals.get("__name__", "")).startswith("qes_async"):
-                for name, value in frame.f_locals.items():
-                    for text in _shown(value):
-                        seen.append((frame.f_code.co_name, name, text))
-            tb = tb.tb_next
-        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
-    return seen
-
-
-def _leaks(exc: BaseException, *secrets: str) -> list[tuple[str, str]]:
-    return [
-        (function, name)
-        for function, name, text in _sdk_frame_locals(exc)
-        for secret in secrets
-        if secret in text
-    ]
 
 
 async def _drop(request: web.Request) -> web.StreamResponse:
@@ -419,3 +380,172 @@ async def test_a_request_id_that_echoes_a_secret_is_cut(
     for text in shown:
         assert ACCESS_TOKEN not in text, text
     assert report.request_id == "id-***"
+
+
+# ---------------------------------------------- a passcode submitted from the signer's page
+
+
+class _StoppingClock(FakeClock):
+    """A clock that fails once told to: the failure lands where the passcode is held."""
+
+    stopped = False
+
+    def time(self) -> float:
+        if self.stopped:
+            raise RuntimeError("the clock failed")
+        return super().time()
+
+
+def _passcode_question(flow_id: str = "flow-1") -> PasscodeRequest:
+    return PasscodeRequest(flow_id, SIG, 1, deadline=FakeClock.DEFAULT_START + 3600)
+
+
+async def _asked(inbox: SignerInbox, flow_id: str) -> None:
+    for _ in range(200):
+        if inbox.pending(flow_id) is not None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the flow never asked")
+
+
+async def test_no_frame_of_a_failing_inbox_submission_holds_the_passcode() -> None:
+    passcode = "61842957"
+    register_secret(passcode)
+    clock = _StoppingClock()
+    inbox = SignerInbox(clock=clock, answer_timeout=1.0)
+    asking = asyncio.ensure_future(inbox.passcode(_passcode_question()))
+    await _asked(inbox, "flow-1")
+    clock.stopped = True
+    with pytest.raises(RuntimeError) as info:
+        await inbox.submit_passcode("flow-1", passcode)
+    clock.stopped = False
+    asking.cancel()
+    assert {"submit_passcode", "_submit"} <= {f for f, _, _ in _sdk_frame_locals(info.value)}
+    assert _leaks(info.value, passcode) == []
+
+
+async def test_the_future_handing_a_passcode_to_the_flow_never_shows_it() -> None:
+    passcode = "50718263"
+    register_secret(passcode)
+    inbox = SignerInbox(clock=FakeClock(), answer_timeout=5.0)
+    question = _passcode_question()
+    asking = asyncio.ensure_future(inbox.passcode(question))
+    await _asked(inbox, "flow-1")
+    submitting = asyncio.ensure_future(inbox.submit_passcode("flow-1", passcode))
+    assert await asking == passcode  # the flow gets the text itself
+    slot = inbox._answered["flow-1"]  # waiting for the flow's verdict
+    assert passcode not in repr(slot.value)
+    submitting.cancel()  # the page's client went away while the flow used the passcode
+    with pytest.raises(asyncio.CancelledError) as info:
+        await submitting
+    assert "_submit" in {f for f, _, _ in _sdk_frame_locals(info.value)}
+    assert _leaks(info.value, passcode) == []
+
+
+async def test_no_frame_of_the_asgi_passcode_helper_holds_the_passcode() -> None:
+    passcode = "39260714"
+    register_secret(passcode)
+    received: list[object] = []
+
+    class BrokenInbox:
+        async def submit_passcode(self, flow_id: str, code: object) -> SignerAnswer:
+            received.append(code)
+            raise RuntimeError("the inbox failed")
+
+    with pytest.raises(RuntimeError) as info:
+        await asgi.submit_passcode(BrokenInbox(), "flow-1", f"  {passcode} ")  # type: ignore[arg-type]
+    assert any(f == "submit_passcode" for f, _, _ in _sdk_frame_locals(info.value))
+    assert _leaks(info.value, passcode) == []
+    assert [reveal(code) for code in received] == [passcode]  # type: ignore[arg-type]
+
+
+async def test_no_frame_of_a_flow_failing_after_the_signer_answered_holds_the_passcode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signer answers in its own task; a failure right after (here the wait's span)
+    finds that finished task in the flow's frame, and its repr shows its result."""
+    clock = FakeClock()
+    async with SandboxServer(clock=clock, seed=5) as sandbox:
+        register_secret(sandbox.client_secret, MOBILE)
+        sandbox.add_client("c-1")
+        async with QESClient(
+            sandbox.client_id, sandbox.client_secret, base_url=sandbox.url, clock=clock
+        ) as client:
+            inbox = SignerInbox(clock=clock, answer_timeout=1.0)
+            flow = SignatureFlow(
+                client,
+                mobile_number=MOBILE,
+                client_reference="c-1",
+                documents=[Document.from_bytes("a.pdf", make_pdf())],
+                signer=inbox,
+                download_dir=tmp_path,
+                clock=clock,
+            )
+            running = asyncio.ensure_future(flow.run())
+            while not isinstance(inbox.pending(flow.flow_id), ConsentRequest):
+                await asyncio.sleep(0.001)
+            assert (await inbox.submit_consent(flow.flow_id, True)).accepted
+            while not isinstance(question := inbox.pending(flow.flow_id), PasscodeRequest):
+                await asyncio.sleep(0.001)
+            passcode = sandbox.latest_passcode(question.signature_id)
+            register_secret(passcode)
+
+            def failing(self: object, value: str) -> None:
+                if value == "answered":
+                    raise RuntimeError("the span failed")
+
+            monkeypatch.setattr(telemetry._Off, "outcome", failing)
+            submitting = asyncio.ensure_future(inbox.submit_passcode(flow.flow_id, passcode))
+            with pytest.raises(RuntimeError) as info:
+                await running
+            submitting.cancel()
+    assert "_ask" in {f for f, _, _ in _sdk_frame_locals(info.value)}
+    assert _leaks(info.value, passcode) == []
+
+
+async def test_a_signer_that_hands_back_a_secret_signs(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with SandboxServer(clock=clock, seed=5) as sandbox:
+        register_secret(sandbox.client_secret, MOBILE)
+        sandbox.add_client("c-1")
+        async with QESClient(
+            sandbox.client_id, sandbox.client_secret, base_url=sandbox.url, clock=clock
+        ) as client:
+            signer = CallbackSigner(
+                consent=lambda request: True,
+                passcode=lambda request: Secret(sandbox.latest_passcode(request.signature_id)),
+            )
+            result = await SignatureFlow(
+                client,
+                mobile_number=MOBILE,
+                client_reference="c-1",
+                documents=[Document.from_bytes("a.pdf", make_pdf())],
+                signer=signer,
+                waiter=PollingWaiter(client, clock=clock),
+                download_dir=tmp_path,
+                clock=clock,
+            ).run()
+    assert result.outcome is FlowOutcome.SIGNED
+
+
+async def test_no_frame_of_the_cli_waiting_for_a_new_passcode_file_holds_the_last_try(
+    tmp_path: Path,
+) -> None:
+    import argparse
+
+    from qes_async._cli.main import CLIError, _AnswersSigner
+
+    passcode = "84061937"
+    register_secret(passcode)
+    code_file = tmp_path / "code.txt"
+    code_file.write_text(passcode + "\n")
+    signer = _AnswersSigner(
+        argparse.Namespace(consent="yes", passcode_from=str(code_file), selfie=None)
+    )
+    assert reveal(await signer.passcode(_passcode_question())) == passcode
+    # Refused: the file still holds that try when the deadline passes.
+    past = PasscodeRequest("flow-1", SIG, 1, deadline=0.0)
+    with pytest.raises(CLIError) as info:
+        await signer.passcode(past)
+    assert "_from_file" in {f for f, _, _ in _sdk_frame_locals(info.value)}
+    assert _leaks(info.value, passcode) == []

@@ -26,6 +26,7 @@ from .._core.errors import (
     RequestNotSentError,
     ServiceError,
 )
+from .._core.redact import Secret
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -325,7 +326,7 @@ class _AnswersSigner:
         self._passcode_from: str | None = args.passcode_from
         self._selfie: str | None = args.selfie
         self._stdin = LineReader()
-        self._last: str | None = None
+        self._last: Secret | None = None  # the passcode last tried, held masked
 
     async def consent(self, request: Any) -> bool:
         if self._consent is None:
@@ -334,23 +335,24 @@ class _AnswersSigner:
         print(f"consent given by --consent {self._consent}: {names}", file=sys.stderr)
         return self._consent == "yes"
 
-    async def passcode(self, request: Any) -> str:
+    async def passcode(self, request: Any) -> str | Secret:
         if self._passcode_from is None:
             return await self._terminal.passcode(request)
         if self._passcode_from == "-":
             return (await self._stdin.read("")).strip()
         return await self._from_file(self._passcode_from, request.deadline)
 
-    async def _from_file(self, path: str, deadline: float) -> str:
+    async def _from_file(self, path: str, deadline: float) -> Secret:
         """Wait for the file to hold a passcode other than the one last tried."""
         import time
 
         print(f"waiting for the passcode in {path}", file=sys.stderr)
         while True:
+            # Held masked while this waits: the file keeps the last try until it changes.
             try:
-                text = (await asyncio.to_thread(Path(path).read_text)).strip()
+                text = Secret((await asyncio.to_thread(Path(path).read_text)).strip())
             except OSError:
-                text = ""
+                text = Secret("")
             if text and text != self._last:
                 self._last = text
                 return text

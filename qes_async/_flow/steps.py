@@ -33,7 +33,7 @@ from .._core.errors import (
     WaitTimeoutError,
 )
 from .._core.models import SignatureDetails, Status, StatusReport, Workflow
-from .._core.redact import Secret, mask_phone
+from .._core.redact import Secret, hold, mask_phone
 from .._runtime.logs import logger as log
 from .._runtime.telemetry import OFF, Scope
 from .._signers.signer import (
@@ -512,8 +512,9 @@ class StepRunner:
             attempts_left=self._attempts_left,
             retry=self._attempts_left is not None,
         )
-        # Held masked while the confirmation is in flight (frame locals reach error trackers).
-        passcode = Secret(await self._ask(self.signer.passcode(request), request, "passcode"))
+        # Held masked while the confirmation is in flight (frame locals reach error trackers),
+        # and already in the signer's task: a finished task's repr shows its result.
+        passcode = await self._ask(_held(self.signer.passcode, request), request, "passcode")
         try:
             await self._unsafe("confirm", request, self._send_confirmation(passcode))
         except InvalidPasscodeError as exc:
@@ -715,6 +716,16 @@ class StepRunner:
             await self.signer.acknowledge(request, SignerAnswer(kind, left))
         except Exception as exc:  # the signer's trouble must not break the flow
             log.warning("the signer's acknowledge() failed (%s)", type(exc).__name__)
+
+
+async def _held(
+    passcode: Callable[[PasscodeRequest], Awaitable[str | Secret]], request: PasscodeRequest
+) -> Secret:
+    """The signer's passcode, held as a :class:`Secret` by the task that waits for it.
+
+    The signer is called inside the task, so a task cancelled before it starts leaves no
+    coroutine behind that was never awaited."""
+    return hold(await passcode(request))
 
 
 def _status_facts(report: StatusReport, via: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import attrs
 
 from .._core.errors import FlowError
 from .._core.models import DocumentInfo, LegalCondition, PasscodeInfo
+from .._core.redact import Secret, hold
 from .._runtime.clock import Clock, SystemClock
 from .._runtime.logs import logger as log
 
@@ -161,8 +162,9 @@ class Signer(Protocol):
         """True to approve the documents and legal conditions, False to decline."""
         ...
 
-    async def passcode(self, request: PasscodeRequest) -> str:
-        """The one-time passcode the signer received by SMS."""
+    async def passcode(self, request: PasscodeRequest) -> str | Secret:
+        """The one-time passcode the signer received by SMS (a plain string, or held in a
+        ``Secret`` so that it shows as ``Secret('***')``)."""
         ...
 
     async def selfie(self, request: SelfieRequest) -> bytes:
@@ -186,7 +188,7 @@ class CallbackSigner:
 
     Args:
         consent: ``request -> bool`` (sync or async).
-        passcode: ``request -> str`` (sync or async).
+        passcode: ``request -> str`` (sync or async; it may return a ``Secret``).
         selfie: ``request -> bytes`` (sync or async); without it a selfie request fails.
         on_answer: ``(request, answer) -> None`` (sync or async), told how answers went.
     """
@@ -194,7 +196,7 @@ class CallbackSigner:
     def __init__(
         self,
         consent: Callable[[ConsentRequest], bool | Awaitable[bool]],
-        passcode: Callable[[PasscodeRequest], str | Awaitable[str]],
+        passcode: Callable[[PasscodeRequest], str | Secret | Awaitable[str | Secret]],
         selfie: Callable[[SelfieRequest], bytes | Awaitable[bytes]] | None = None,
         on_answer: Callable[[SignerRequest, SignerAnswer], object] | None = None,
     ) -> None:
@@ -206,8 +208,8 @@ class CallbackSigner:
     async def consent(self, request: ConsentRequest) -> bool:
         return bool(await _call(self._consent, request))
 
-    async def passcode(self, request: PasscodeRequest) -> str:
-        return str(await _call(self._passcode, request))
+    async def passcode(self, request: PasscodeRequest) -> str | Secret:
+        return _kept(await _call(self._passcode, request))
 
     async def selfie(self, request: SelfieRequest) -> bytes:
         if self._selfie is None:
@@ -294,9 +296,13 @@ class SignerInbox:
         """Approve (or decline) the documents the flow ``flow_id`` showed."""
         return await self._submit(flow_id, ConsentRequest, approve)
 
-    async def submit_passcode(self, flow_id: str, passcode: str) -> SignerAnswer:
+    async def submit_passcode(self, flow_id: str, passcode: str | Secret) -> SignerAnswer:
         """Give the SMS passcode; the answer says whether the service accepted it."""
-        return await self._submit(flow_id, PasscodeRequest, passcode)
+        # Held masked from the first line: the slot, its future and every frame on the way
+        # to the flow show Secret('***') (frame locals reach error trackers).
+        code = hold(passcode)
+        del passcode
+        return await self._submit(flow_id, PasscodeRequest, code)
 
     async def submit_selfie(self, flow_id: str, jpeg: bytes) -> SignerAnswer:
         """Give the selfie the flow ``flow_id`` asked for."""
@@ -342,7 +348,7 @@ class SignerInbox:
         return bool(await self._ask(request))
 
     async def passcode(self, request: PasscodeRequest) -> str:
-        return str(await self._ask(request))
+        return _text(await self._ask(request))
 
     async def selfie(self, request: SelfieRequest) -> bytes:
         value = await self._ask(request)
@@ -464,6 +470,16 @@ class TerminalSigner:
 
     def __repr__(self) -> str:
         return "TerminalSigner()"
+
+
+def _kept(value: object) -> str | Secret:
+    """A passcode as a signer gave it: a Secret stays one, anything else is its text."""
+    return value if isinstance(value, Secret) else str(value)
+
+
+def _text(value: object) -> str:
+    """A submitted passcode's text (submissions hold it in a Secret)."""
+    return value.reveal() if isinstance(value, Secret) else str(value)
 
 
 def _read_file(path: str) -> bytes:

@@ -54,6 +54,7 @@ from typing import Any
 
 from .._core.converter import structure, unstructure
 from .._core.errors import InvalidInputError
+from .._core.redact import Secret, hold
 from .._runtime.clock import Clock, SystemClock
 from .._signers.signer import (
     AnswerKind,
@@ -165,11 +166,13 @@ class SignerRelay:
             return await self.inbox.submit_consent(flow_id, approve)
         return await self._submit(flow_id, "consent", "true" if approve else "false")
 
-    async def submit_passcode(self, flow_id: str, passcode: str) -> SignerAnswer:
+    async def submit_passcode(self, flow_id: str, passcode: str | Secret) -> SignerAnswer:
         """Give the SMS passcode to the flow ``flow_id``, wherever it runs."""
+        code = hold(passcode)  # masked in every frame on the way (locals reach trackers)
+        del passcode
         if self._asking_here(flow_id):
-            return await self.inbox.submit_passcode(flow_id, passcode)
-        return await self._submit(flow_id, "passcode", passcode)
+            return await self.inbox.submit_passcode(flow_id, code)
+        return await self._submit(flow_id, "passcode", code)
 
     async def submit_selfie(self, flow_id: str, jpeg: bytes) -> SignerAnswer:
         """Give the selfie to the flow ``flow_id``, wherever it runs."""
@@ -182,7 +185,7 @@ class SignerRelay:
         # through the table, where its answer is kept until it asks.
         return self._drives(flow_id) and self.inbox.pending(flow_id) is not None
 
-    async def _submit(self, flow_id: str, kind: str, value: str) -> SignerAnswer:
+    async def _submit(self, flow_id: str, kind: str, value: str | Secret) -> SignerAnswer:
         table, flows = self.tables.signer, self.tables.flows
         now = self._clock.time()
         row = await self.pool.fetchrow(
@@ -201,7 +204,7 @@ class SignerRelay:
             " (SELECT pg_notify($4, id::text || ' ' || $2 || ' ' || $1) FROM row) AS n",
             flow_id,
             kind,
-            value,
+            value.reveal() if isinstance(value, Secret) else value,
             self.tables.signer_channel,
             self._submission_max_age,
         )
@@ -408,14 +411,17 @@ class SignerRelay:
             )
             if row is None:
                 return  # another worker, or a withdrawn submission
-            asked = self.inbox.pending(row["flow_id"])
-            shown = row["generation"]
+            # The record's repr shows the value (a passcode): only a Secret of it is kept.
+            flow_id, kind, shown = row["flow_id"], row["kind"], row["generation"]
+            value = hold(row["value"] or "")
+            del row
+            asked = self.inbox.pending(flow_id)
             if shown is not None and asked is not None and asked.generation != shown:
                 # Answers a question of an earlier workflow (the flow restarted meanwhile):
                 # a passcode from an older SMS must not cost the new one an attempt.
                 answer = SignerAnswer(AnswerKind.EXPIRED)
             else:
-                answer = await self._hand_over(row["flow_id"], row["kind"], row["value"] or "")
+                answer = await self._hand_over(flow_id, kind, value)
             # A kept submission's submitter has gone: nobody reads the answer.
             await self.pool.execute(
                 f"WITH gone AS (DELETE FROM {table} WHERE id = $1 AND kept),"
@@ -431,13 +437,13 @@ class SignerRelay:
         except Exception as exc:
             log.warning("could not serve a signer submission (%s)", type(exc).__name__)
 
-    async def _hand_over(self, flow_id: str, kind: str, value: str) -> SignerAnswer:
+    async def _hand_over(self, flow_id: str, kind: str, value: Secret) -> SignerAnswer:
         if kind == "consent":
-            return await self.inbox.submit_consent(flow_id, value == "true")
+            return await self.inbox.submit_consent(flow_id, value.reveal() == "true")
         if kind == "passcode":
             return await self.inbox.submit_passcode(flow_id, value)
         if kind == "selfie":
-            return await self.inbox.submit_selfie(flow_id, base64.b64decode(value))
+            return await self.inbox.submit_selfie(flow_id, base64.b64decode(value.reveal()))
         return SignerAnswer(AnswerKind.NOT_ASKED)
 
     async def start(self) -> None:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
+from frame_locals import leaks, sdk_frame_locals
 from pg_cluster import pg_dsn, pg_prefix
 
 from qes_async import (
@@ -507,3 +508,48 @@ async def test_the_safety_poll_prunes_stale_submissions(pg_dsn: str, pg_prefix: 
         if relay is not None:
             await relay.close()
         await pool.close()
+
+
+async def test_no_frame_of_a_cancelled_relayed_submission_holds_the_passcode(
+    pg_dsn: str, pg_prefix: str, secrets_registry: Callable[..., None]
+) -> None:
+    secrets_registry("640519")
+    async with node(pg_dsn, pg_prefix, claim=30.0) as web:
+        query = f"SELECT count(*) FROM {pg_prefix}signer"
+        submitting = asyncio.create_task(web.signer.submit_passcode("nobody-drives", "640519"))
+        for _ in range(500):
+            if await web.signer.pool.fetchval(query) == 1:
+                break
+            await asyncio.sleep(0.01)
+        submitting.cancel()  # while it waits for a claim, the value stored in the table
+        with pytest.raises(asyncio.CancelledError) as info:
+            await submitting
+    assert {"submit_passcode", "_submit"} <= {f for f, _, _ in sdk_frame_locals(info.value)}
+    assert leaks(info.value, "640519") == []
+
+
+async def test_no_frame_of_the_driver_handing_a_relayed_passcode_over_holds_it(
+    pg_dsn: str, pg_prefix: str, secrets_registry: Callable[..., None]
+) -> None:
+    """The driving worker reads the submission back (a record whose repr shows its value)
+    and hands it to its inbox; a failure there finds neither in its frames."""
+    secrets_registry("305718")
+    failures: list[BaseException] = []
+
+    async def failing(flow_id: str, passcode: object) -> SignerAnswer:
+        failure = RuntimeError("the inbox failed")
+        failures.append(failure)
+        raise failure
+
+    async with node(pg_dsn, pg_prefix) as driver, node(pg_dsn, pg_prefix) as web:
+        driver.driving.add("f1")
+        asking = asyncio.create_task(driver.inbox.passcode(PasscodeRequest("f1", "sig", 1, 1e12)))
+        await _until(lambda: driver.inbox.pending("f1") is not None)
+        driver.inbox.submit_passcode = failing  # type: ignore[method-assign]
+        submitting = asyncio.create_task(web.signer.submit_passcode("f1", "305718"))
+        await _until(lambda: bool(failures))
+        submitting.cancel()
+        asking.cancel()
+        await asyncio.gather(submitting, asking, return_exceptions=True)
+    assert {"_serve", "_hand_over"} <= {f for f, _, _ in sdk_frame_locals(failures[0])}
+    assert leaks(failures[0], "305718") == []
