@@ -75,6 +75,8 @@ _EXPORTS: dict[str, str] = {
     "ServerError": "_core.errors",
     "ServiceError": "_core.errors",
     "SignedNotSavedError": "_core.errors",
+    # secrets held masked (a signer may answer its passcode with one)
+    "Secret": "_core.redact",
     "StaleStateError": "_core.errors",
     "TLSError": "_core.errors",
     "TooManyAttemptsError": "_core.errors",
@@ -200,6 +202,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._core.models import StatusReport as StatusReport
     from ._core.models import WebhookEvent as WebhookEvent
     from ._core.models import Workflow as Workflow
+    from ._core.redact import Secret as Secret
     from ._flow.driver import FlowEvent as FlowEvent
     from ._flow.driver import FlowOutcome as FlowOutcome
     from ._flow.driver import FlowResult as FlowResult

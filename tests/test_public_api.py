@@ -67,6 +67,7 @@ FROZEN = [
     "RetryPolicy",
     "Routes",
     "SQLiteFlowStore",
+    "Secret",
     "SelfieRequest",
     "ServerError",
     "ServiceError",
