@@ -155,10 +155,10 @@ def test_usual_kept_events_leave_the_garbage_collectors_lists() -> None:
     collection nothing of it is tracked, so thousands of kept events are not walked by
     every collection of the older generations (nor make those come sooner)."""
     dispatcher = WebhookDispatcher(clock=FakeClock())
+    statuses = (Status.SIGNED, Status("documents_approved"), Status.PENDING)
     for n in range(200):
-        dispatcher.publish(
-            WebhookEvent(f"s{n % 20}", Status.SIGNED, 3200 + n, received_at=1000.0 + n)
-        )
+        status = statuses[n % 3]
+        dispatcher.publish(WebhookEvent(f"s{n % 20}", status, 3200 + n, received_at=1000.0 + n))
     gc.collect()
     entries = [entry for pending in dispatcher._pending.values() for entry in pending.events]
     assert len(entries) == 20 * 10
@@ -188,3 +188,15 @@ def test_kept_events_are_handed_over_field_for_field() -> None:
     assert all(h.status is p.status for h, p in zip(handed, published, strict=True))
     assert type(handed[4].status_code) is bool
     assert type(handed[4].received_at) is int
+
+
+def test_past_its_table_of_statuses_an_event_is_kept_as_it_is() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    many = [Status(f"new_status_{n}") for n in range(100)]
+    again = Status("new_status_0")  # equal to a remembered one, but another object
+    for status in [*many, again]:
+        dispatcher.publish(WebhookEvent("a", status, None, (), 1.0))
+    with dispatcher.subscribe("a") as subscription:
+        handed = subscription.drain()
+    assert [e.status for e in handed] == [*many[-15:], again]
+    assert all(h.status is s for h, s in zip(handed, [*many[-15:], again], strict=True))
