@@ -10,6 +10,13 @@ load, which makes them the figure to compare between two versions of the code. S
 garbage collections per 1,000 events, by generation, over the rounds that are not profiled
 (printed with the CPU they took): objects an event leaves alive make them come sooner and
 cost more.
+
+``python -m benchmarks._webhook_profile drive receiver|bare EVENTS ROUNDS`` serves and
+drives the same way, measuring nothing, for an instruction counter run around it: under
+``valgrind --tool=cachegrind --cache-sim=no`` (which follows only this process, not the
+load generator), the difference of two runs' instruction totals (ROUNDS 1 and 3, say) over
+the events between them is the server's user-space instructions per event, a figure that
+does not depend on the machine's load at all.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ async def _load(url: str, events: int) -> None:
             print("done", flush=True)
 
 
-async def _serve(kind: str, events: int, rounds: int) -> None:
+async def _serve(kind: str, events: int, rounds: int, *, quiet: bool = False) -> None:
     runner = web.AppRunner(make_app(kind), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
@@ -113,6 +120,15 @@ async def _serve(kind: str, events: int, rounds: int) -> None:
             collections[info["generation"]] += 1
             gc_cpu[0] += time.process_time() - started[0]
 
+    if quiet:
+        try:
+            for _ in range(rounds):
+                await one_round(None)
+        finally:
+            child.stdin.write(b"stop\n")
+            await child.wait()
+            await runner.cleanup()
+        return
     try:
         gc.callbacks.append(count)
         try:
@@ -144,6 +160,9 @@ async def _serve(kind: str, events: int, rounds: int) -> None:
 def main(argv: list[str]) -> None:
     if argv[0] == "load":
         asyncio.run(_load(argv[1], int(argv[2])))
+        return
+    if argv[0] == "drive":
+        asyncio.run(_serve(argv[1], int(argv[2]), int(argv[3]), quiet=True))
         return
     events = int(argv[1]) if len(argv) > 1 else 4000
     rounds = int(argv[2]) if len(argv) > 2 else 5
