@@ -48,10 +48,12 @@ def main(argv: list[str]) -> None:
             urls = {"before": old_url, "after": new_url}
             pids = {"before": old.pid, "after": new.pid}
             _, per_cpu = asyncio.run(_measure(urls, pids, 4000, 3))
-            ratios.append(per_cpu["after"] / per_cpu["before"])
+            pairs = [a / b for a, b in zip(per_cpu["after"], per_cpu["before"], strict=True)]
+            ratios.append(statistics.median(pairs))
             print(
                 f"after/before {ratios[-1]:.3f}x per server CPU-second "
-                f"({per_cpu['after']:.0f} vs {per_cpu['before']:.0f})",
+                f"({statistics.median(per_cpu['after']):.0f} vs "
+                f"{statistics.median(per_cpu['before']):.0f}, median of {len(pairs)} rounds)",
                 flush=True,
             )
     finally:

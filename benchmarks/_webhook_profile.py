@@ -6,13 +6,24 @@ URL EVENTS``: 64 requests in flight, the same bodies as benchmark 5, after 500 w
 requests). It prints the process CPU per event (the lowest of ROUNDS rounds, each round's
 figure beside it), then the Python calls per event from one round under cProfile and the
 functions called at least once per event. Calls per event do not depend on the machine's
-load, which makes them the figure to compare between two versions of the code.
+load, which makes them the figure to compare between two versions of the code. So do the
+garbage collections per 1,000 events, by generation, over the rounds that are not profiled
+(printed with the CPU they took): objects an event leaves alive make them come sooner and
+cost more.
+
+``python -m benchmarks._webhook_profile drive receiver|bare EVENTS ROUNDS`` serves and
+drives the same way, measuring nothing, for an instruction counter run around it: under
+``valgrind --tool=cachegrind --cache-sim=no`` (which follows only this process, not the
+load generator), the difference of two runs' instruction totals (ROUNDS 1 and 3, say) over
+the events between them is the server's user-space instructions per event, a figure that
+does not depend on the machine's load at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import pstats
 import sys
 import time
@@ -64,7 +75,7 @@ async def _load(url: str, events: int) -> None:
             print("done", flush=True)
 
 
-async def _serve(kind: str, events: int, rounds: int) -> None:
+async def _serve(kind: str, events: int, rounds: int, *, quiet: bool = False) -> None:
     runner = web.AppRunner(make_app(kind), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
@@ -98,8 +109,32 @@ async def _serve(kind: str, events: int, rounds: int) -> None:
             profile.disable()
         return time.process_time() - started
 
+    collections = [0, 0, 0]
+    gc_cpu = [0.0]
+    started = [0.0]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.process_time()
+        else:
+            collections[info["generation"]] += 1
+            gc_cpu[0] += time.process_time() - started[0]
+
+    if quiet:
+        try:
+            for _ in range(rounds):
+                await one_round(None)
+        finally:
+            child.stdin.write(b"stop\n")
+            await child.wait()
+            await runner.cleanup()
+        return
     try:
-        cpu = [await one_round(None) for _ in range(rounds)]
+        gc.callbacks.append(count)
+        try:
+            cpu = [await one_round(None) for _ in range(rounds)]
+        finally:
+            gc.callbacks.remove(count)
         profile = cProfile.Profile()
         await one_round(profile)
     finally:
@@ -108,6 +143,11 @@ async def _serve(kind: str, events: int, rounds: int) -> None:
         await runner.cleanup()
     each = " ".join(f"{c / events * 1e6:.0f}" for c in cpu)
     print(f"{kind}: {min(cpu) / events * 1e6:.1f} us of CPU per event (rounds: {each})")
+    per_k = " ".join(f"{n * 1000 / (events * rounds):.1f}" for n in collections)
+    print(
+        f"{kind}: garbage collections per 1,000 events by generation {per_k}, "
+        f"{gc_cpu[0] / (events * rounds) * 1e6:.1f} us of CPU per event in them"
+    )
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     total = sum(entry[1] for entry in stats.values())
     print(f"{kind}: {total / events:.1f} Python calls per event (cProfile, one round)")
@@ -120,6 +160,9 @@ async def _serve(kind: str, events: int, rounds: int) -> None:
 def main(argv: list[str]) -> None:
     if argv[0] == "load":
         asyncio.run(_load(argv[1], int(argv[2])))
+        return
+    if argv[0] == "drive":
+        asyncio.run(_serve(argv[1], int(argv[2]), int(argv[3]), quiet=True))
         return
     events = int(argv[1]) if len(argv) > 1 else 4000
     rounds = int(argv[2]) if len(argv) > 2 else 5

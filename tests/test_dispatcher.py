@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
-from qes_async import FakeClock, Status, WebhookDispatcher, WebhookEvent
+from qes_async import ErrorDetail, FakeClock, Status, WebhookDispatcher, WebhookEvent
 
 
 def event(signature_id: str, status: str = "pending") -> WebhookEvent:
@@ -147,3 +148,55 @@ def test_one_or_several_mailboxes_of_a_signature_all_get_its_events() -> None:
     assert dispatcher.subscriber_count == 0
     dispatcher.publish(event("a"))  # nobody waits: kept for the first who comes
     assert dispatcher.pending_count == 1
+
+
+def test_usual_kept_events_leave_the_garbage_collectors_lists() -> None:
+    """A kept event with a documented status and no errors is held as plain values: after a
+    collection nothing of it is tracked, so thousands of kept events are not walked by
+    every collection of the older generations (nor make those come sooner)."""
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    statuses = (Status.SIGNED, Status("documents_approved"), Status.PENDING)
+    for n in range(200):
+        status = statuses[n % 3]
+        dispatcher.publish(WebhookEvent(f"s{n % 20}", status, 3200 + n, received_at=1000.0 + n))
+    gc.collect()
+    entries = [entry for pending in dispatcher._pending.values() for entry in pending.events]
+    assert len(entries) == 20 * 10
+    assert not any(gc.is_tracked(entry) for entry in entries)
+
+
+def test_kept_events_are_handed_over_field_for_field() -> None:
+    clock = FakeClock()
+    dispatcher = WebhookDispatcher(clock=clock)
+    unknown = Status("brand_new_status")
+    details = (ErrorDetail(code="E1", message="bad", field="name", status_code=4000),)
+    published = [
+        WebhookEvent("a", Status.PENDING, None, (), 1.5),
+        WebhookEvent("a", Status.SIGNED, 3200, (), 2.5),
+        WebhookEvent("a", unknown, 3100, (), 3.5),
+        WebhookEvent("a", Status.ERROR, 4000, details, 4.5),
+        WebhookEvent("a", Status.SIGNED, True, (), 5),
+    ]
+    for item in published:
+        dispatcher.publish(item)
+    with dispatcher.subscribe("a") as subscription:
+        handed = subscription.drain()
+    fields = [(e.signature_id, e.status, e.status_code, e.errors, e.received_at) for e in handed]
+    assert fields == [
+        (e.signature_id, e.status, e.status_code, e.errors, e.received_at) for e in published
+    ]
+    assert all(h.status is p.status for h, p in zip(handed, published, strict=True))
+    assert type(handed[4].status_code) is bool
+    assert type(handed[4].received_at) is int
+
+
+def test_past_its_table_of_statuses_an_event_is_kept_as_it_is() -> None:
+    dispatcher = WebhookDispatcher(clock=FakeClock())
+    many = [Status(f"new_status_{n}") for n in range(100)]
+    again = Status("new_status_0")  # equal to a remembered one, but another object
+    for status in [*many, again]:
+        dispatcher.publish(WebhookEvent("a", status, None, (), 1.0))
+    with dispatcher.subscribe("a") as subscription:
+        handed = subscription.drain()
+    assert [e.status for e in handed] == [*many[-15:], again]
+    assert all(h.status is s for h, s in zip(handed, [*many[-15:], again], strict=True))

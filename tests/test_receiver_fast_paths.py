@@ -250,7 +250,7 @@ class WalkingDispatcher(WebhookDispatcher):
     def _keep(self, event: WebhookEvent) -> None:
         now = self.clock.time()
         pending = self._pending.pop(event.signature_id, None) or dispatcher_module._Pending()
-        pending.events.append((now, event))
+        pending.add(now, event, self._statuses)
         pending.updated = now
         self._pending[event.signature_id] = pending
         while self._pending:
@@ -264,7 +264,10 @@ class WalkingDispatcher(WebhookDispatcher):
 
 def _kept(dispatcher: WebhookDispatcher) -> list[object]:
     pending: OrderedDict[str, Any] = dispatcher._pending
-    return [(sid, p.updated, list(p.events)) for sid, p in pending.items()]
+    return [
+        (sid, p.updated, [(at, e, e.received_at) for at, e in p.kept(sid, dispatcher._statuses)])
+        for sid, p in pending.items()
+    ]
 
 
 OPERATIONS = st.lists(

@@ -17,10 +17,11 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from types import TracebackType
 
 from .._core.errors import InvalidInputError
-from .._core.models import WebhookEvent
+from .._core.models import Status, WebhookEvent
 from .._runtime.clock import Clock, SystemClock, TimerHandle
 
 __all__ = ["Subscription", "WebhookDispatcher"]
@@ -124,12 +125,55 @@ class Subscription:
         return f"Subscription({self.signature_id!r}, events={len(self._events or ())})"
 
 
+#: The documented statuses by value: how a kept event's status is read back.
+_STATUSES: dict[str, Status] = {status.value: status for status in Status}
+#: How many undocumented statuses a dispatcher remembers, besides the documented ones.
+MAX_UNKNOWN_STATUSES = 64
+
+
 class _Pending:
+    """The events kept for one signature (the latest :data:`MAILBOX_SIZE`), each with the
+    dispatcher's time when it was kept.
+
+    An event with no errors and a status in the dispatcher's table (``statuses``: the
+    documented ones and the first undocumented ones seen), the usual webhook, is kept as a
+    plain tuple of its fields (``kept_at, status value, status_code, received_at``) and
+    made again, with the same status object, when it is claimed; any other event is kept
+    as it is (``kept_at, event``). A tuple of plain values leaves the garbage collector's
+    lists at the first collection it survives, where an event object stays tracked: up to
+    ``max_pending * MAILBOX_SIZE`` kept objects that every collection of the older
+    generations would walk, and that would make those collections come sooner.
+    """
+
     __slots__ = ("events", "updated")
 
     def __init__(self) -> None:
-        self.events: deque[tuple[float, WebhookEvent]] = deque(maxlen=MAILBOX_SIZE)
+        self.events: deque[tuple[float, str, int | None, float] | tuple[float, WebhookEvent]]
+        self.events = deque(maxlen=MAILBOX_SIZE)
         self.updated = 0.0
+
+    def add(self, now: float, event: WebhookEvent, statuses: dict[str, Status]) -> None:
+        status = event.status
+        if not event.errors and type(status) is Status:
+            value = status._value_
+            known = statuses.get(value)
+            if known is None and len(statuses) < len(_STATUSES) + MAX_UNKNOWN_STATUSES:
+                known = statuses[value] = status  # an undocumented one, first seen
+            if known is status:
+                self.events.append((now, value, event.status_code, event.received_at))
+                return
+        self.events.append((now, event))  # errors, or a status not in the table
+
+    def kept(
+        self, signature_id: str, statuses: dict[str, Status]
+    ) -> Iterator[tuple[float, WebhookEvent]]:
+        """The kept events, oldest first, each with the time it was kept."""
+        for entry in self.events:
+            if len(entry) == 2:
+                yield entry
+            else:
+                kept_at, value, code, received_at = entry
+                yield kept_at, WebhookEvent(signature_id, statuses[value], code, (), received_at)
 
 
 class WebhookDispatcher:
@@ -172,6 +216,8 @@ class WebhookDispatcher:
         self._floor = -math.inf
         self.published = 0
         self.dropped = 0
+        # Status by value, for the events kept as plain values (see _Pending).
+        self._statuses = dict(_STATUSES)
 
     def publish(self, event: WebhookEvent) -> None:
         """Deliver an event to its signature's waiters, or keep it until one comes.
@@ -201,7 +247,7 @@ class WebhookDispatcher:
         pending = self._pending.pop(signature_id, None)
         if pending is not None:
             oldest = self.clock.time() - self.pending_ttl
-            for kept_at, event in pending.events:
+            for kept_at, event in pending.kept(signature_id, self._statuses):
                 if kept_at >= oldest:
                     subscription.deliver(event)
         return subscription
@@ -237,7 +283,7 @@ class WebhookDispatcher:
             pending = self._pending[signature_id] = _Pending()
         else:
             self._pending.move_to_end(signature_id)  # the last updated goes last
-        pending.events.append((now, event))
+        pending.add(now, event, self._statuses)
         pending.updated = now
         # In order, no entry is older than _floor: when that is within the age limit, and
         # there are not too many, _expire would stop at its first entry and drop nothing.
