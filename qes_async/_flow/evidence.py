@@ -31,9 +31,9 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Mapping, MutableSequence
+from collections.abc import Iterable, Iterator, Mapping, MutableSequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import attrs
 
@@ -44,6 +44,7 @@ __all__ = [
     "GENESIS",
     "Evidence",
     "EvidenceCheck",
+    "EvidenceEntries",
     "EvidenceFormatError",
     "EvidenceProblem",
     "append_entry",
@@ -212,7 +213,10 @@ def chain_entry(
     back so that a checkpoint need not encode the entry again.
     """
     seq = len(entries)
-    prev = entries[-1]["hash"] if entries else GENESIS
+    if type(entries) is EvidenceEntries:
+        prev = entries.last_hash()
+    else:
+        prev = entries[-1]["hash"] if entries else GENESIS
     stamp = instant(time)
     try:
         facts = _compact(data)
@@ -239,8 +243,12 @@ def chain_entry(
         digest = entry_hash(entry)
         text = ""
     entry["hash"] = digest
-    entries.append(entry)
-    return entry, text or canonical_json(entry).decode("utf-8")
+    text = text or canonical_json(entry).decode("utf-8")
+    if type(entries) is EvidenceEntries:  # kept as its checkpoint text (the same if ASCII)
+        entries.add_text(text if text.isascii() else _CHECKPOINT(entry), digest)
+    else:
+        entries.append(entry)
+    return entry, text
 
 
 _CANON = json.JSONEncoder(
@@ -287,6 +295,151 @@ def _compact_any(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_compact_any(v) for v in value]
     return value
+
+
+# What a checkpoint writes for an entry (tests/test_state_encoding.py holds the two to one
+# text): sorted keys, compact, non-ASCII escaped, as the flow state's encoder writes it.
+_CHECKPOINT = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+_NO_HASH = object()  # the last entry has no "hash" (one not written by chain_entry)
+
+
+class EvidenceEntries(MutableSequence[dict[str, Any]]):
+    """A flow state's evidence entries, each held as its text in a checkpoint, decoded
+    when read: a list of dicts to whoever indexes or iterates it, but one string to a
+    waiting flow, and the entries already written into the last checkpoint are that
+    checkpoint's own text (which the flow keeps anyway), not a copy.
+
+    Every read decodes afresh: changing a dict read from it changes nothing here (assign
+    the entry back to change it). A checkpoint takes :meth:`joined` as it is.
+    """
+
+    __slots__ = ("_added", "_count", "_end", "_last", "_start", "_text")
+
+    def __init__(self, entries: Iterable[dict[str, Any]] = ()) -> None:
+        self._text = ""  # a text whose [_start:_end] is the first _count entries, joined
+        self._start = self._end = self._count = 0
+        self._added: list[str] | None = None  # the entries after those, one text each
+        self._last: Any = _NO_HASH  # the last entry's hash
+        self.extend(entries)
+
+    # -------------------------------------------------------------- what the flow uses
+
+    def last_hash(self) -> Any:
+        """The last entry's ``hash`` (:data:`GENESIS` when there is none yet).
+
+        Raises:
+            KeyError: the last entry has no ``hash`` (as ``entries[-1]["hash"]`` would).
+        """
+        if not (self._count or self._added):
+            return GENESIS
+        if self._last is _NO_HASH:
+            raise KeyError("hash")
+        return self._last
+
+    def add_text(self, text: str, last_hash: Any) -> None:
+        """Append an entry as its checkpoint text (ASCII), its hash given apart."""
+        if self._added is None:
+            self._added = [text]
+        else:
+            self._added.append(text)
+        self._last = last_hash
+
+    def joined(self) -> str:
+        """Every entry's checkpoint text, joined by commas (what a checkpoint's list holds)."""
+        added = self._added
+        if not self._count:
+            return ",".join(added) if added else ""
+        held = self._text[self._start : self._end]
+        return ",".join([held, *added]) if added else held
+
+    def rebase(self, text: str, start: int, end: int) -> None:
+        """Hold the entries as ``text[start:end]``: ``text`` is the checkpoint just written
+        with :meth:`joined` at that place."""
+        self._count += len(self._added or ())
+        self._text, self._start, self._end, self._added = text, start, end, None
+
+    def checkpointed(self) -> bool:
+        """Whether every entry is in the text given to :meth:`rebase` (none added since)."""
+        return bool(self._text) and not self._added
+
+    def decoded(self) -> list[dict[str, Any]]:
+        """The entries as fresh dicts (no one else holds them)."""
+        joined = self.joined()
+        if not joined:
+            return []
+        entries: list[dict[str, Any]] = json.loads(f"[{joined}]")
+        return entries
+
+    # ------------------------------------------------------- the list it stands in for
+
+    def __len__(self) -> int:
+        return self._count + len(self._added or ())
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self.decoded()[index]
+
+    @overload
+    def __setitem__(self, index: int, value: dict[str, Any]) -> None: ...
+
+    @overload
+    def __setitem__(self, index: slice, value: Iterable[dict[str, Any]]) -> None: ...
+
+    def __setitem__(self, index: int | slice, value: Any) -> None:
+        entries = self.decoded()
+        entries[index] = value
+        self._replace(entries)
+
+    def __delitem__(self, index: int | slice) -> None:
+        entries = self.decoded()
+        del entries[index]
+        self._replace(entries)
+
+    def insert(self, index: int, value: dict[str, Any]) -> None:
+        entries = self.decoded()
+        entries.insert(index, value)
+        self._replace(entries)
+
+    def append(self, value: dict[str, Any]) -> None:
+        self.add_text(_CHECKPOINT(value), _hash_of(value))
+
+    def clear(self) -> None:
+        self._replace([])
+
+    def _replace(self, entries: list[dict[str, Any]]) -> None:
+        texts = [_CHECKPOINT(entry) for entry in entries]  # all encoded before any is kept
+        self._text, self._start, self._end, self._count = "", 0, 0, 0
+        self._added = texts or None
+        self._last = _hash_of(entries[-1]) if entries else _NO_HASH
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.decoded())
+
+    def __reversed__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.decoded()[::-1])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EvidenceEntries):
+            return self.joined() == other.joined() or self.decoded() == other.decoded()
+        if isinstance(other, list):
+            return self.decoded() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:  # the entries, as a list shows them (never the whole text)
+        return repr(self.decoded())
+
+
+def _hash_of(entry: object) -> Any:
+    if isinstance(entry, Mapping) and "hash" in entry:
+        return entry["hash"]
+    return _NO_HASH
 
 
 @attrs.frozen
@@ -348,7 +501,10 @@ class Evidence:
         self, flow_id: str, entries: Iterable[Mapping[str, Any]], *, final_hash: str | None = None
     ) -> None:
         # A copy: changing the record never changes the flow state it was taken from.
-        self._fill(flow_id, tuple(_copy_json(dict(e)) for e in entries), final_hash)
+        if type(entries) is EvidenceEntries:  # its entries decode as fresh dicts
+            self._fill(flow_id, tuple(entries.decoded()), final_hash)
+        else:
+            self._fill(flow_id, tuple(_copy_json(dict(e)) for e in entries), final_hash)
 
     def _fill(
         self, flow_id: str, entries: tuple[dict[str, Any], ...], final_hash: str | None
