@@ -214,7 +214,9 @@ def chain_entry(
     """
     seq = len(entries)
     if type(entries) is EvidenceEntries:
-        prev = entries.last_hash()
+        prev = entries._last if seq else GENESIS  # (last_hash(), without a call)
+        if prev is _NO_HASH:
+            prev = entries.last_hash()  # raises
     else:
         prev = entries[-1]["hash"] if entries else GENESIS
     stamp = instant(time)
@@ -245,7 +247,13 @@ def chain_entry(
     entry["hash"] = digest
     text = text or canonical_json(entry).decode("utf-8")
     if type(entries) is EvidenceEntries:  # kept as its checkpoint text (the same if ASCII)
-        entries.add_text(text if text.isascii() else _CHECKPOINT(entry), digest)
+        added = entries._added  # (add_text(), without a call)
+        kept = text if text.isascii() else _CHECKPOINT(entry)
+        if added is None:
+            entries._added = [kept]
+        else:
+            added.append(kept)
+        entries._last = digest
     else:
         entries.append(entry)
     return entry, text
