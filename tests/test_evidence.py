@@ -735,3 +735,17 @@ async def test_a_parked_flows_record_is_the_stored_checkpoints_own_text(tmp_path
         assert held.checkpointed()
         assert held._text is store._row(result.flow_id).text
         assert list(held) == list(result.evidence.entries)
+
+
+def test_a_held_record_copies_and_pickles_as_the_entries_it_holds() -> None:
+    import copy
+    import pickle
+
+    entries = _entries(3)
+    for other in (copy.copy(entries), copy.deepcopy(entries), pickle.loads(pickle.dumps(entries))):
+        assert type(other) is ev.EvidenceEntries
+        assert other == entries
+        assert other.last_hash() == entries.last_hash()
+        ev.append_entry(other, "more", time=9.0, generation=1, data={})
+        assert len(other) == 4
+        assert len(entries) == 3

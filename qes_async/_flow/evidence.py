@@ -425,6 +425,13 @@ class EvidenceEntries(MutableSequence[dict[str, Any]]):
         self._added = texts or None
         self._last = _hash_of(entries[-1]) if entries else _NO_HASH
 
+    def __copy__(self) -> EvidenceEntries:  # as a list's copy: entries added to it are its own
+        other = EvidenceEntries()
+        other._text, other._start, other._end = self._text, self._start, self._end
+        other._count, other._last = self._count, self._last
+        other._added = None if self._added is None else list(self._added)
+        return other
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.decoded())
 
