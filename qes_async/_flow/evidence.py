@@ -14,7 +14,8 @@ keep the record as you keep the signed contract.
 
 Appending costs one hash; the whole record is stored again with the flow state at every
 checkpoint, as the rest of the state is (it grows by one entry per status, action and
-download, a few dozen for a ceremony).
+download, a few dozen for a ceremony). A flow state holds its entries as their text in
+the last checkpoint (:class:`EvidenceEntries`), decoded only when read.
 
 :meth:`Evidence.verify` recomputes the chain and, given the folder of the signed files, their
 SHA-256 and size, and names every entry or file that disagrees.  A hash chain shows that
@@ -191,7 +192,8 @@ def append_entry(
     generation: int,
     data: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Append one entry to ``entries`` (a flow state's list), chained to the last one.
+    """Append one entry to ``entries`` (a flow state's record, or a list), chained to the
+    last one.
 
     ``None`` values in ``data`` are left out, so a fact that is not known takes no room.
     """
