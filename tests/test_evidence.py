@@ -749,3 +749,20 @@ def test_a_held_record_copies_and_pickles_as_the_entries_it_holds() -> None:
         ev.append_entry(other, "more", time=9.0, generation=1, data={})
         assert len(other) == 4
         assert len(entries) == 3
+
+
+def test_the_record_finds_its_last_hash_in_its_text_and_holds_no_copy_of_it() -> None:
+    from qes_async._flow.state import StateEncoder
+
+    state = FlowState("flow-1", "client-1", MOBILE, [], 1_700_000_000.0)
+    plain: list[dict[str, Any]] = []
+    awkward = {"hash": "x" * 64, "list": [{"hash": "y"}], "quote": '"hash":"' + "z" * 64}
+    for n, kind in enumerate(("flow_started", 'a "hash":"kind', "é")):
+        for entries in (state.evidence, plain):
+            ev.append_entry(entries, kind, time=float(n), generation=1, data=awkward)
+        assert state.evidence._last is ev._IN_TEXT  # not held: found in the text
+        assert state.evidence.last_hash() == plain[-1]["hash"]
+        StateEncoder().text(state)  # and again once it is the checkpoint's text
+        assert state.evidence.last_hash() == plain[-1]["hash"]
+    assert state.evidence == plain
+    assert [p.where for p in ev.Evidence("flow-1", state.evidence).verify().problems] == ["flow_id"]

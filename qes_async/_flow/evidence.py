@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import enum
 import hashlib
 import json
 import math
@@ -217,8 +218,8 @@ def chain_entry(
     seq = len(entries)
     if type(entries) is EvidenceEntries:
         prev = entries._last if seq else GENESIS  # (last_hash(), without a call)
-        if prev is _NO_HASH:
-            prev = entries.last_hash()  # raises
+        if type(prev) is _Mark:
+            prev = entries.last_hash()  # read from the last entry's text (or raises)
     else:
         prev = entries[-1]["hash"] if entries else GENESIS
     stamp = instant(time)
@@ -247,6 +248,9 @@ def chain_entry(
         digest = entry_hash(entry)
         text = ""
     entry["hash"] = digest
+    # The form above has its hash as its last '"hash":"' (none can follow in the kind, prev
+    # or time, JSON strings): the record finds it there again instead of holding it.
+    findable = bool(text)
     text = text or canonical_json(entry).decode("utf-8")
     if type(entries) is EvidenceEntries:  # kept as its checkpoint text (the same if ASCII)
         added = entries._added  # (add_text(), without a call)
@@ -255,7 +259,7 @@ def chain_entry(
             entries._added = [kept]
         else:
             added.append(kept)
-        entries._last = digest
+        entries._last = _IN_TEXT if findable else digest
     else:
         entries.append(entry)
     return entry, text
@@ -310,7 +314,16 @@ def _compact_any(value: Any) -> Any:
 # What a checkpoint writes for an entry (tests/test_state_encoding.py holds the two to one
 # text): sorted keys, compact, non-ASCII escaped, as the flow state's encoder writes it.
 _CHECKPOINT = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
-_NO_HASH = object()  # the last entry has no "hash" (one not written by chain_entry)
+
+
+class _Mark(enum.Enum):
+    """What the record holds in place of its last entry's hash (kept by pickle and copy)."""
+
+    NO_HASH = "no hash"  # the last entry has none (one not written by chain_entry)
+    IN_TEXT = "in text"  # its text, written by chain_entry, has it as its last "hash"
+
+
+_NO_HASH, _IN_TEXT = _Mark.NO_HASH, _Mark.IN_TEXT
 
 
 class EvidenceEntries(MutableSequence[dict[str, Any]]):
@@ -329,7 +342,7 @@ class EvidenceEntries(MutableSequence[dict[str, Any]]):
         self._text = ""  # a text whose [_start:_end] is the first _count entries, joined
         self._start = self._end = self._count = 0
         self._added: list[str] | None = None  # the entries after those, one text each
-        self._last: Any = _NO_HASH  # the last entry's hash
+        self._last: Any = _NO_HASH  # the last entry's hash, or a _Mark
         self.extend(entries)
 
     # -------------------------------------------------------------- what the flow uses
@@ -342,6 +355,14 @@ class EvidenceEntries(MutableSequence[dict[str, Any]]):
         """
         if not (self._count or self._added):
             return GENESIS
+        if self._last is _IN_TEXT:
+            added = self._added
+            if added:
+                text, start, end = added[-1], 0, len(added[-1])
+            else:
+                text, start, end = self._text, self._start, self._end
+            at = text.rindex('"hash":"', start, end) + 8
+            return text[at : at + 64]
         if self._last is _NO_HASH:
             raise KeyError("hash")
         return self._last
