@@ -30,7 +30,7 @@ from qes_async import (
 from qes_async._cli.main import EXIT_CODES, EXIT_EVIDENCE_MISMATCH, main
 from qes_async._flow import evidence as ev
 from qes_async._flow.machine import Step
-from qes_async._flow.state import FlowState, dump_state, parse_state
+from qes_async._flow.state import FlowState, StateFormatError, dump_state, parse_state
 from qes_async.sandbox import sandbox_ca
 
 
@@ -604,3 +604,165 @@ def test_an_entry_with_a_float_or_an_object_is_refused_naming_where() -> None:
     enum_like = ev.append_entry(entries, "a", time=0, generation=1, data={"s": Step.PASSCODE})
     assert type(enum_like["data"]["s"]) is str
     assert enum_like["hash"] == ev.entry_hash(enum_like)
+
+
+# ------------------------------------------- the record as a flow state holds it: as text
+
+
+def _entries(n: int) -> ev.EvidenceEntries:
+    entries = ev.EvidenceEntries()
+    for k in range(n):
+        ev.append_entry(entries, f"k{k}", time=float(k), generation=1, data={"n": k, "u": "é"})
+    return entries
+
+
+def test_a_flow_state_holds_its_entries_as_text_and_reads_them_as_dicts() -> None:
+    state = FlowState("flow-1", "client-1", MOBILE, [], 1_700_000_000.0)
+    assert type(state.evidence) is ev.EvidenceEntries
+    plain: list[dict[str, Any]] = []
+    for n in range(3):
+        for entries in (state.evidence, plain):
+            ev.append_entry(entries, "note", time=float(n), generation=1, data={"n": n, "u": "é"})
+    assert state.evidence == plain
+    assert plain == state.evidence
+    assert list(state.evidence) == plain
+    assert len(state.evidence) == 3
+    assert state.evidence[-1] == plain[-1]
+    assert state.evidence[1:] == plain[1:]
+    assert list(reversed(state.evidence)) == plain[::-1]
+    # (its dicts have their keys in sorted order, as a resumed flow's always had)
+    assert repr(state.evidence) == repr([dict(sorted(e.items())) for e in plain])
+    assert state.evidence.last_hash() == plain[-1]["hash"]
+    # One text per entry, non-ASCII escaped as a checkpoint writes it; no dict is kept.
+    joined = state.evidence.joined()
+    assert joined.isascii()
+    assert joined == ",".join(json.dumps(e, separators=(",", ":"), sort_keys=True) for e in plain)
+    assert ev.Evidence("flow-1", state.evidence) == ev.Evidence("flow-1", plain)
+
+
+def test_a_dict_read_from_the_record_is_a_copy_and_an_assigned_entry_is_kept() -> None:
+    entries = _entries(3)
+    entries[0]["kind"] = "changed"
+    assert entries[0]["kind"] == "k0"
+    first = entries[0]
+    first["kind"] = "changed"
+    entries[0] = first
+    assert entries[0]["kind"] == "changed"
+    assert not ev.Evidence("f", entries).verify().ok  # the chain shows it, as it should
+
+
+def test_the_record_changes_as_a_list_does() -> None:
+    entries, model = _entries(4), list(_entries(4))
+    for change in (
+        lambda e: e.append({"seq": 9, "hash": "h"}),
+        lambda e: e.insert(1, {"x": [1, 2]}),
+        lambda e: e.__delitem__(2),
+        lambda e: e.__setitem__(slice(0, 2), [{"a": None}]),
+        lambda e: e.extend([{"b": True}, {"hash": "last"}]),
+        lambda e: e.pop(0),
+        lambda e: e.reverse(),
+        lambda e: e.remove({"b": True}),
+    ):
+        change(entries)
+        change(model)
+        assert list(entries) == model
+        assert len(entries) == len(model)
+    assert entries.last_hash() == model[-1]["hash"]
+    entries.append({"no": "hash"})
+    with pytest.raises(KeyError):
+        ev.append_entry(entries, "next", time=0, generation=1, data={})
+    entries.clear()
+    assert entries == []
+    assert entries.last_hash() == ev.GENESIS
+
+
+def test_a_value_a_checkpoint_cannot_hold_is_refused_when_appended() -> None:
+    entries = _entries(1)
+    with pytest.raises(TypeError):
+        entries.append({"x": object()})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        entries.append({"x": float("nan")})
+    assert len(entries) == 1  # nothing was kept of either
+
+
+def test_a_checkpoint_splices_the_entries_text_and_they_are_then_held_as_its_text() -> None:
+    from qes_async._flow.state import StateEncoder
+
+    state = FlowState("flow-1", "client-1", MOBILE, [], 1_700_000_000.0)
+    ev.append_entry(state.evidence, "flow_started", time=1.0, generation=1, data={"n": 1})
+    encoder = StateEncoder()
+    text = encoder.text(state)
+    assert state.evidence._text is text  # the checkpoint's own string, no copy of it
+    assert state.evidence.checkpointed()
+    ev.append_entry(state.evidence, "later", time=2.0, generation=1, data={"m": "ü"})
+    assert not state.evidence.checkpointed()
+    second = encoder.text(state)
+    assert second == json.dumps(dump_state(state), separators=(",", ":"), sort_keys=True)
+    assert state.evidence._text is second
+    assert parse_state(second) == state
+
+
+def test_a_stored_state_is_read_back_into_a_record_held_as_text() -> None:
+    state = FlowState("flow-1", "client-1", MOBILE, [], 1_700_000_000.0)
+    for n in range(2):
+        ev.append_entry(state.evidence, "note", time=float(n), generation=1, data={"n": n})
+    data = dump_state(state)
+    assert type(data["evidence"]) is list
+    assert data["evidence"] == list(state.evidence)
+    back = parse_state(json.dumps(data))
+    assert type(back.evidence) is ev.EvidenceEntries
+    assert back == state
+    assert back.evidence.last_hash() == state.evidence.last_hash()
+    del data["evidence"]  # a state stored before the record existed
+    old = parse_state(data)
+    assert type(old.evidence) is ev.EvidenceEntries
+    assert len(old.evidence) == 0
+    for bad in (5, ["x"], [{"a": 1}, 3]):
+        with pytest.raises(StateFormatError, match="evidence"):
+            parse_state({**data, "evidence": bad})
+
+
+async def test_a_parked_flows_record_is_the_stored_checkpoints_own_text(tmp_path: Path) -> None:
+    from qes_async import MemoryFlowStore
+
+    async with world(tmp_path) as w:
+        store = MemoryFlowStore(clock=w.clock)
+        flow = w.flow(store=store)
+        result = await flow.run()
+        assert flow.state is not None
+        held = flow.state.evidence
+        assert type(held) is ev.EvidenceEntries
+        assert held.checkpointed()
+        assert held._text is store._row(result.flow_id).text
+        assert list(held) == list(result.evidence.entries)
+
+
+def test_a_held_record_copies_and_pickles_as_the_entries_it_holds() -> None:
+    import copy
+    import pickle
+
+    entries = _entries(3)
+    for other in (copy.copy(entries), copy.deepcopy(entries), pickle.loads(pickle.dumps(entries))):
+        assert type(other) is ev.EvidenceEntries
+        assert other == entries
+        assert other.last_hash() == entries.last_hash()
+        ev.append_entry(other, "more", time=9.0, generation=1, data={})
+        assert len(other) == 4
+        assert len(entries) == 3
+
+
+def test_the_record_finds_its_last_hash_in_its_text_and_holds_no_copy_of_it() -> None:
+    from qes_async._flow.state import StateEncoder
+
+    state = FlowState("flow-1", "client-1", MOBILE, [], 1_700_000_000.0)
+    plain: list[dict[str, Any]] = []
+    awkward = {"hash": "x" * 64, "list": [{"hash": "y"}], "quote": '"hash":"' + "z" * 64}
+    for n, kind in enumerate(("flow_started", 'a "hash":"kind', "é")):
+        for entries in (state.evidence, plain):
+            ev.append_entry(entries, kind, time=float(n), generation=1, data=awkward)
+        assert state.evidence._last is ev._IN_TEXT  # not held: found in the text
+        assert state.evidence.last_hash() == plain[-1]["hash"]
+        StateEncoder().text(state)  # and again once it is the checkpoint's text
+        assert state.evidence.last_hash() == plain[-1]["hash"]
+    assert state.evidence == plain
+    assert [p.where for p in ev.Evidence("flow-1", state.evidence).verify().problems] == ["flow_id"]

@@ -179,6 +179,9 @@ def test_an_entrys_known_text_is_used_when_ascii_and_encoded_again_when_not() ->
     from qes_async._flow.evidence import chain_entry
 
     state, encoder = _full_state(), StateEncoder()
+    # A plain list of entries (one assigned to the state): the flow's own record holds
+    # each entry's text itself (see the tests of EvidenceEntries below).
+    state.evidence = list(state.evidence)
     encoder.encode(state)
     for kind, word in (("plain", "ascii"), ("accented", "Jöhn")):
         entry, text = chain_entry(state.evidence, kind, time=6.0, generation=2, data={"w": word})

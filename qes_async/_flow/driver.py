@@ -507,14 +507,13 @@ class SignatureFlow:
         """Append one entry to the evidence record (saved with the next checkpoint)."""
         state = self._state
         assert state is not None
-        entry, text = chain_entry(
+        chain_entry(  # (the state's record keeps the entry's text for the next checkpoint)
             state.evidence,
             kind,
             time=self.clock.time(),
             generation=state.generations[-1].number if state.generations else 0,
             data=data,
         )
-        self._encoder.known(entry, text)  # so the next checkpoint need not encode it
 
     async def save(self) -> None:
         """Checkpoint the state (renewing the lease when it runs short).

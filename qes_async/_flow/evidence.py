@@ -14,7 +14,8 @@ keep the record as you keep the signed contract.
 
 Appending costs one hash; the whole record is stored again with the flow state at every
 checkpoint, as the rest of the state is (it grows by one entry per status, action and
-download, a few dozen for a ceremony).
+download, a few dozen for a ceremony). A flow state holds its entries as their text in
+the last checkpoint (:class:`EvidenceEntries`), decoded only when read.
 
 :meth:`Evidence.verify` recomputes the chain and, given the folder of the signed files, their
 SHA-256 and size, and names every entry or file that disagrees.  A hash chain shows that
@@ -26,14 +27,15 @@ from __future__ import annotations
 
 import copy
 import datetime
+import enum
 import hashlib
 import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Mapping, MutableSequence
+from collections.abc import Iterable, Iterator, Mapping, MutableSequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import attrs
 
@@ -44,6 +46,7 @@ __all__ = [
     "GENESIS",
     "Evidence",
     "EvidenceCheck",
+    "EvidenceEntries",
     "EvidenceFormatError",
     "EvidenceProblem",
     "append_entry",
@@ -190,7 +193,8 @@ def append_entry(
     generation: int,
     data: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Append one entry to ``entries`` (a flow state's list), chained to the last one.
+    """Append one entry to ``entries`` (a flow state's record, or a list), chained to the
+    last one.
 
     ``None`` values in ``data`` are left out, so a fact that is not known takes no room.
     """
@@ -212,7 +216,12 @@ def chain_entry(
     back so that a checkpoint need not encode the entry again.
     """
     seq = len(entries)
-    prev = entries[-1]["hash"] if entries else GENESIS
+    if type(entries) is EvidenceEntries:
+        prev = entries._last if seq else GENESIS  # (last_hash(), without a call)
+        if type(prev) is _Mark:
+            prev = entries.last_hash()  # read from the last entry's text (or raises)
+    else:
+        prev = entries[-1]["hash"] if entries else GENESIS
     stamp = instant(time)
     try:
         facts = _compact(data)
@@ -239,8 +248,21 @@ def chain_entry(
         digest = entry_hash(entry)
         text = ""
     entry["hash"] = digest
-    entries.append(entry)
-    return entry, text or canonical_json(entry).decode("utf-8")
+    # The form above has its hash as its last '"hash":"' (none can follow in the kind, prev
+    # or time, JSON strings): the record finds it there again instead of holding it.
+    findable = bool(text)
+    text = text or canonical_json(entry).decode("utf-8")
+    if type(entries) is EvidenceEntries:  # kept as its checkpoint text (the same if ASCII)
+        added = entries._added  # (add_text(), without a call)
+        kept = text if text.isascii() else _CHECKPOINT(entry)
+        if added is None:
+            entries._added = [kept]
+        else:
+            added.append(kept)
+        entries._last = _IN_TEXT if findable else digest
+    else:
+        entries.append(entry)
+    return entry, text
 
 
 _CANON = json.JSONEncoder(
@@ -287,6 +309,175 @@ def _compact_any(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_compact_any(v) for v in value]
     return value
+
+
+# What a checkpoint writes for an entry (tests/test_state_encoding.py holds the two to one
+# text): sorted keys, compact, non-ASCII escaped, as the flow state's encoder writes it.
+_CHECKPOINT = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+class _Mark(enum.Enum):
+    """What the record holds in place of its last entry's hash (kept by pickle and copy)."""
+
+    NO_HASH = "no hash"  # the last entry has none (one not written by chain_entry)
+    IN_TEXT = "in text"  # its text, written by chain_entry, has it as its last "hash"
+
+
+_NO_HASH, _IN_TEXT = _Mark.NO_HASH, _Mark.IN_TEXT
+
+
+class EvidenceEntries(MutableSequence[dict[str, Any]]):
+    """A flow state's evidence entries, each held as its text in a checkpoint, decoded
+    when read: a list of dicts to whoever indexes or iterates it, but one string to a
+    waiting flow, and the entries already written into the last checkpoint are that
+    checkpoint's own text (which the flow keeps anyway), not a copy.
+
+    Every read decodes afresh: changing a dict read from it changes nothing here (assign
+    the entry back to change it). A checkpoint takes :meth:`joined` as it is.
+    """
+
+    __slots__ = ("_added", "_count", "_end", "_last", "_start", "_text")
+
+    def __init__(self, entries: Iterable[dict[str, Any]] = ()) -> None:
+        self._text = ""  # a text whose [_start:_end] is the first _count entries, joined
+        self._start = self._end = self._count = 0
+        self._added: list[str] | None = None  # the entries after those, one text each
+        self._last: Any = _NO_HASH  # the last entry's hash, or a _Mark
+        self.extend(entries)
+
+    # -------------------------------------------------------------- what the flow uses
+
+    def last_hash(self) -> Any:
+        """The last entry's ``hash`` (:data:`GENESIS` when there is none yet).
+
+        Raises:
+            KeyError: the last entry has no ``hash`` (as ``entries[-1]["hash"]`` would).
+        """
+        if not (self._count or self._added):
+            return GENESIS
+        if self._last is _IN_TEXT:
+            added = self._added
+            if added:
+                text, start, end = added[-1], 0, len(added[-1])
+            else:
+                text, start, end = self._text, self._start, self._end
+            at = text.rindex('"hash":"', start, end) + 8
+            return text[at : at + 64]
+        if self._last is _NO_HASH:
+            raise KeyError("hash")
+        return self._last
+
+    def add_text(self, text: str, last_hash: Any) -> None:
+        """Append an entry as its checkpoint text (ASCII), its hash given apart."""
+        if self._added is None:
+            self._added = [text]
+        else:
+            self._added.append(text)
+        self._last = last_hash
+
+    def joined(self) -> str:
+        """Every entry's checkpoint text, joined by commas (what a checkpoint's list holds)."""
+        added = self._added
+        if not self._count:
+            return ",".join(added) if added else ""
+        held = self._text[self._start : self._end]
+        return ",".join([held, *added]) if added else held
+
+    def rebase(self, text: str, start: int, end: int) -> None:
+        """Hold the entries as ``text[start:end]``: ``text`` is the checkpoint just written
+        with :meth:`joined` at that place."""
+        self._count += len(self._added or ())
+        self._text, self._start, self._end, self._added = text, start, end, None
+
+    def checkpointed(self) -> bool:
+        """Whether every entry is in the text given to :meth:`rebase` (none added since)."""
+        return bool(self._text) and not self._added
+
+    def decoded(self) -> list[dict[str, Any]]:
+        """The entries as fresh dicts (no one else holds them)."""
+        joined = self.joined()
+        if not joined:
+            return []
+        entries: list[dict[str, Any]] = json.loads(f"[{joined}]")
+        return entries
+
+    # ------------------------------------------------------- the list it stands in for
+
+    def __len__(self) -> int:
+        return self._count + len(self._added or ())
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self.decoded()[index]
+
+    @overload
+    def __setitem__(self, index: int, value: dict[str, Any]) -> None: ...
+
+    @overload
+    def __setitem__(self, index: slice, value: Iterable[dict[str, Any]]) -> None: ...
+
+    def __setitem__(self, index: int | slice, value: Any) -> None:
+        entries = self.decoded()
+        entries[index] = value
+        self._replace(entries)
+
+    def __delitem__(self, index: int | slice) -> None:
+        entries = self.decoded()
+        del entries[index]
+        self._replace(entries)
+
+    def insert(self, index: int, value: dict[str, Any]) -> None:
+        entries = self.decoded()
+        entries.insert(index, value)
+        self._replace(entries)
+
+    def append(self, value: dict[str, Any]) -> None:
+        self.add_text(_CHECKPOINT(value), _hash_of(value))
+
+    def clear(self) -> None:
+        self._replace([])
+
+    def _replace(self, entries: list[dict[str, Any]]) -> None:
+        texts = [_CHECKPOINT(entry) for entry in entries]  # all encoded before any is kept
+        self._text, self._start, self._end, self._count = "", 0, 0, 0
+        self._added = texts or None
+        self._last = _hash_of(entries[-1]) if entries else _NO_HASH
+
+    def __copy__(self) -> EvidenceEntries:  # as a list's copy: entries added to it are its own
+        other = EvidenceEntries()
+        other._text, other._start, other._end = self._text, self._start, self._end
+        other._count, other._last = self._count, self._last
+        other._added = None if self._added is None else list(self._added)
+        return other
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.decoded())
+
+    def __reversed__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.decoded()[::-1])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EvidenceEntries):
+            return self.joined() == other.joined() or self.decoded() == other.decoded()
+        if isinstance(other, list):
+            return self.decoded() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:  # the entries, as a list shows them (never the whole text)
+        return repr(self.decoded())
+
+
+def _hash_of(entry: object) -> Any:
+    if isinstance(entry, Mapping) and "hash" in entry:
+        return entry["hash"]
+    return _NO_HASH
 
 
 @attrs.frozen
@@ -348,7 +539,10 @@ class Evidence:
         self, flow_id: str, entries: Iterable[Mapping[str, Any]], *, final_hash: str | None = None
     ) -> None:
         # A copy: changing the record never changes the flow state it was taken from.
-        self._fill(flow_id, tuple(_copy_json(dict(e)) for e in entries), final_hash)
+        if type(entries) is EvidenceEntries:  # its entries decode as fresh dicts
+            self._fill(flow_id, tuple(entries.decoded()), final_hash)
+        else:
+            self._fill(flow_id, tuple(_copy_json(dict(e)) for e in entries), final_hash)
 
     def _fill(
         self, flow_id: str, entries: tuple[dict[str, Any], ...], final_hash: str | None

@@ -13,7 +13,7 @@ and any unknown field, so a newer writer is never half-read by an older reader.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableSequence
 from typing import Any
 
 import attrs
@@ -21,6 +21,7 @@ import cattrs
 
 from .._core.errors import FlowError
 from .._core.redact import mask_phone
+from .evidence import EvidenceEntries
 from .machine import WINDOW_OF_STEP, Step
 
 #: The steps that run against a deadline, and the name of that deadline.
@@ -133,8 +134,9 @@ class FlowState:
     updated_at: float = 0.0
     workflow_name: str = "qes"  # agreed with Fourthline; kept for restarts and resumes
     # The evidence record's entries (qes_async._flow.evidence), appended as the flow runs. New
-    # in format 1 with a default, so a state stored before it still loads (with none).
-    evidence: list[dict[str, Any]] = attrs.Factory(list)
+    # in format 1 with a default, so a state stored before it still loads (with none). Held
+    # as their checkpoint text (EvidenceEntries), read as a list of dicts.
+    evidence: MutableSequence[dict[str, Any]] = attrs.Factory(EvidenceEntries)
 
     @property
     def generation(self) -> Generation:
@@ -162,7 +164,15 @@ def _converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True)
     conv.register_structure_hook(Step, lambda value, _: Step(value))
     conv.register_unstructure_hook(Step, lambda step: step.value)
+    # The entries are checked as the list of objects they are stored as, then held as text.
+    conv.register_structure_hook_func(
+        lambda kind: kind == _ENTRIES,
+        lambda value, _: EvidenceEntries(conv.structure(value, list[dict[str, Any]])),
+    )
     return conv
+
+
+_ENTRIES = MutableSequence[dict[str, Any]]
 
 
 _CONVERTER = _converter()
@@ -426,28 +436,26 @@ def _tail_text(state: FlowState) -> str:
 class StateEncoder:
     """Encodes one flow's successive checkpoints, each evidence entry only once.
 
-    The evidence list only grows and its entries are chained by hash, never changed; so a
-    checkpoint encodes only the entries added since the last one, and takes the others'
-    text from the last checkpoint's text (which the in-memory store holds anyway: no
-    copy of it is kept here). The text is exactly
-    ``json.dumps(fast_dump(state), separators=(",", ":"), sort_keys=True)``: the keys
-    before ``"evidence"`` and after it are encoded as two objects and joined around it.
+    A flow state's entries (:class:`~.evidence.EvidenceEntries`) are held as their
+    checkpoint text already: a checkpoint splices that text in, and the entries are then
+    held as the part of the new checkpoint's text that spells them (which the in-memory
+    store holds anyway: no copy of it is kept). Entries in a plain list (one assigned to
+    the state) are encoded at each checkpoint, a text given to :meth:`known` taken as it
+    is. The text is exactly ``json.dumps(fast_dump(state), separators=(",", ":"),
+    sort_keys=True)``: the keys before ``"evidence"`` and after it are encoded as two
+    objects and joined around it.
     """
 
-    __slots__ = ("_count", "_end", "_known", "_last_hash", "_owner", "_start", "_text")
+    __slots__ = ("_known",)
 
     def __init__(self) -> None:
-        self._owner: list[dict[str, Any]] | None = None
-        self._count = 0  # entries in the last checkpoint
-        self._last_hash: Any = None
-        self._text = ""  # the last checkpoint's text
-        self._start = self._end = 0  # where its evidence entries are in it
         self._known: list[tuple[dict[str, Any], str]] | None = None
 
     def known(self, entry: dict[str, Any], text: str) -> None:
         """Take ``entry``'s canonical text (from :func:`~.evidence.chain_entry`) for the
-        next checkpoint, which then need not encode the entry. Canonical text keeps UTF-8
-        where a checkpoint escapes it, so only an ASCII text is taken as it is."""
+        next checkpoint of a plain list of entries, which then need not encode the entry.
+        Canonical text keeps UTF-8 where a checkpoint escapes it, so only an ASCII text is
+        taken as it is."""
         if self._known is None:
             self._known = []
         self._known.append((entry, text))
@@ -458,38 +466,31 @@ class StateEncoder:
                 return text
         return _ENCODE(entry)
 
-    def _evidence(self, evidence: list[dict[str, Any]]) -> str:
-        """The evidence entries' text, the entries of the last checkpoint taken from it."""
-        count = self._count
-        if (
-            evidence is not self._owner
-            or len(evidence) < count
-            or (count and evidence[count - 1].get("hash") != self._last_hash)
-        ):
-            self._owner, count = evidence, 0
-        parts = [self._text[self._start : self._end]] if count else []
-        parts.extend([self._entry(entry) for entry in evidence[count:]])
+    def _evidence(self, evidence: MutableSequence[dict[str, Any]]) -> str:
+        """The evidence entries' text."""
+        if type(evidence) is EvidenceEntries:
+            joined = evidence.joined()
+        else:
+            joined = ",".join([self._entry(entry) for entry in evidence])
         self._known = None
-        return ",".join(parts)
+        return joined
 
-    def _remember(self, evidence: list[dict[str, Any]], text: str, start: int, end: int) -> None:
-        self._text, self._start, self._end = text, start, end
-        self._count = len(evidence)
-        self._last_hash = evidence[-1].get("hash") if evidence else None
+    @staticmethod
+    def _remember(
+        evidence: MutableSequence[dict[str, Any]], text: str, start: int, end: int
+    ) -> None:
+        if type(evidence) is EvidenceEntries:
+            evidence.rebase(text, start, end)
 
-    def evidence_copy(self, evidence: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    def evidence_copy(
+        self, evidence: MutableSequence[dict[str, Any]]
+    ) -> list[dict[str, Any]] | None:
         """A fresh copy of ``evidence`` read back from the last checkpoint's text (the C
         parser builds it), or None when that checkpoint does not hold exactly these
         entries. Its dicts have their keys in sorted order, as a resumed flow's have."""
-        count = self._count
-        if (
-            evidence is not self._owner
-            or len(evidence) != count
-            or (count and evidence[-1].get("hash") != self._last_hash)
-        ):
-            return None
-        entries: list[dict[str, Any]] = json.loads(f"[{self._text[self._start : self._end]}]")
-        return entries
+        if type(evidence) is EvidenceEntries and evidence.checkpointed():
+            return evidence.decoded()
+        return None
 
     def checkpoint(self, state: FlowState, store: object) -> EncodedState | StateText:
         """The checkpoint to hand ``store``: its text alone if the store declares that it
@@ -516,8 +517,8 @@ class StateEncoder:
         head = f'{_ENCODE(before)[:-1]},"evidence":['
         text = f"{head}{joined}],{_ENCODE(after)[1:]}"
         self._remember(evidence, text, len(head), len(head) + len(joined))
-        # The list is the checkpoint's own; its entries are shared, as they are never
-        # changed once chained (copying them all at every step is what this avoids).
+        # The list is the checkpoint's own (entries held as text decode as fresh dicts; a
+        # plain list's are shared, as they are never changed once chained).
         data = EncodedState(before, text)
         data["evidence"] = list(evidence)
         data.update(after)
