@@ -46,6 +46,7 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("Checkpoints", ("_flow.store",)),
     ("Document sources", ("_flow.sources",)),
     ("Time", ("_runtime.clock",)),
+    ("Secrets", ("_core.redact",)),
     ("Errors", ("_core.errors",)),
 ]
 
