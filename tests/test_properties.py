@@ -508,17 +508,14 @@ def test_a_checkpoints_text_written_from_the_records_is_the_reference_text(
 ) -> None:
     """The text-only checkpoint (what the SDK's stores get) is, character for character,
     ``json.dumps`` of :func:`dump_state` (cattrs), at every checkpoint of a flow whose
-    evidence grows between them, entries' known texts given or not."""
+    evidence grows between them."""
     from qes_async._flow.evidence import chain_entry
     from qes_async._flow.state import StateEncoder
 
     texts, datas = StateEncoder(), StateEncoder()
     for n, batch in enumerate([[], *notes]):
-        for kind, data, known in batch:
-            entry, text = chain_entry(state.evidence, kind, time=n, generation=n, data=data)
-            if known:
-                texts.known(entry, text)
-                datas.known(entry, text)
+        for kind, data, _ in batch:
+            chain_entry(state.evidence, kind, time=n, generation=n, data=data)
         state.updated_at = float(n)
         reference = _text_or_refusal(_REFERENCE, dump_state(state))
         assert _text_or_refusal(texts.text, state) == reference

@@ -175,27 +175,6 @@ async def test_a_checkpoint_to_the_memory_store_makes_no_task_of_its_own(
     assert await _checkpoint_tasks(tmp_path / "b", _Recording) > 10
 
 
-def test_an_entrys_known_text_is_used_when_ascii_and_encoded_again_when_not() -> None:
-    from qes_async._flow.evidence import chain_entry
-
-    state, encoder = _full_state(), StateEncoder()
-    # A plain list of entries (one assigned to the state): the flow's own record holds
-    # each entry's text itself (see the tests of EvidenceEntries below).
-    state.evidence = list(state.evidence)
-    encoder.encode(state)
-    for kind, word in (("plain", "ascii"), ("accented", "Jöhn")):
-        entry, text = chain_entry(state.evidence, kind, time=6.0, generation=2, data={"w": word})
-        encoder.known(entry, text)
-    assert encoder.encode(state).text == _reference_text(dump_state(state))
-    # The known text is what goes in (so the equality above is not the encoder's own work):
-    entry, text = chain_entry(state.evidence, "planted", time=7.0, generation=2, data={})
-    encoder.known(entry, text.replace("planted", "PLANTED"))
-    assert '"kind":"PLANTED"' in encoder.encode(state).text
-    # ...and only for the next checkpoint: a later one encodes what the entry holds.
-    state.evidence = list(state.evidence)
-    assert encoder.encode(state).text == _reference_text(dump_state(state))
-
-
 # ------------------------------------------------- the text written from the records alone
 
 

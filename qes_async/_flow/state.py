@@ -440,39 +440,19 @@ class StateEncoder:
     checkpoint text already: a checkpoint splices that text in, and the entries are then
     held as the part of the new checkpoint's text that spells them (which the in-memory
     store holds anyway: no copy of it is kept). Entries in a plain list (one assigned to
-    the state) are encoded at each checkpoint, a text given to :meth:`known` taken as it
-    is. The text is exactly ``json.dumps(fast_dump(state), separators=(",", ":"),
-    sort_keys=True)``: the keys before ``"evidence"`` and after it are encoded as two
-    objects and joined around it.
+    the state) are encoded at each checkpoint. The text is exactly
+    ``json.dumps(fast_dump(state), separators=(",", ":"), sort_keys=True)``: the keys
+    before ``"evidence"`` and after it are encoded as two objects and joined around it.
     """
 
-    __slots__ = ("_known",)
-
-    def __init__(self) -> None:
-        self._known: list[tuple[dict[str, Any], str]] | None = None
-
-    def known(self, entry: dict[str, Any], text: str) -> None:
-        """Take ``entry``'s canonical text (from :func:`~.evidence.chain_entry`) for the
-        next checkpoint of a plain list of entries, which then need not encode the entry.
-        Canonical text keeps UTF-8 where a checkpoint escapes it, so only an ASCII text is
-        taken as it is."""
-        if self._known is None:
-            self._known = []
-        self._known.append((entry, text))
-
-    def _entry(self, entry: dict[str, Any]) -> str:
-        for known, text in self._known or ():
-            if known is entry and text.isascii():
-                return text
-        return _ENCODE(entry)
+    __slots__ = ()
 
     def _evidence(self, evidence: MutableSequence[dict[str, Any]]) -> str:
         """The evidence entries' text."""
         if type(evidence) is EvidenceEntries:
             joined = evidence.joined()
         else:
-            joined = ",".join([self._entry(entry) for entry in evidence])
-        self._known = None
+            joined = ",".join([_ENCODE(entry) for entry in evidence])
         return joined
 
     @staticmethod
