@@ -54,7 +54,7 @@ from typing import Any
 
 from .._core.converter import structure, unstructure
 from .._core.errors import InvalidInputError
-from .._core.redact import Secret, hold
+from .._core.redact import Secret, hold, reveal
 from .._runtime.clock import Clock, SystemClock
 from .._signers.signer import (
     AnswerKind,
@@ -204,7 +204,7 @@ class SignerRelay:
             " (SELECT pg_notify($4, id::text || ' ' || $2 || ' ' || $1) FROM row) AS n",
             flow_id,
             kind,
-            value.reveal() if isinstance(value, Secret) else value,
+            reveal(value),
             self.tables.signer_channel,
             self._submission_max_age,
         )
