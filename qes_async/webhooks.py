@@ -47,7 +47,7 @@ from ._core.lenient import read_status_code
 from ._core.models import ErrorDetail, Status, WebhookEvent
 from ._runtime import telemetry as _telemetry
 from ._runtime.clock import Clock, SystemClock
-from ._waiting.dispatcher import WebhookDispatcher
+from ._waiting.dispatcher import _STATUSES, MAX_UNKNOWN_STATUSES, WebhookDispatcher
 from ._webhooks.auth import AuthResult, BasicAuth, BearerAuth, TokenAnswer
 
 __all__ = [
@@ -78,10 +78,8 @@ MAX_ERROR_MESSAGE = 256
 _DECODER = json.JSONDecoder()  # what json.loads uses for a str
 #: Its scanner (an attribute of the instance): one JSON value from an index, and its end.
 _SCAN: Callable[[str, int], tuple[Any, int]] = vars(_DECODER)["scan_once"]
-#: The documented statuses by value (Status(value) for the rest).
-_STATUSES: dict[str, Status] = {status.value: status for status in Status}
-#: How many undocumented statuses a receiver remembers, besides the documented ones.
-MAX_UNKNOWN_STATUSES = 64
+# The documented statuses by value (Status(value) for the rest), and how many undocumented
+# ones a receiver remembers besides them: the dispatcher's own table and bound.
 
 
 @attrs.frozen
