@@ -63,6 +63,7 @@ from qes_async import (
     HybridWaiter,
     QESClient,
     QESError,
+    Secret,
     SignatureFlow,
     SignerInbox,
     WebhookDispatcher,
@@ -342,11 +343,11 @@ A passcode will be sent to {esc(asked["sent_to"])}.</p>
 
     async def passcode_submit(self, request: Request, flow_id: str) -> Response:
         self._view(flow_id)
-        form = await read_form(request, MAX_SMALL_FORM)
-        passcode = form.get("passcode")
-        await form.close()
+        # Straight from the form into a Secret: no local of this frame holds the passcode
+        # or the form around it while the inbox takes it (error trackers record locals).
+        code = await read_passcode(request)
         asked = pending_question(self.inbox, flow_id)
-        answer = await submit_passcode(self.inbox, flow_id, passcode)
+        answer = await submit_passcode(self.inbox, flow_id, code)
         if answer["accepted"]:
             return RedirectResponse(f"/flows/{flow_id}", status_code=303)
         if answer["result"] in ("wrong_passcode", "invalid") and asked["waiting_for"] == "passcode":
@@ -489,6 +490,23 @@ async def read_form(request: Request, limit: int) -> FormData:
         return await asyncio.wait_for(request.form(max_files=1, max_fields=20), FORM_TIMEOUT)
     except asyncio.TimeoutError:
         raise Refused(408, "The form did not arrive in time.") from None
+
+
+async def read_passcode(request: Request) -> Secret | None:
+    """The passcode form's field as a :class:`~qes_async.Secret` (None when it is not
+    text). The form itself is let go before its files (if any were sent) are closed: a
+    failure there cannot show the passcode in this frame's locals."""
+    form = await read_form(request, MAX_SMALL_FORM)
+    code = _secret(form.get("passcode"))
+    files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    del form
+    for file in files:
+        await file.close()
+    return code
+
+
+def _secret(value: object) -> Secret | None:
+    return Secret(value) if isinstance(value, str) else None
 
 
 def _log_outcome(flow_id: str, task: asyncio.Future[FlowResult]) -> None:
