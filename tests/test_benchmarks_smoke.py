@@ -5,6 +5,7 @@ Never a timing or OK/MISS assertion: the machine's load decides those, not the c
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -78,3 +79,11 @@ def test_the_ceremony_bound_strips_what_it_says_and_prints_each_part() -> None:
         assert re.search(rf"^  {re.escape(side)}\s+[\d.]+ ms", stdout, flags=re.MULTILINE), stdout
     for part in ("evidence entries", "checkpoints", "the rest of the SDK"):
         assert re.search(rf"^  {part}\s+[-+][\d.]+ ms", stdout, flags=re.MULTILINE), stdout
+
+
+def test_the_many_flows_child_parks_and_signs_every_flow(tmp_path: Path) -> None:
+    stdout = _bench("benchmarks._many_child", "30", str(tmp_path), timeout=300)
+    got = json.loads(stdout.strip().splitlines()[-1])
+    assert (got["flows"], got["signed"], got["failed"]) == (30, 30, {})
+    assert 0 < got["before"] <= got["peak"]
+    assert got["parked"] <= got["peak"]
