@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime
 import logging
+import sys
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -58,10 +60,29 @@ class PadesResult:
 def pyhanko_available() -> bool:
     """True when pyHanko can be imported."""
     try:
-        import pyhanko.sign.validation  # noqa: F401
+        import_pyhanko()
     except ImportError:
         return False
     return True
+
+
+_imported = threading.Lock()
+
+
+def import_pyhanko() -> None:
+    """Import pyHanko's signing and validation modules (once; ImportError without them).
+
+    cryptography 47 and later warn (a ``UserWarning``, shown by default) when DSA is
+    imported, and pyHanko's signer module imports it: the warning is about pyHanko, not
+    anything an app of ours can change, so that one warning is hidden while pyHanko loads.
+    """
+    with _imported:
+        if "pyhanko.sign.validation" in sys.modules and "pyhanko.sign.signers" in sys.modules:
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"pyhanko\.")
+            import pyhanko.sign.signers
+            import pyhanko.sign.validation  # noqa: F401
 
 
 class _QuietInValidation(logging.Filter):

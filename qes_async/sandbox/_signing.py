@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from .._flow.pades import import_pyhanko
+
 __all__ = ["MissingExtraError", "SandboxCA", "SignerIdentity", "sandbox_ca", "sign_pdf"]
 
 EXTRA_HINT = "PDF signing needs the sandbox extra: pip install 'qes-async[sandbox]'"
@@ -171,6 +173,8 @@ def sign_pdf(pdf: bytes, identity: SignerIdentity) -> bytes:
     """A PAdES-signed copy of ``pdf`` (blocking: run it in a worker thread)."""
     try:
         from asn1crypto import keys, x509
+
+        import_pyhanko()  # first, so its import of DSA does not warn (see there)
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
         from pyhanko.sign import fields, signers
         from pyhanko_certvalidator.registry import SimpleCertificateStore
