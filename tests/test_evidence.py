@@ -575,21 +575,28 @@ async def test_a_result_record_is_read_back_from_the_last_checkpoint_not_walked(
     assert not any(id(e) in shared or id(e["data"]) in shared for e in result.evidence.entries)
 
 
-def test_the_encoder_gives_no_copy_of_entries_its_last_checkpoint_does_not_hold() -> None:
+def test_a_record_of_a_flows_entries_holds_their_text_and_decodes_fresh_dicts_once() -> None:
     from qes_async._flow.state import StateEncoder
 
     state = FlowState("flow-1", "client-1", MOBILE, [], 1_700_000_000.0)
-    encoder = StateEncoder()
-    assert encoder.evidence_copy(state.evidence) is None  # no checkpoint yet
-    ev.append_entry(state.evidence, "one", time=1.0, generation=0, data={"n": 1})
-    encoder.text(state)
-    copied = encoder.evidence_copy(state.evidence)
-    assert copied == state.evidence
-    assert copied is not None
-    assert copied[0] is not state.evidence[0]
+    ev.append_entry(state.evidence, "flow_started", time=1.0, generation=0, data={"n": 1})
+    StateEncoder().text(state)  # the first entry now held as the checkpoint's text
     ev.append_entry(state.evidence, "two", time=2.0, generation=0, data={"n": 2})
-    assert encoder.evidence_copy(state.evidence) is None  # added after the checkpoint
-    assert encoder.evidence_copy(list(state.evidence)) is None  # not the flow's own list
+    record = ev.Evidence("flow-1", state.evidence)
+    assert type(record._text) is str  # nothing decoded yet
+    assert len(record) == 2
+    assert record.final_hash == state.evidence[-1]["hash"]
+    assert "Evidence(flow_id='flow-1', entries=2, " in repr(record)
+    entries = record.entries
+    assert record._text is None  # decoded once, then kept
+    assert record.entries is entries
+    assert list(entries) == list(state.evidence)
+    entries[0]["data"]["n"] = 99  # its dicts are its own: the flow's state is unchanged
+    assert state.evidence[0]["data"]["n"] == 1
+    assert record != ev.Evidence("flow-1", state.evidence)  # the change is the record's alone
+    plain = ev.Evidence("flow-1", list(state.evidence))
+    assert ev.Evidence("flow-1", state.evidence) == plain
+    assert ev.Evidence("flow-1", state.evidence).verify().ok == plain.verify().ok
 
 
 def test_an_entry_with_a_float_or_an_object_is_refused_naming_where() -> None:

@@ -658,9 +658,9 @@ class SignatureFlow:
         return self._documents
 
     def _finish(self, state: FlowState) -> FlowResult:
-        # The evidence copy is read back from the last checkpoint's text when it holds
-        # them all (the C parser, not a Python walk of every entry).
-        return _result_of(state, self._encoder.evidence_copy(state.evidence))
+        # The result's evidence holds its entries' checkpoint text, decoded (by the C
+        # parser) when first read: a result an app keeps costs that text, not the dicts.
+        return _result_of(state)
 
     def _forget(self) -> None:
         """Release what the client and the waiter cache for this flow's signatures (every
@@ -735,20 +735,15 @@ class SignatureFlow:
         return f"SignatureFlow(flow_id={self.flow_id!r}, step={step!r})"
 
 
-def _result_of(state: FlowState, copied: list[dict[str, Any]] | None = None) -> FlowResult:
-    """The result of a finished flow; ``copied``, a copy of its evidence no one else holds,
-    is taken as it is (else the entries are copied)."""
+def _result_of(state: FlowState) -> FlowResult:
+    """The result of a finished flow (its evidence a copy, held as the entries' text)."""
     return FlowResult(
         flow_id=state.flow_id,
         outcome=FlowOutcome(state.outcome or "failed"),
         documents=tuple(state.downloads),
         contract=state.contract,
         generations=tuple(state.generations),
-        evidence=(
-            Evidence(state.flow_id, state.evidence)
-            if copied is None
-            else Evidence._taking(state.flow_id, copied)
-        ),
+        evidence=Evidence(state.flow_id, state.evidence),
     )
 
 

@@ -539,26 +539,41 @@ class Evidence:
         self, flow_id: str, entries: Iterable[Mapping[str, Any]], *, final_hash: str | None = None
     ) -> None:
         # A copy: changing the record never changes the flow state it was taken from.
-        if type(entries) is EvidenceEntries:  # its entries decode as fresh dicts
-            self._fill(flow_id, tuple(entries.decoded()), final_hash)
-        else:
-            self._fill(flow_id, tuple(_copy_json(dict(e)) for e in entries), final_hash)
-
-    def _fill(
-        self, flow_id: str, entries: tuple[dict[str, Any], ...], final_hash: str | None
-    ) -> None:
         self.flow_id = flow_id
-        self.entries: tuple[dict[str, Any], ...] = entries
-        last = entries[-1].get("hash") if entries else GENESIS
-        self.final_hash: str = final_hash if final_hash is not None else str(last)
         self._source: bytes | None = None  # the bytes it was read from, if any
+        self._text: str | None = None  # the entries' checkpoint text, until first read
+        self._count = 0
+        if type(entries) is EvidenceEntries and final_hash is None and len(entries):
+            try:
+                last = entries.last_hash()
+            except KeyError:  # an entry not written by the flow: decoded at once
+                pass
+            else:
+                # Held as the checkpoint's text of its entries, one string (a flow's result
+                # is kept by apps: dicts for its 15 entries would be four times as large);
+                # decoded as fresh dicts when first read.
+                self._text, self._count = entries.joined(), len(entries)
+                self._entries: tuple[dict[str, Any], ...] = ()
+                self.final_hash: str = str(last)
+                return
+        if type(entries) is EvidenceEntries:  # its entries decode as fresh dicts
+            self._fill(tuple(entries.decoded()), final_hash)
+        else:
+            self._fill(tuple(_copy_json(dict(e)) for e in entries), final_hash)
 
-    @classmethod
-    def _taking(cls, flow_id: str, entries: list[dict[str, Any]]) -> Evidence:
-        """A record that takes ``entries`` as they are: a copy no one else holds."""
-        record = cls.__new__(cls)
-        record._fill(flow_id, tuple(entries), None)
-        return record
+    def _fill(self, entries: tuple[dict[str, Any], ...], final_hash: str | None) -> None:
+        self._entries = entries
+        last = entries[-1].get("hash") if entries else GENESIS
+        self.final_hash = final_hash if final_hash is not None else str(last)
+
+    @property
+    def entries(self) -> tuple[dict[str, Any], ...]:
+        """The entries, oldest first (each a dict of JSON data)."""
+        text = self._text
+        if text is not None:
+            self._entries = tuple(json.loads(f"[{text}]"))
+            self._text = None
+        return self._entries
 
     # ------------------------------------------------------------------------ reading
 
@@ -687,7 +702,7 @@ class Evidence:
         )
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return self._count if self._text is not None else len(self._entries)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Evidence):
@@ -698,7 +713,7 @@ class Evidence:
 
     def __repr__(self) -> str:
         return (
-            f"Evidence(flow_id={self.flow_id!r}, entries={len(self.entries)}, "
+            f"Evidence(flow_id={self.flow_id!r}, entries={len(self)}, "
             f"final_hash={self.final_hash[:16]!r}...)"
         )
 

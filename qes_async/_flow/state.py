@@ -462,16 +462,6 @@ class StateEncoder:
         if type(evidence) is EvidenceEntries:
             evidence.rebase(text, start, end)
 
-    def evidence_copy(
-        self, evidence: MutableSequence[dict[str, Any]]
-    ) -> list[dict[str, Any]] | None:
-        """A fresh copy of ``evidence`` read back from the last checkpoint's text (the C
-        parser builds it), or None when that checkpoint does not hold exactly these
-        entries. Its dicts have their keys in sorted order, as a resumed flow's have."""
-        if type(evidence) is EvidenceEntries and evidence.checkpointed():
-            return evidence.decoded()
-        return None
-
     def checkpoint(self, state: FlowState, store: object) -> EncodedState | StateText:
         """The checkpoint to hand ``store``: its text alone if the store declares that it
         only writes the text (see :class:`StateText`), else the data with its text."""
