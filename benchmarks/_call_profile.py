@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import json
 import pstats
 import sys
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -23,27 +21,18 @@ from qes_async import QESClient
 
 from ._ceremony_profile import _by_package
 from ._common import helper_process
-from .bench_overhead import HEADERS, SIG
+from .bench_overhead import status_calls
 
 
 async def _count(url: str, calls: int) -> dict[str, dict[str, int]]:
-    status_url = f"{url}/v1/signatures/{SIG}/status"
     async with (
         aiohttp.ClientSession() as session,
         QESClient("bench", "bench-secret", base_url=url) as client,
     ):
-
-        async def raw() -> object:
-            async with session.get(status_url, headers=HEADERS) as resp:
-                resp.raise_for_status()
-                return json.loads(await resp.read())
-
-        async def sdk() -> object:
-            return await client.get_signature_status(SIG)
-
-        sides: dict[str, Callable[[], Awaitable[object]]] = {"sdk": sdk, "raw": raw}
+        sides = status_calls(session, client, url)
         counted: dict[str, dict[str, int]] = {}
-        for name, call in sides.items():
+        for name in ("sdk", "raw"):
+            call = sides[name]
             for _ in range(200):  # warm up: the connection, the token, the caches
                 await call()
             profile = cProfile.Profile()

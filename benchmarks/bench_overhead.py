@@ -51,35 +51,41 @@ def _sdk_telemetry() -> tuple[Any, Callable[[], None]] | None:
     return Recorder(tracer_provider, meter_provider), exporter.clear
 
 
-async def _measure(url: str, count: int, in_flight: int, rounds: int) -> dict[str, list[float]]:
+def status_calls(
+    session: aiohttp.ClientSession, client: QESClient, url: str
+) -> dict[str, Callable[[], Awaitable[object]]]:
+    """The two contenders' status reads: raw aiohttp (GET, status check, JSON parse) and
+    the SDK's."""
     status_url = f"{url}/v1/signatures/{SIG}/status"
+
+    async def raw() -> object:
+        async with session.get(status_url, headers=HEADERS) as resp:
+            resp.raise_for_status()
+            return json.loads(await resp.read())
+
+    async def sdk() -> object:
+        return await client.get_signature_status(SIG)
+
+    return {"raw": raw, "sdk": sdk}
+
+
+async def _measure(url: str, count: int, in_flight: int, rounds: int) -> dict[str, list[float]]:
     async with (
         aiohttp.ClientSession() as session,
         httpx.AsyncClient() as hx,
         QESClient("bench", "bench-secret", base_url=url) as client,
     ):
 
-        async def raw() -> object:
-            async with session.get(status_url, headers=HEADERS) as resp:
-                resp.raise_for_status()
-                return json.loads(await resp.read())
-
-        async def sdk() -> object:
-            return await client.get_signature_status(SIG)
-
         async def via_httpx() -> object:
-            resp = await hx.get(status_url, headers=HEADERS)
+            resp = await hx.get(f"{url}/v1/signatures/{SIG}/status", headers=HEADERS)
             resp.raise_for_status()
             return resp.json()
 
-        calls: dict[str, Callable[[], Awaitable[object]]] = {
-            "raw": raw,
-            "sdk": sdk,
-            "httpx": via_httpx,
-        }
+        calls = status_calls(session, client, url)
+        calls["httpx"] = via_httpx
         telemetry = _sdk_telemetry()
         if telemetry is not None:
-            calls["otel"] = sdk  # the same calls, with the hook set around them
+            calls["otel"] = calls["sdk"]  # the same calls, with the hook set around them
 
         async def timed(name: str, n: int) -> tuple[float, float]:
             """(calls/s, process CPU us per call) of one round."""
