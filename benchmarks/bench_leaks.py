@@ -34,7 +34,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from typing import Any
 
 from qes_async import FlowOutcome
 
-from ._common import ROOT, Row, python_env
+from ._common import Row, child_json
 from ._world import World, world
 
 FLOWS = 10_000
@@ -155,16 +154,7 @@ def run(quick: bool) -> list[Row]:
 def _in_child(flows: int, warm_up: int) -> tuple[list[float], float]:
     """The RSS readings and seconds of a run in a fresh interpreter (its leak planted from
     the same environment variable)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_leaks", str(flows), str(warm_up)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=python_env(),
-        cwd=ROOT,
-        timeout=3600,
-    ).stdout
-    got = json.loads(out.strip().splitlines()[-1])
+    got = child_json("benchmarks.bench_leaks", str(flows), str(warm_up), timeout=3600)
     return [float(r) for r in got["readings"]], float(got["elapsed"])
 
 

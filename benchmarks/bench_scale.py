@@ -22,8 +22,6 @@ import asyncio
 import gc
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -32,7 +30,7 @@ from statistics import median
 
 from qes_async import FlowOutcome, FlowResult, WebhookDispatcher
 
-from ._common import ROOT, Row, helper_process, python_env
+from ._common import Row, child_json, helper_process
 from ._raw_ceremony import run_flows
 from ._remote import measure
 from ._world import Nudges, World, nudged, world
@@ -238,16 +236,7 @@ def run(quick: bool) -> list[Row]:
 def _many(folder: Path, flows: int) -> Row:
     """The many-waiting-flows row, from a fresh process (so its peak RSS is its own)."""
     folder.mkdir(parents=True)
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks._many_child", str(flows), str(folder)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=python_env(),
-        cwd=ROOT,
-        timeout=7200,
-    ).stdout
-    got = json.loads(out.strip().splitlines()[-1])
+    got = child_json("benchmarks._many_child", str(flows), str(folder), timeout=7200)
     mb = 1024 * 1024
     per_flow = (got["parked"] - got["before"]) / flows / 1024
     return Row(

@@ -10,30 +10,12 @@ ratio is of the medians; the spread is the lowest and highest round's ratio.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 from statistics import median
-from typing import Any
 
-from ._common import ROOT, Row, helper_process, python_env
+from ._common import Row, child_json, helper_process
 
 MB = 1024 * 1024
-
-
-def _child(module: str, *args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=python_env(),
-        cwd=ROOT,
-        timeout=600,
-    ).stdout
-    data: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return data
 
 
 def run(quick: bool) -> list[Row]:
@@ -41,9 +23,9 @@ def run(quick: bool) -> list[Row]:
     rounds = 2 if quick else 7
     with helper_process("benchmarks._api_server") as (_, url):
         with tempfile.TemporaryDirectory() as tmp:
-            data = _child("benchmarks._stream_child", url, tmp, str(size))
+            data = child_json("benchmarks._stream_child", url, tmp, str(size))
         with tempfile.TemporaryDirectory() as tmp:
-            speed = _child("benchmarks._download_child", url, tmp, str(size), str(rounds))
+            speed = child_json("benchmarks._download_child", url, tmp, str(size), str(rounds))
     growth = (data["peak"] - data["baseline"]) / MB
     return [
         Row(

@@ -87,3 +87,13 @@ def test_the_many_flows_child_parks_and_signs_every_flow(tmp_path: Path) -> None
     assert (got["flows"], got["signed"], got["failed"]) == (30, 30, {})
     assert 0 < got["before"] <= got["peak"]
     assert got["parked"] <= got["peak"]
+
+
+def test_a_failed_benchmark_child_raises_with_the_end_of_its_stderr() -> None:
+    # (a child that succeeds is every --quick run of rows 3 many, 4 and 7 above)
+    import pytest
+
+    from benchmarks._common import child_json
+
+    with pytest.raises(RuntimeError, match=r"(?s)_no_such_child exited with 1:.*No module named"):
+        child_json("benchmarks._no_such_child", timeout=60)
