@@ -75,9 +75,10 @@ async def _measure(url: str, count: int, in_flight: int, rounds: int) -> dict[st
         httpx.AsyncClient() as hx,
         QESClient("bench", "bench-secret", base_url=url) as client,
     ):
+        status_url = f"{url}/v1/signatures/{SIG}/status"
 
         async def via_httpx() -> object:
-            resp = await hx.get(f"{url}/v1/signatures/{SIG}/status", headers=HEADERS)
+            resp = await hx.get(status_url, headers=HEADERS)
             resp.raise_for_status()
             return resp.json()
 
