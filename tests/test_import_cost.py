@@ -79,7 +79,7 @@ def test_the_client_loads_the_download_writer_and_email_utils_only_when_needed()
     ],
 )
 def test_loading_pyhanko_gives_apps_no_warning(statement: str) -> None:
-    # cryptography 47 and later warn (a UserWarning, shown by default) as pyHanko imports
+    # recent cryptography (51) warns (a UserWarning, shown by default) as pyHanko imports
     # DSA; with warnings as errors, a load that let it through would fail here.
     pytest.importorskip("pyhanko")
     done = subprocess.run(

@@ -72,7 +72,7 @@ _imported = threading.Lock()
 def import_pyhanko() -> None:
     """Import pyHanko's signing and validation modules (once; ImportError without them).
 
-    cryptography 47 and later warn (a ``UserWarning``, shown by default) when DSA is
+    Recent cryptography releases (51) warn (a ``UserWarning``, shown by default) when DSA is
     imported, and pyHanko's signer module imports it: the warning is about pyHanko, not
     anything an app of ours can change, so that one warning is hidden while pyHanko loads.
     """
